@@ -1,0 +1,58 @@
+# Two commands on a fresh machine:  `make run`  (set up + run every notebook)  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PROFILE ?= default
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export TF_ENABLE_ONEDNN_OPTS ?= 0
+export MPLBACKEND ?= Agg
+export PYTHONUNBUFFERED = 1
+
+.PHONY: setup system-packages run smoke test test-fast benchmarks clean-outputs
+
+setup: $(VENV)/.installed system-packages
+
+# The venv is rebuilt when requirements.txt changes.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --user --name simsuite --display-name "Python (simsuite)" >/dev/null
+	touch $@
+
+# Debian packages: the full Fashion-MNIST (dataset-fashion-mnist) and graphviz for model diagrams.
+# They need root; without it the suite still runs (MNIST is embedded, diagrams are skipped).
+system-packages:
+	@if [ -d /usr/share/datasets/fashion-mnist ] && command -v dot >/dev/null 2>&1; then \
+	  echo "system packages: dataset-fashion-mnist and graphviz already installed"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist graphviz >/dev/null) \
+	  && echo "system packages: installed dataset-fashion-mnist and graphviz" \
+	  || echo "system packages: apt-get failed; skipped (Fashion-MNIST and diagrams need them)"; \
+	else \
+	  echo "system packages: skipped dataset-fashion-mnist and graphviz (need root and apt-get)."; \
+	  echo "  Everything else runs; install them with: sudo apt-get install dataset-fashion-mnist graphviz"; \
+	fi
+
+# Run every notebook headless (papermill) into runs/$(PROFILE)/ and write the gallery there.
+run: setup
+	$(PY) -m helpers.run --profile $(PROFILE)
+
+smoke:
+	$(MAKE) run PROFILE=smoke
+
+# The whole test suite, notebooks included (smoke profile into a temporary folder).
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+benchmarks: setup
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/quality.py
+
+clean-outputs:
+	rm -rf runs figures models_cache/*.h5 models_cache/*.json models_cache/*.png models_cache/*.work \
+	  latent_space/*.png models_explain/*/ model_evaluation.csv

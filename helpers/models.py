@@ -1,0 +1,390 @@
+"""The six embedding architectures and the one registry that names them.
+
+``MODELS[name]`` holds everything the rest of the suite needs to know about a model: its builder,
+the loss and its parameters, which generator feeds it, and its training hyperparameters. Notebooks,
+benchmarks and tests loop over the registry; a model name is spelled once, here.
+
+Every builder returns a ``keras.Model`` from images to an embedding. ``build_training_model`` wraps
+it for the model's loss: pairs and triplets share the embedding weights (a Siamese network), and the
+wrapped output stacks the embeddings as ``(batch, n_inputs, dim)`` for the losses of
+``helpers.losses``.
+
+What changed from the reference project (whose attention models reached only 0.34-0.75 3-NN
+accuracy), keeping each model's identity (layers, loss family, margin, generator):
+
+- BatchNormalization after convolutions and LayerNormalization in attention blocks: without them
+  the deeper models barely moved from their random initialisation in the reference.
+- A convolutional stem turns the image into 7x7 tokens for the attention models (instead of 4x4
+  pixel patches): measured 0.975 vs 0.927 3-NN on the embedded split.
+- AdamW at 3e-4 for the attention models (1e-3 made the ViT collapse); Adam 1e-3 for the CNNs.
+- The models whose loss works on L2-normalised embeddings end with an ``L2Normalize`` layer, so
+  the embedding a user retrieves with is the one the loss saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import keras
+from keras import layers, ops
+
+EMBEDDING_DIM = 64
+
+
+# --- custom layers (keras.ops only, so they run on every backend) ---------------------------------
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class L2Normalize(layers.Layer):
+    """Scale each embedding to unit Euclidean norm."""
+
+    def call(self, x):
+        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class StackEmbeddings(layers.Layer):
+    """Stack n embeddings of shape (batch, d) into (batch, n, d) for the pair and triplet losses."""
+
+    def call(self, inputs):
+        return ops.stack(list(inputs), axis=1)
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class SpatialAttention(layers.Layer):
+    """CBAM spatial attention: a 7x7 convolution over the channel-wise mean and max maps."""
+
+    def __init__(self, kernel_size: int = 7, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+        self.conv = layers.Conv2D(1, kernel_size, padding="same", activation="sigmoid")
+
+    def build(self, input_shape):
+        self.conv.build((*input_shape[:-1], 2))
+
+    def call(self, x):
+        pooled = ops.concatenate(
+            [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
+        )
+        return x * self.conv(pooled)
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class ClassToken(layers.Layer):
+    """Prepend one learned CLS token to a sequence of tokens (batch, n, d) -> (batch, n + 1, d)."""
+
+    def build(self, input_shape):
+        self.token = self.add_weight(
+            shape=(1, 1, input_shape[-1]), initializer="zeros", name="cls_token"
+        )
+
+    def call(self, x):
+        batch = ops.shape(x)[0]
+        token = ops.broadcast_to(self.token, (batch, 1, ops.shape(self.token)[-1]))
+        return ops.concatenate([ops.cast(token, x.dtype), x], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class PositionEmbedding(layers.Layer):
+    """Add a learned positional encoding to a token sequence of fixed length."""
+
+    def build(self, input_shape):
+        self.positions = self.add_weight(
+            shape=(1, input_shape[1], input_shape[2]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+            name="positions",
+        )
+
+    def call(self, x):
+        return x + ops.cast(self.positions, x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class TakeToken(layers.Layer):
+    """Return token ``index`` of a sequence (batch, n, d) -> (batch, d)."""
+
+    def __init__(self, index: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def call(self, x):
+        return x[:, self.index, :]
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}
+
+
+# --- building blocks --------------------------------------------------------------------------------
+
+
+def _conv_bn(x, filters, kernel_size=3, activation="relu", padding="same", name=None):
+    x = layers.Conv2D(filters, kernel_size, padding=padding, use_bias=False, name=name)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation(activation)(x)
+
+
+def _cbam(x, ratio=8):
+    """Convolutional Block Attention Module: channel squeeze-excitation, then spatial attention."""
+    channels = x.shape[-1]
+    squeeze = layers.GlobalAveragePooling2D()(x)
+    squeeze = layers.Dense(max(channels // ratio, 4), activation="relu")(squeeze)
+    excite = layers.Dense(channels, activation="sigmoid")(squeeze)
+    x = layers.Multiply()([x, layers.Reshape((1, 1, channels))(excite)])
+    return SpatialAttention(7)(x)
+
+
+def _transformer_block(tokens, dim, heads=4, mlp_ratio=2, dropout=0.0):
+    """Pre-norm transformer encoder block (LayerNorm -> MHA -> residual -> LayerNorm -> MLP -> residual)."""
+    h = layers.LayerNormalization(epsilon=1e-6)(tokens)
+    h = layers.MultiHeadAttention(num_heads=heads, key_dim=dim // heads, dropout=dropout)(h, h)
+    tokens = layers.Add()([tokens, h])
+    h = layers.LayerNormalization(epsilon=1e-6)(tokens)
+    h = layers.Dense(dim * mlp_ratio, activation="gelu")(h)
+    h = layers.Dense(dim)(h)
+    return layers.Add()([tokens, h])
+
+
+def _conv_stem_tokens(x, dim):
+    """Convolutional stem: 28x28 image -> 7x7 grid of ``dim``-d tokens -> (batch, 49, dim)."""
+    x = _conv_bn(x, 32, name="stem_conv1")
+    x = layers.MaxPooling2D(2)(x)
+    x = _conv_bn(x, dim, name="stem_conv2")
+    x = layers.MaxPooling2D(2)(x)
+    grid = x.shape[1] * x.shape[2]
+    return layers.Reshape((grid, dim))(x)
+
+
+# --- the six architectures -----------------------------------------------------------------------
+
+
+def cnn_simple_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
+    """Conv2D -> AvgPool2D -> Conv2D -> AvgPool2D -> Flatten -> Dense embedding (32 and 64 filters)."""
+    inputs = keras.Input(input_shape, name="image")
+    x = _conv_bn(inputs, 32, padding="valid", name="conv1")
+    x = layers.AveragePooling2D(pool_size=2)(x)
+    x = _conv_bn(x, 64, padding="valid", name="conv2")
+    x = layers.AveragePooling2D(pool_size=2)(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(embedding_dim, name="embedding")(x)
+    return keras.Model(inputs, outputs, name="cnn_simple_v1")
+
+
+def cnn_simple_v2(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
+    """The shape of ``cnn_simple_v1`` with 128 and 256 filters and ELU activations."""
+    inputs = keras.Input(input_shape, name="image")
+    x = _conv_bn(inputs, 128, activation="elu", padding="valid", name="conv1")
+    x = layers.AveragePooling2D(pool_size=2)(x)
+    x = _conv_bn(x, 256, activation="elu", padding="valid", name="conv2")
+    x = layers.AveragePooling2D(pool_size=2)(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(embedding_dim, name="embedding")(x)
+    return keras.Model(inputs, outputs, name="cnn_simple_v2")
+
+
+def cnn_with_attention_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
+    """A three-stage CNN with a CBAM block (channel SE + spatial attention) after each stage."""
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for stage, filters in enumerate((32, 64, 128), start=1):
+        x = _conv_bn(x, filters, name=f"conv{stage}")
+        x = _cbam(x)
+        if stage < 3:
+            x = layers.MaxPooling2D(2)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(embedding_dim, name="embedding")(x)
+    return keras.Model(inputs, outputs, name="cnn_with_attention_v1")
+
+
+def _cnn_tokens_attention(name, input_shape, embedding_dim, dim=64, blocks=1, l2_normalize=True):
+    inputs = keras.Input(input_shape, name="image")
+    tokens = _conv_stem_tokens(inputs, dim)
+    tokens = ClassToken()(tokens)
+    tokens = PositionEmbedding()(tokens)
+    for _ in range(blocks):
+        tokens = _transformer_block(tokens, dim)
+    tokens = layers.LayerNormalization(epsilon=1e-6)(tokens)
+    cls = TakeToken(0)(tokens)
+    outputs = layers.Dense(embedding_dim, name="embedding")(cls)
+    if l2_normalize:
+        outputs = L2Normalize(name="l2_normalize")(outputs)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def cnn_with_attention_cls_head_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
+    """CNN features as 7x7 tokens + CLS token + learned positions + one multi-head attention block.
+
+    The classification head is added by ``build_training_model`` on top of the embedding.
+    """
+    return _cnn_tokens_attention("cnn_with_attention_cls_head_v1", input_shape, embedding_dim)
+
+
+def cnn_with_attention_cls_head_v2(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
+    """The architecture of ``cnn_with_attention_cls_head_v1``; it differs by its loss."""
+    return _cnn_tokens_attention("cnn_with_attention_cls_head_v2", input_shape, embedding_dim)
+
+
+def cnn_with_attention_vit_style_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
+    """ViT-style: conv-stem tokens, CLS token, learned positions, two multi-head attention blocks."""
+    return _cnn_tokens_attention(
+        "cnn_with_attention_vit_style_v1", input_shape, embedding_dim, blocks=2, l2_normalize=False
+    )
+
+
+# --- the registry ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Everything the suite knows about one model.
+
+    ``generator`` is one of ``"pairs"``, ``"triplets"``, ``"triplets_cls"``; ``loss`` one of
+    ``"contrastive"``, ``"triplet"``, ``"triplet_l2_cls"``, ``"triplet_center_cls"``.
+    """
+
+    name: str
+    builder: Callable[..., keras.Model]
+    loss: str
+    margin: float
+    generator: str
+    description: str
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    l2_normalized: bool = False
+    triplet_weight: float = 1.0
+    cls_weight: float = 0.0
+    center_reg_weight: float = 0.0
+    embedding_dim: int = EMBEDDING_DIM
+
+    def config(self) -> dict:
+        """A JSON-able view of the spec (the builder by name), used in cache fingerprints."""
+        out = dataclasses.asdict(self)
+        out["builder"] = self.builder.__name__
+        return out
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            "cnn_simple_v1", cnn_simple_v1, loss="contrastive", margin=10.0, generator="pairs",
+            description="Siamese CNN, contrastive loss on pairs",
+            epochs=12, steps_per_epoch=24,
+        ),
+        ModelSpec(
+            "cnn_simple_v2", cnn_simple_v2, loss="triplet", margin=10.0, generator="triplets",
+            description="wider ELU CNN, triplet loss on squared distances",
+            epochs=12, steps_per_epoch=24,
+        ),
+        ModelSpec(
+            "cnn_with_attention_v1", cnn_with_attention_v1, loss="triplet", margin=10.0,
+            generator="triplets", description="CNN with CBAM attention, triplet loss",
+            epochs=12, steps_per_epoch=24,
+        ),
+        ModelSpec(
+            "cnn_with_attention_cls_head_v1", cnn_with_attention_cls_head_v1, loss="triplet_l2_cls",
+            margin=1.0, generator="triplets_cls",
+            description="CNN tokens + CLS + attention, L2 triplet + class head (0.5 / 1.0)",
+            epochs=12, steps_per_epoch=24, learning_rate=3e-4, optimizer="adamw",
+            l2_normalized=True, triplet_weight=0.5, cls_weight=1.0,
+        ),
+        ModelSpec(
+            "cnn_with_attention_cls_head_v2", cnn_with_attention_cls_head_v2,
+            loss="triplet_center_cls", margin=1.5, generator="triplets_cls",
+            description="as v1 with center-regularised L2 triplet + class head (1.0 / 1.0)",
+            epochs=12, steps_per_epoch=24, learning_rate=3e-4, optimizer="adamw",
+            l2_normalized=True, triplet_weight=1.0, cls_weight=1.0, center_reg_weight=0.05,
+        ),
+        ModelSpec(
+            "cnn_with_attention_vit_style_v1", cnn_with_attention_vit_style_v1, loss="contrastive",
+            margin=10.0, generator="pairs",
+            description="ViT-style, two attention blocks, contrastive loss on pairs",
+            epochs=12, steps_per_epoch=24, learning_rate=3e-4, optimizer="adamw",
+        ),
+    ]
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Return the registry entry for ``name`` or raise one clear error listing the valid names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; choose one of: {', '.join(MODELS)}"
+        ) from None
+
+
+def build_embedding(name: str, input_shape=(28, 28, 1)) -> keras.Model:
+    """Build the embedding model (images -> embedding) registered under ``name``."""
+    spec = get_spec(name)
+    return spec.builder(input_shape=input_shape, embedding_dim=spec.embedding_dim)
+
+
+def make_loss(spec: ModelSpec):
+    """The Keras loss (or losses) for ``spec`` and the ``loss_weights`` to compile with."""
+    from helpers import losses
+
+    if spec.loss == "contrastive":
+        return losses.ContrastiveLoss(margin=spec.margin), None
+    if spec.loss == "triplet":
+        variant = "l2" if spec.l2_normalized else "plain"
+        return losses.TripletLoss(margin=spec.margin, variant=variant), None
+    if spec.loss in ("triplet_l2_cls", "triplet_center_cls"):
+        if spec.loss == "triplet_center_cls":
+            triplet = losses.TripletLoss(
+                margin=spec.margin, variant="center", center_reg_weight=spec.center_reg_weight
+            )
+        else:
+            triplet = losses.TripletLoss(margin=spec.margin, variant="l2_safe")
+        cls = keras.losses.SparseCategoricalCrossentropy()
+        return [triplet, cls], [spec.triplet_weight, spec.cls_weight]
+    raise ValueError(f"model {spec.name!r} has an unknown loss {spec.loss!r}")
+
+
+def make_optimizer(spec: ModelSpec, learning_rate: float | None = None):
+    lr = spec.learning_rate if learning_rate is None else learning_rate
+    if spec.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=1e-4)
+    return keras.optimizers.Adam(learning_rate=lr)
+
+
+N_INPUTS = {"pairs": 2, "triplets": 3, "triplets_cls": 3}
+
+
+def build_training_model(
+    name: str, num_classes: int = 10, input_shape=(28, 28, 1), embedding: keras.Model | None = None
+) -> tuple[keras.Model, keras.Model]:
+    """Wrap the embedding of ``name`` for its loss; return ``(training_model, embedding_model)``.
+
+    The training model takes 2 (pairs) or 3 (triplets) images through the *same* embedding model
+    and outputs the stacked embeddings ``(batch, n, dim)``; a ``triplets_cls`` model also outputs
+    class probabilities from a softmax head on the anchor's embedding.
+    """
+    spec = get_spec(name)
+    if embedding is None:
+        embedding = build_embedding(name, input_shape)
+    roles = ["anchor", "positive", "negative"] if spec.generator != "pairs" else ["left", "right"]
+    inputs = [keras.Input(input_shape, name=role) for role in roles]
+    embeddings = [embedding(x) for x in inputs]
+    stacked = StackEmbeddings(name="stacked_embeddings")(embeddings)
+    outputs = [stacked]
+    if spec.generator == "triplets_cls":
+        outputs.append(layers.Dense(num_classes, activation="softmax", name="class_head")(embeddings[0]))
+    model = keras.Model(inputs, outputs if len(outputs) > 1 else stacked, name=f"{name}_training")
+    return model, embedding
+
+
+def compile_training_model(model: keras.Model, name: str, learning_rate: float | None = None):
+    """Compile ``model`` with the loss, loss weights and optimizer of the registry entry ``name``."""
+    spec = get_spec(name)
+    loss, weights = make_loss(spec)
+    kwargs = {"loss_weights": weights} if weights is not None else {}
+    model.compile(optimizer=make_optimizer(spec, learning_rate), loss=loss, **kwargs)
+    return model

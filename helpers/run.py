@@ -1,0 +1,237 @@
+"""Run the numbered notebooks headless with papermill, then write an HTML gallery of the run.
+
+    python -m helpers.run --profile smoke|default|full [--only 01,04] [--output-root DIR]
+
+Every ``notebooks/NN_*.ipynb`` is executed in order into ``runs/<profile>/`` (git-ignored); each
+receives the profile's parameters that its ``parameters`` cell declares (others are left out, so
+a new notebook is picked up without editing this file). The run stops at the first failing
+notebook and names it. At the end, ``runs/<profile>/index.html`` shows the evaluation table, every
+image the run wrote (grouped by the notebook that wrote it) and links to the executed notebooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+from helpers import config
+
+# Parameters by profile. A notebook receives the ones its `parameters` cell declares.
+PROFILES: dict[str, dict] = {
+    # CI: every notebook end to end in a few minutes (one short epoch per model)
+    "smoke": {
+        "profile": "smoke", "dataset": "mnist", "source": "auto", "seed": 42,
+        "epochs": 1, "steps_per_epoch": 2, "batch_size": 32, "force": False,
+        "umap_points": 300, "projection": "umap",
+        "filters_per_layer": 4, "ascent_steps": 5, "n_trials": 3,
+    },
+    # a laptop or a 2-core CPU: the registry's budgets, all six models (minutes)
+    "default": {
+        "profile": "default", "dataset": "mnist", "source": "auto", "seed": 42,
+        "epochs": None, "steps_per_epoch": None, "batch_size": None, "force": False,
+        "umap_points": 1000, "projection": "umap",
+        "filters_per_layer": 16, "ascent_steps": 20, "n_trials": 3,
+    },
+    # a GPU: the full Fashion-MNIST and longer training
+    "full": {
+        "profile": "full", "dataset": "fashion_mnist", "source": "auto", "seed": 42,
+        "epochs": 30, "steps_per_epoch": 200, "batch_size": 256, "force": False,
+        "umap_points": 2000, "projection": "umap",
+        "filters_per_layer": 32, "ascent_steps": 30, "n_trials": 3,
+    },
+}
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg"}
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the run raised; the message names it and where its executed copy is."""
+
+
+def notebooks(folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks ``NN_*.ipynb`` in order."""
+    folder = Path(folder or config.NOTEBOOKS)
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if p.is_file())
+
+
+def output_folders() -> list[Path]:
+    """Where notebooks write images (scanned before and after each notebook)."""
+    return [config.FIGURES, config.MODELS_CACHE, config.LATENT_SPACE, config.MODELS_EXPLAIN]
+
+
+def _snapshot() -> dict[Path, float]:
+    found = {}
+    for folder in output_folders():
+        if folder.exists():
+            for path in folder.rglob("*"):
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                    found[path] = path.stat().st_mtime_ns
+    return found
+
+
+def set_output_root(root: str | os.PathLike) -> None:
+    """Send every output of the run (and of the notebook kernels it starts) under ``root``."""
+    root = Path(root).resolve()
+    env = {
+        "SIMSUITE_MODELS_CACHE": root / "models_cache",
+        "SIMSUITE_LATENT_SPACE": root / "latent_space",
+        "SIMSUITE_MODELS_EXPLAIN": root / "models_explain",
+        "SIMSUITE_FIGURES": root / "figures",
+        "SIMSUITE_EVALUATION_CSV": root / "model_evaluation.csv",
+    }
+    for key, value in env.items():
+        os.environ[key] = str(value)
+    # this process's config too (kernels read the environment when they import helpers.config)
+    config.MODELS_CACHE, config.LATENT_SPACE = env["SIMSUITE_MODELS_CACHE"], env["SIMSUITE_LATENT_SPACE"]
+    config.MODELS_EXPLAIN, config.FIGURES = env["SIMSUITE_MODELS_EXPLAIN"], env["SIMSUITE_FIGURES"]
+    config.EVALUATION_CSV = env["SIMSUITE_EVALUATION_CSV"]
+
+
+def run(profile: str = "default", only: list[str] | None = None, run_dir: Path | None = None,
+        kernel_name: str = "python3", overrides: dict | None = None) -> dict:
+    """Execute the notebooks of ``profile`` and write the gallery; return the run record."""
+    import papermill
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    params = {**PROFILES[profile], **(overrides or {})}
+    run_dir = Path(run_dir or config.RUNS / profile).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    selected = [nb for nb in notebooks() if not only or nb.name[:2] in only]
+    if not selected:
+        raise ValueError(f"no notebook matches --only {only}; notebooks are in {config.NOTEBOOKS}")
+
+    record = {"profile": profile, "parameters": params, "notebooks": [], "run_dir": str(run_dir)}
+    start = time.perf_counter()
+    for nb in selected:
+        declared = papermill.inspect_notebook(str(nb))
+        nb_params = {k: v for k, v in params.items() if k in declared}
+        out = run_dir / nb.name
+        before = _snapshot()
+        print(f"== {nb.name} {json.dumps(nb_params, default=str)}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(nb), str(out), parameters=nb_params, cwd=str(nb.parent),
+                kernel_name=kernel_name, progress_bar=False, log_output=False,
+            )
+        except papermill.PapermillExecutionError as exc:
+            raise NotebookFailed(
+                f"{nb.name} failed at cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
+                f"(executed copy: {out})"
+            ) from None
+        after = _snapshot()
+        images = sorted(str(p) for p, m in after.items() if before.get(p) != m)
+        seconds = time.perf_counter() - t0
+        print(f"   {nb.name} done in {seconds:.1f}s, {len(images)} images", flush=True)
+        record["notebooks"].append(
+            {"name": nb.name, "seconds": seconds, "executed": str(out), "images": images,
+             "parameters": nb_params}
+        )
+    record["seconds"] = time.perf_counter() - start
+    config.write_json(run_dir / "run.json", record)
+    gallery = write_gallery(record, run_dir)
+    print(f"== run finished in {record['seconds']:.1f}s; gallery: {gallery}", flush=True)
+    return record
+
+
+# --- gallery ---------------------------------------------------------------------------------------
+
+
+def _href(target: str | Path, start: Path) -> str:
+    rel = os.path.relpath(Path(target).resolve(), start)
+    return urllib.parse.quote(Path(rel).as_posix())
+
+
+def write_gallery(record: dict, run_dir: Path) -> Path:
+    """Write ``run_dir/index.html``: evaluation table, thumbnails by notebook, notebook links."""
+    run_dir = Path(run_dir)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Run gallery: {html.escape(record['profile'])}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+        "figure{display:inline-block;margin:6px;width:220px;vertical-align:top}"
+        "figure img{width:220px;height:160px;object-fit:contain;border:1px solid #ccc;background:#fff}"
+        "figcaption{font-size:11px;word-break:break-all}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "</style></head><body>",
+        f"<h1>Run gallery: profile <code>{html.escape(record['profile'])}</code></h1>",
+        f"<p>{len(record['notebooks'])} notebooks in {record.get('seconds', 0):.0f} s. "
+        f"Parameters: <code>{html.escape(json.dumps(record['parameters'], default=str))}</code></p>",
+    ]
+    csv_path = Path(config.EVALUATION_CSV)
+    parts.append("<h2>Model evaluation</h2>")
+    if csv_path.exists():
+        import pandas as pd
+
+        table = pd.read_csv(csv_path)
+        parts.append(f"<p><a href='{_href(csv_path, run_dir)}'>{html.escape(csv_path.name)}</a></p>")
+        parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0))
+    else:
+        parts.append("<p>No evaluation table was written in this run.</p>")
+
+    parts.append("<h2>Notebooks</h2><ul>")
+    for nb in record["notebooks"]:
+        parts.append(
+            f"<li><a href='#{html.escape(nb['name'])}'>{html.escape(nb['name'])}</a> "
+            f"({nb['seconds']:.0f} s, {len(nb['images'])} images) — executed copy: "
+            f"<a href='{_href(nb['executed'], run_dir)}'>{html.escape(Path(nb['executed']).name)}</a></li>"
+        )
+    parts.append("</ul>")
+    for nb in record["notebooks"]:
+        parts.append(f"<h2 id='{html.escape(nb['name'])}'>{html.escape(nb['name'])}</h2>")
+        if not nb["images"]:
+            parts.append("<p>This notebook saved no image.</p>")
+        for image in nb["images"]:
+            href = _href(image, run_dir)
+            label = html.escape(_display_name(Path(image)))
+            parts.append(
+                f"<figure><a href='{href}'><img src='{href}' loading='lazy' alt='{label}'></a>"
+                f"<figcaption>{label}</figcaption></figure>"
+            )
+    parts.append("</body></html>")
+    out = run_dir / "index.html"
+    with config.atomic_path(out, suffix=".html") as tmp:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+    return out
+
+
+def _display_name(path: Path) -> str:
+    for folder in output_folders():
+        try:
+            return f"{folder.name}/{path.resolve().relative_to(folder).as_posix()}"
+        except ValueError:
+            continue
+    return path.name
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run the notebook suite headless with papermill.")
+    parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    parser.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,04")
+    parser.add_argument("--run-dir", help="where executed notebooks and the gallery go "
+                                          "(default: runs/<profile>)")
+    parser.add_argument("--output-root", help="write models_cache/, latent_space/, models_explain/, "
+                                              "figures/ and the evaluation CSV under this folder")
+    parser.add_argument("--kernel", default="python3")
+    args = parser.parse_args(argv)
+    if args.output_root:
+        set_output_root(args.output_root)
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    try:
+        run(args.profile, only=only, run_dir=Path(args.run_dir) if args.run_dir else None,
+            kernel_name=args.kernel)
+    except NotebookFailed as exc:
+        print(f"RUN FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
