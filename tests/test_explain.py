@@ -1,0 +1,175 @@
+"""Tests of helpers.explain with tiny models built here (no training)."""
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import explain
+from helpers.explain import ExplainError, UnsupportedBackendError
+
+
+def flat_model(activation=None):
+    """Input (8, 8, 1) -> conv 4 (same) -> conv 6 (valid) -> GAP -> dense 3."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation=activation, name="c0")(inp)
+    x = keras.layers.Conv2D(6, 3, activation=activation, name="c1")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(3)(x), name="flat")
+
+
+def nested_model():
+    """Rescaling, then a functional sub-model holding the convs, then a third conv outside."""
+    keras.utils.set_random_seed(1)
+    sub_in = keras.Input((8, 8, 1))
+    y = keras.layers.Conv2D(4, 3, padding="same", name="s0")(sub_in)
+    y = keras.layers.Conv2D(5, 3, name="s1")(y)
+    sub = keras.Model(sub_in, y, name="backbone")
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Rescaling(2.0, offset=-1.0)(inp)
+    x = sub(x)
+    x = keras.layers.Conv2D(2, 1, name="head_conv")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inp, keras.layers.Dense(3)(x), name="nested"), sub
+
+
+def image(seed=0):
+    return np.random.default_rng(seed).random((8, 8, 1)).astype(np.float32)
+
+
+def test_conv_layers_flat_and_nested():
+    assert [layer.name for layer in explain.conv_layers(flat_model())] == ["c0", "c1"]
+    model, _ = nested_model()
+    assert [layer.name for layer in explain.conv_layers(model)] == ["s0", "s1", "head_conv"]
+
+
+def test_feature_maps_flat_match_conv_outputs():
+    model = flat_model()
+    assert explain._graph_extractor(model, explain.conv_layers(model)) is not None  # graph path
+    maps = explain.feature_maps(model, image())
+    assert [m.shape for m in maps] == [(8, 8, 4), (6, 6, 6)]
+    # reference: apply the conv layers by hand
+    c0, c1 = explain.conv_layers(model)
+    a0 = keras.ops.convert_to_numpy(c0(image()[None]))
+    a1 = keras.ops.convert_to_numpy(c1(a0))
+    np.testing.assert_allclose(maps[0], a0[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(maps[1], a1[0], rtol=1e-5, atol=1e-6)
+
+
+def test_feature_maps_nested_submodel():
+    model, sub = nested_model()
+    maps = explain.feature_maps(model, image())
+    assert [m.shape for m in maps] == [(8, 8, 4), (6, 6, 5), (6, 6, 2)]
+    # reference: the sub-model's own graph on the rescaled image
+    s0, s1, head = explain.conv_layers(model)
+    x = image()[None] * 2.0 - 1.0
+    ref0 = keras.Model(sub.input, s0.output)(x)
+    ref1 = sub(x)
+    ref2 = head(ref1)
+    for got, ref in zip(maps, (ref0, ref1, ref2)):
+        np.testing.assert_allclose(got, keras.ops.convert_to_numpy(ref)[0], rtol=1e-5, atol=1e-5)
+    assert explain._graph_extractor(model, explain.conv_layers(model)) is None  # hook path used
+    # the temporary hooks are gone: `call` is the class method again
+    assert all("call" not in vars(layer) for layer in explain.conv_layers(model))
+
+
+@pytest.mark.parametrize("with_input", [True, False])
+def test_feature_maps_sequential(with_input):
+    keras.utils.set_random_seed(0)
+    layers = [keras.layers.Conv2D(3, 3, name="q0"), keras.layers.Conv2D(2, 3, name="q1")]
+    if with_input:
+        model = keras.Sequential([keras.Input((8, 8, 1)), *layers])
+    else:  # built by a call, no symbolic inputs: the hook path handles it
+        model = keras.Sequential(layers)
+        model(np.zeros((1, 8, 8, 1), dtype=np.float32))
+    maps = explain.feature_maps(model, image())
+    assert [m.shape for m in maps] == [(6, 6, 3), (4, 4, 2)]
+    ref = keras.ops.convert_to_numpy(model(image()[None]))[0]
+    np.testing.assert_allclose(maps[1], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_feature_maps_errors():
+    inp = keras.Input((4,))
+    dense = keras.Model(inp, keras.layers.Dense(2)(inp))
+    with pytest.raises(ExplainError, match="no Conv2D"):
+        explain.feature_maps(dense, np.zeros((4,)))
+    with pytest.raises(ExplainError, match="one image"):
+        explain.feature_maps(flat_model(), np.zeros((2, 8, 8, 1)))
+
+
+def test_save_feature_maps_file_names(tmp_path):
+    model, _ = nested_model()
+    images = np.stack([image(s) for s in range(3)])
+    paths = explain.save_feature_maps(model, "tiny", images, out_dir=tmp_path)
+    expected = []
+    for trial in (1, 2, 3):
+        expected.append(tmp_path / f"Trial {trial}" / "input_image.png")
+        expected += [
+            tmp_path / f"Trial {trial}" / "tiny" / f"kernel no {i} Output.png" for i in range(3)
+        ]
+    assert paths == expected
+    assert all(p.is_file() and p.stat().st_size > 0 for p in expected)
+
+
+def mean_activation(model, layer_index, images, filters):
+    acts = [explain.feature_maps(model, img)[layer_index] for img in images]
+    return np.array([a[..., f].mean() for a, f in zip(acts, filters)])
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_gradient_ascent_increases_target_activation(nested):
+    model = nested_model()[0] if nested else flat_model()
+    filters = [0, 2, 3]
+    before = explain.filter_images(model, 1, filters, steps=0, seed=3)
+    after = explain.filter_images(model, 1, filters, steps=10, step_size=0.5, seed=3)
+    assert before.shape == after.shape == (3, 8, 8, 1)
+    a0 = mean_activation(model, 1, before, filters)
+    a1 = mean_activation(model, 1, after, filters)
+    assert np.all(a1 > a0 + 1e-3), (a0, a1)
+
+
+def test_filter_images_layer_selection_and_errors():
+    model = flat_model()
+    by_name = explain.filter_images(model, "c0", [1], steps=2)
+    by_obj = explain.filter_images(model, explain.conv_layers(model)[0], [1], steps=2)
+    np.testing.assert_allclose(by_name, by_obj)
+    assert explain.filter_images(model, 0, steps=1).shape == (4, 8, 8, 1)  # all filters
+    with pytest.raises(ExplainError, match="filters"):
+        explain.filter_images(model, 0, [7])
+    with pytest.raises(ExplainError, match="no Conv2D layer named"):
+        explain.filter_images(model, "nope")
+
+
+def test_save_filter_images_file_names(tmp_path):
+    model = flat_model()
+    paths = explain.save_filter_images(
+        model, "tiny", out_dir=tmp_path, filters_per_layer=3, steps=2
+    )
+    base = tmp_path / "Intermediate Kernels" / "tiny"
+    assert paths == [base / "layer no 0 kernel weights.png", base / "layer no 1 kernel weights.png"]
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+
+
+def test_value_and_grad_shim_current_backend():
+    # f(x) = sum(x^2) -> grad 2x
+    x = np.array([[1.0, -2.0, 3.0]], dtype=np.float32)
+    value, grad = explain._value_and_grad(lambda t: keras.ops.sum(t * t), x)
+    assert value == pytest.approx(14.0)
+    np.testing.assert_allclose(grad, 2 * x)
+
+
+def test_value_and_grad_shim_rejects_unsupported_backend(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(UnsupportedBackendError, match="'torch'.*KERAS_BACKEND"):
+        explain._value_and_grad(lambda t: t, np.zeros(2, dtype=np.float32))
+    assert issubclass(UnsupportedBackendError, ValueError)
+
+
+def test_plot_feature_maps_grid():
+    from helpers import plots
+
+    fig = plots.plot_feature_maps(np.random.default_rng(0).random((6, 6, 20)), cols=16)
+    visible_images = [ax for ax in fig.axes if ax.images]
+    assert len(visible_images) == 20 and len(fig.axes) == 32  # 2 rows x 16 columns
+    assert visible_images[0].images[0].get_cmap().name == "viridis"
+    plots.plt.close(fig)
