@@ -388,3 +388,36 @@ def compile_training_model(model: keras.Model, name: str, learning_rate: float |
     kwargs = {"loss_weights": weights} if weights is not None else {}
     model.compile(optimizer=make_optimizer(spec, learning_rate), loss=loss, **kwargs)
     return model
+
+
+def save_architecture_diagram(model: keras.Model, path) -> str | None:
+    """Save ``keras.utils.plot_model`` of ``model`` to ``path`` (PNG, atomically).
+
+    Returns the path, or None with a one-line message when graphviz (``dot``) or pydot is missing:
+    the diagram is the only thing skipped.
+    """
+    import importlib.util
+    import shutil
+
+    from helpers.config import atomic_path
+
+    if shutil.which("dot") is None or importlib.util.find_spec("pydot") is None:
+        print(f"[{model.name}] architecture diagram skipped: graphviz 'dot' or pydot is missing "
+              "(apt-get install graphviz; pip install pydot)")
+        return None
+    with atomic_path(path, suffix=".png") as tmp:
+        keras.utils.plot_model(model, to_file=str(tmp), show_shapes=True, show_layer_names=True,
+                               expand_nested=False, dpi=72)
+    return str(path)
+
+
+def describe(name: str) -> dict:
+    """One row about the registry entry ``name`` for tables: loss, margin, generator, parameters."""
+    spec = get_spec(name)
+    model = build_embedding(name)
+    return {
+        "model": name, "generator": spec.generator, "loss": spec.loss, "margin": spec.margin,
+        "l2_normalized": spec.l2_normalized, "embedding_size": spec.embedding_dim,
+        "parameters": int(model.count_params()), "optimizer": spec.optimizer,
+        "learning_rate": spec.learning_rate,
+    }

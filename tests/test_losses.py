@@ -1,0 +1,256 @@
+"""Losses against hand-worked values and brute-force numpy references; Keras wrappers in compile + fit.
+
+Runs on the TensorFlow backend; ``tf.GradientTape`` is used here only, to check gradients.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from helpers import losses as L
+
+
+def np_(t):
+    return np.asarray(ops.convert_to_numpy(t))
+
+
+# --- hand-worked values --------------------------------------------------------------------------
+
+
+def test_contrastive_hand_values():
+    # x0 = (0, 0), x1 = (3, 4): d = 5
+    #   similar (y=1):               0.5 * 25                   = 12.5
+    #   dissimilar, margin 6 (y=0):  0.5 * max(0, 6 - 5)^2      = 0.5
+    #   dissimilar, margin 1 (y=0):  0.5 * max(0, 1 - 5)^2 -> 0 = 0.0
+    x0 = np.zeros((3, 2), np.float32)
+    x1 = np.array([[3, 4]] * 3, np.float32)
+    y = np.array([1, 0, 0], np.float32)
+    out = np.concatenate(
+        [np_(L.contrastive(x0[:2], x1[:2], y[:2], margin=6.0)), np_(L.contrastive(x0[2:], x1[2:], y[2:], margin=1.0))]
+    )
+    np.testing.assert_allclose(out, [12.5, 0.5, 0.0], rtol=1e-6)
+
+
+def test_triplet_hand_values():
+    # a = (0, 0), p = (1, 0), n = (0, 2)
+    #   squared:   d(a,p) = 1, d(a,n) = 4 -> margin 4: max(0, 1 - 4 + 4) = 1; margin 1: 0
+    #   Euclidean: d(a,p) = 1, d(a,n) = 2 -> margin 1.5: 1 - 2 + 1.5 = 0.5
+    a, p, n = (np.array([v], np.float32) for v in ([0, 0], [1, 0], [0, 2]))
+    assert np_(L.triplet(a, p, n, margin=4.0))[0] == pytest.approx(1.0)
+    assert np_(L.triplet(a, p, n, margin=1.0))[0] == pytest.approx(0.0)
+    assert np_(L.triplet(a, p, n, margin=1.5, squared=False))[0] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_triplet_l2_norm_hand_values():
+    # a = (2, 0) -> (1, 0); p = (0, 3) -> (0, 1); n = (-1, 0) -> (-1, 0)
+    # d(a,p) = sqrt(2), d(a,n) = 2 -> margin 1: sqrt(2) - 2 + 1 = 0.41421
+    # squared: 2 - 4 + 3 = 1 (margin 3)
+    a, p, n = (np.array([v], np.float32) for v in ([2, 0], [0, 3], [-1, 0]))
+    for fn in (L.triplet_l2_norm, L.triplet_l2_norm_safe):
+        assert np_(fn(a, p, n, margin=1.0))[0] == pytest.approx(math.sqrt(2) - 1, rel=1e-5)
+        assert np_(fn(a, p, n, margin=3.0, squared=True))[0] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_triplet_center_reg_hand_values():
+    # normalised a = (1, 0), p = (0, 1), n = (-1, 0); midpoint c = (0.5, 0.5)
+    # triplet part, margin 1.5: sqrt(2) - 2 + 1.5 = 0.91421
+    # center part: ||a - c||^2 = ||p - c||^2 = 0.5 -> mean 0.5 -> 0.05 * 0.5 = 0.025
+    a, p, n = (np.array([v], np.float32) for v in ([3, 0], [0, 0.5], [-2, 0]))
+    out = np_(L.triplet_center_reg(a, p, n, margin=1.5, center_reg_weight=0.05))[0]
+    assert out == pytest.approx(math.sqrt(2) - 0.5 + 0.025, rel=1e-5)
+
+
+# --- plain numpy references on random inputs -----------------------------------------------------
+
+
+def test_pair_and_triplet_losses_match_numpy():
+    rng = np.random.default_rng(0)
+    a, p, n = rng.normal(size=(3, 16, 5)).astype(np.float32)
+    y = rng.integers(0, 2, 16).astype(np.float32)
+    d = np.linalg.norm(a - p, axis=1)
+    ref = 0.5 * y * d**2 + 0.5 * (1 - y) * np.maximum(0, 2.0 - d) ** 2
+    np.testing.assert_allclose(np_(L.contrastive(a, p, y, margin=2.0)), ref, rtol=1e-5, atol=1e-6)
+    dap, dan = ((a - p) ** 2).sum(1), ((a - n) ** 2).sum(1)
+    np.testing.assert_allclose(np_(L.triplet(a, p, n, 1.0)), np.maximum(0, dap - dan + 1.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np_(L.triplet(a, p, n, 1.0, squared=False)), np.maximum(0, np.sqrt(dap) - np.sqrt(dan) + 1.0), rtol=1e-5, atol=1e-5
+    )
+    na, np_p, nn = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (a, p, n))
+    ref = np.maximum(0, np.linalg.norm(na - np_p, axis=1) - np.linalg.norm(na - nn, axis=1) + 1.0)
+    np.testing.assert_allclose(np_(L.triplet_l2_norm_safe(a, p, n, 1.0)), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np_(L.triplet_l2_norm(a, p, n, 1.0)), ref, rtol=1e-5, atol=1e-5)
+
+
+def ref_batch_hard(labels, emb, margin, squared):
+    b = len(labels)
+    out = np.zeros(b)
+    for i in range(b):
+        hp, hn, has_p, has_n = 0.0, np.inf, False, False
+        for j in range(b):
+            d = ((emb[i] - emb[j]) ** 2).sum()
+            d = d if squared else np.sqrt(d)
+            if labels[j] == labels[i] and j != i:
+                hp, has_p = max(hp, d), True
+            elif labels[j] != labels[i]:
+                hn, has_n = min(hn, d), True
+        out[i] = max(0.0, hp - hn + margin) if has_p and has_n else 0.0
+    return out
+
+
+def ref_semi_hard(labels, emb, margin, squared):
+    b = len(labels)
+    dist = np.array([[((emb[i] - emb[j]) ** 2).sum() for j in range(b)] for i in range(b)])
+    dist = dist if squared else np.sqrt(dist)
+    out = np.zeros(b)
+    for a in range(b):
+        negs = [dist[a, k] for k in range(b) if labels[k] != labels[a]]
+        pair_losses = []
+        for p in range(b):
+            if p == a or labels[p] != labels[a]:
+                continue
+            semi = [dn for dn in negs if dn > dist[a, p]]
+            chosen = min(semi) if semi else max(negs)
+            pair_losses.append(max(0.0, dist[a, p] - chosen + margin))
+        out[a] = np.mean(pair_losses) if pair_losses and negs else 0.0
+    return out
+
+
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_losses_match_brute_force(seed, squared):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, 14)
+    labels[0] = 9  # an anchor with no positive -> 0
+    emb = rng.normal(size=(14, 3)).astype(np.float32)
+    margin = 0.5 if not squared else 2.0
+    np.testing.assert_allclose(
+        np_(L.batch_hard_triplet(labels, emb, margin, squared)), ref_batch_hard(labels, emb, margin, squared), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        np_(L.batch_semi_hard_triplet(labels, emb, margin, squared)), ref_semi_hard(labels, emb, margin, squared), atol=1e-4
+    )
+    assert np_(L.batch_hard_triplet(labels, emb, margin, squared))[0] == 0.0
+
+
+def test_batch_losses_single_class_give_zero():
+    emb = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    labels = np.zeros(5, int)
+    assert np.all(np_(L.batch_hard_triplet(labels, emb)) == 0)
+    assert np.all(np_(L.batch_semi_hard_triplet(labels, emb)) == 0)
+
+
+# --- gradients at zero distance ------------------------------------------------------------------
+
+
+def _grad(fn, *args):
+    import tensorflow as tf  # test-only: gradients on the TensorFlow backend
+
+    tensors = [tf.Variable(a) for a in args]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(fn(*tensors))
+    return [g.numpy() for g in tape.gradient(loss, tensors) if g is not None]
+
+
+def test_safe_variants_have_finite_gradients_at_zero_distance():
+    a = np.array([[1.0, 2.0], [0.5, -1.0]], np.float32)
+    n = np.array([[-1.0, 0.0], [2.0, 2.0]], np.float32)
+    cases = [
+        (lambda a, p, n: L.triplet_l2_norm_safe(a, p, n), (a, a.copy(), n)),
+        (lambda a, p, n: L.triplet_center_reg(a, p, n), (a, a.copy(), n)),
+        (lambda a, p, n: L.triplet(a, p, n, squared=False), (a, a.copy(), n)),
+        (lambda a, p: L.contrastive(a, p, np.array([1.0, 0.0], np.float32)), (a, a.copy())),
+    ]
+    for fn, args in cases:
+        grads = _grad(fn, *args)
+        assert grads and all(np.isfinite(g).all() for g in grads)
+    dup = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], np.float32)  # coincident pairs
+    labels = np.array([0, 0, 1, 1])
+    for fn in (L.batch_hard_triplet, L.batch_semi_hard_triplet):
+        (g,) = _grad(lambda e: fn(labels, e), dup)
+        assert np.isfinite(g).all()
+
+
+def test_unsafe_l2_norm_is_nan_at_zero_distance_documented():
+    # the reference variant (plain sqrt) - kept for fidelity; the safe one exists because of this
+    a = np.array([[1.0, 2.0]], np.float32)
+    grads = _grad(lambda a, p, n: L.triplet_l2_norm(a, p, n, margin=5.0), a, a.copy(), -a)
+    assert any(np.isnan(g).any() for g in grads)
+
+
+# --- Keras wrappers ------------------------------------------------------------------------------
+
+
+def test_wrappers_match_functions_and_serialise():
+    rng = np.random.default_rng(3)
+    pair = rng.normal(size=(6, 2, 4)).astype(np.float32)
+    trip = rng.normal(size=(6, 3, 4)).astype(np.float32)
+    emb = rng.normal(size=(6, 4)).astype(np.float32)
+    y = np.array([1, 0, 1, 0, 1, 1], np.float32)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    checks = [
+        (L.ContrastiveLoss(2.0), y, pair, L.contrastive(pair[:, 0], pair[:, 1], y, 2.0)),
+        (L.TripletLoss(1.0), y, trip, L.triplet(*trip.transpose(1, 0, 2), 1.0)),
+        (L.TripletLoss(1.0, "l2"), y, trip, L.triplet_l2_norm(*trip.transpose(1, 0, 2), 1.0)),
+        (L.TripletLoss(1.0, "l2_safe", squared=True), y, trip, L.triplet_l2_norm_safe(*trip.transpose(1, 0, 2), 1.0, True)),
+        (L.TripletLoss(1.5, "center", center_reg_weight=0.1), y, trip, L.triplet_center_reg(*trip.transpose(1, 0, 2), 1.5, 0.1)),
+        (L.BatchHardTripletLoss(0.3), labels, emb, L.batch_hard_triplet(labels, emb, 0.3)),
+        (L.BatchSemiHardTripletLoss(0.3, squared=True), labels, emb, L.batch_semi_hard_triplet(labels, emb, 0.3, True)),
+    ]
+    for loss, yt, yp, ref in checks:
+        assert float(np_(loss(yt, yp))) == pytest.approx(float(np.mean(np_(ref))), rel=1e-5, abs=1e-6)
+        clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+        assert type(clone) is type(loss) and clone.get_config() == loss.get_config()
+        assert float(np_(clone(yt, yp))) == pytest.approx(float(np_(loss(yt, yp))), rel=1e-6)
+
+
+def test_triplet_loss_rejects_bad_variant_and_shape():
+    with pytest.raises(ValueError, match="variant"):
+        L.TripletLoss(variant="nope")
+    with pytest.raises(ValueError, match="batch, 3, d"):
+        L.TripletLoss()(np.zeros(2), np.zeros((2, 2, 4), np.float32))
+
+
+def _fit(model, loss, x, y, **compile_kwargs):
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss, **compile_kwargs)
+    hist = model.fit(x, y, batch_size=4, epochs=1, steps_per_epoch=2, verbose=0)
+    return hist.history["loss"]
+
+
+@pytest.mark.parametrize(
+    "loss,k",
+    [
+        (L.ContrastiveLoss(1.0), 2),
+        (L.TripletLoss(1.0), 3),
+        (L.TripletLoss(1.0, "l2_safe"), 3),
+        (L.TripletLoss(1.5, "center"), 3),
+        (L.BatchHardTripletLoss(), None),
+        (L.BatchSemiHardTripletLoss(), None),
+    ],
+)
+def test_wrappers_train_one_step(loss, k):
+    rng = np.random.default_rng(0)
+    shape = (8, 5) if k is None else (8, k, 5)
+    x = rng.normal(size=shape).astype(np.float32)
+    y = np.array([0, 0, 1, 1, 0, 1, 1, 0])
+    inp = keras.Input(shape[1:])
+    model = keras.Model(inp, keras.layers.Dense(3)(inp))  # Dense acts on the last axis: stacked branches share it
+    hist = _fit(model, loss, x, y)
+    assert len(hist) == 1 and np.isfinite(hist[0])
+
+
+def test_triplet_with_classification_compiles_and_fits():
+    kwargs = L.triplet_with_classification(L.TripletLoss(1.0, "l2_safe"), 0.5, 1.0)
+    assert kwargs["loss_weights"] == [0.5, 1.0]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3, 5)).astype(np.float32)
+    y_cls = rng.integers(0, 3, 8).astype(np.int32)
+    inp = keras.Input((3, 5))
+    emb = keras.layers.Dense(4)(inp)
+    probs = keras.layers.Dense(3, activation="softmax")(keras.layers.Lambda(lambda t: t[:, 0])(emb))
+    model = keras.Model(inp, [emb, probs])
+    model.compile(optimizer="sgd", **kwargs)
+    hist = model.fit(x, (np.zeros(8, np.float32), y_cls), batch_size=4, epochs=1, steps_per_epoch=2, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
