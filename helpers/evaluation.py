@@ -526,3 +526,57 @@ def project_2d(emb, method: str = "umap", seed: int = 42, **kwargs) -> np.ndarra
     else:
         raise EvaluationError(f"unknown projection method {method!r}; use 'umap' or 'tsne'.")
     return np.asarray(points, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# the registry as a whole
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_models(data, names=None, baselines=("raw", "pca"), k: int = 3, seed: int = 0,
+                    cache_dir=None, verbose: bool = True):
+    """Evaluate every cached registry model (and the baselines) on ``data``'s test split.
+
+    The train split is the reference set. Models without a usable cache are skipped with a
+    one-line message (train them with ``helpers.training.train`` or notebook 04).
+
+    Returns
+    -------
+    rows : list of dict
+        One :func:`evaluate_embeddings` row per model, with ``loss``, ``margin``,
+        ``embedding_size`` and ``kind`` ("model" or "baseline") columns.
+    test_embeddings : dict
+        ``{name: test embeddings}``, for latent-space plots.
+    """
+    from helpers.models import EMBEDDING_DIM, MODELS, get_spec
+    from helpers.training import CacheError, load_embedding
+
+    names = list(MODELS) if names is None else list(names)
+    rows, test_embeddings = [], {}
+    for kind in baselines:
+        # the PCA baseline has the models' embedding size
+        label = "raw_pixels" if kind == "raw" else f"pca_{EMBEDDING_DIM}"
+        train_emb, test_emb = baseline_embeddings(
+            data.x_train, data.x_test, kind=kind, n_components=EMBEDDING_DIM, seed=seed
+        )
+        rows.append(evaluate_embeddings(
+            label, train_emb, data.y_train, test_emb, data.y_test, k=k, seed=seed,
+            kind="baseline", loss="none", margin=float("nan"), embedding_size=train_emb.shape[1],
+        ))
+        test_embeddings[label] = test_emb
+    for name in names:
+        spec = get_spec(name)
+        try:
+            model = load_embedding(name, data, cache_dir=cache_dir)
+        except CacheError as exc:
+            if verbose:
+                print(f"[{name}] skipped: {exc}; train it first (notebook 04)")
+            continue
+        train_emb, test_emb = embed(model, data.x_train), embed(model, data.x_test)
+        rows.append(evaluate_embeddings(
+            name, train_emb, data.y_train, test_emb, data.y_test, k=k, seed=seed,
+            kind="model", loss=spec.loss, margin=spec.margin, embedding_size=test_emb.shape[1],
+        ))
+        test_embeddings[name] = test_emb
+    return rows, test_embeddings
+

@@ -94,7 +94,8 @@ def set_output_root(root: str | os.PathLike) -> None:
 
 
 def run(profile: str = "default", only: list[str] | None = None, run_dir: Path | None = None,
-        kernel_name: str = "python3", overrides: dict | None = None) -> dict:
+        kernel_name: str = "python3", overrides: dict | None = None,
+        notebooks_dir: Path | None = None) -> dict:
     """Execute the notebooks of ``profile`` and write the gallery; return the run record."""
     import papermill
 
@@ -103,7 +104,7 @@ def run(profile: str = "default", only: list[str] | None = None, run_dir: Path |
     params = {**PROFILES[profile], **(overrides or {})}
     run_dir = Path(run_dir or config.RUNS / profile).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    selected = [nb for nb in notebooks() if not only or nb.name[:2] in only]
+    selected = [nb for nb in notebooks(notebooks_dir) if not only or nb.name[:2] in only]
     if not selected:
         raise ValueError(f"no notebook matches --only {only}; notebooks are in {config.NOTEBOOKS}")
 

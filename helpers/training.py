@@ -157,9 +157,12 @@ class HistoryCheckpoint(keras.callbacks.Callback):
             except (OSError, json.JSONDecodeError, ValueError):
                 self.epochs = {}
         self._start = None
+        self.first_epoch = None  # the first epoch this process ran: > 0 after a resume
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        if self.first_epoch is None:
+            self.first_epoch = int(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         record = {k: float(v) for k, v in (logs or {}).items()}
@@ -176,6 +179,26 @@ class HistoryCheckpoint(keras.callbacks.Callback):
         history = {k: [self.epochs[e].get(k) for e in epochs] for k in keys}
         history["epoch"] = epochs
         return history
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup survives a kill at any instant.
+
+    Keras writes the backup weights in place, so a SIGKILL during that write leaves a file that
+    the next run cannot open (seen in the resume test). Here the weights and the epoch metadata
+    are written to temporary files and moved into place with ``os.replace``.
+    Relies on Keras 3's private ``_weights_path`` / ``_training_metadata_path`` (keras is pinned).
+    """
+
+    def _save_model(self):
+        Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+        with config.atomic_path(self._weights_path) as weights_tmp:
+            self.model.save_weights(filepath=str(weights_tmp), overwrite=True)
+            with config.atomic_path(self._training_metadata_path, suffix=".json") as meta_tmp:
+                meta_tmp.write_text(json.dumps({"epoch": self._current_epoch,
+                                                "batch": self._last_batch_seen}))
+            # leaving the weights context moves the weights into place; the metadata went first,
+            # so a kill in between resumes one epoch early with these weights: never a crash
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -309,16 +332,16 @@ def train(
         name, data, params["batch_size"], params["steps_per_epoch"], seed=seed
     )
     history_cb = HistoryCheckpoint(work / "history.partial.json")
-    resumed_from = len(history_cb.epochs)
-    if resumed_from:
-        print(f"[{name}] resuming after epoch {resumed_from}", flush=True)
+    if history_cb.epochs:
+        print(f"[{name}] found an interrupted run ({len(history_cb.epochs)} epochs done); resuming",
+              flush=True)
     keras_verbose = 1 if verbose == 1 else 0
     cbs = [
         EpochSeed(train_gen),
         # the history is written before the backup: a kill between the two retrains that epoch
         # and overwrites its history entry, instead of losing it
         history_cb,
-        keras.callbacks.BackupAndRestore(str(work / "backup"), save_freq="epoch", delete_checkpoint=False),
+        AtomicBackupAndRestore(str(work / "backup"), save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(str(work / "best.weights.h5"), monitor="val_loss",
                                         save_best_only=True, save_weights_only=True),
@@ -334,7 +357,10 @@ def train(
     seconds = time.perf_counter() - start
     best = work / "best.weights.h5"
     if best.exists():  # the epoch with the lowest validation loss, as ModelCheckpoint saw it
-        model.load_weights(best)
+        try:
+            _load_weights(model, best)
+        except CacheError as exc:  # killed while ModelCheckpoint wrote it: keep the last weights
+            print(f"[{name}] best-epoch checkpoint unusable ({exc}); keeping the last epoch's weights")
 
     with config.atomic_path(paths["weights"]) as tmp:
         model.save_weights(tmp)
@@ -347,7 +373,7 @@ def train(
         "params": params,
         "history": history_cb.as_history(),
         "train_seconds": seconds,
-        "resumed_from_epoch": resumed_from,
+        "resumed_from_epoch": history_cb.first_epoch or 0,
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
     }
