@@ -4,7 +4,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= default
 export TF_CPP_MIN_LOG_LEVEL ?= 3
-export TF_ENABLE_ONEDNN_OPTS ?= 0
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED = 1
 
