@@ -207,7 +207,7 @@ def cnn_with_attention_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
     return keras.Model(inputs, outputs, name="cnn_with_attention_v1")
 
 
-def _cnn_tokens_attention(name, input_shape, embedding_dim, dim=64, blocks=1, l2_normalize=True):
+def _cnn_tokens_attention(name, input_shape, embedding_dim, dim=64, blocks=1):
     inputs = keras.Input(input_shape, name="image")
     tokens = _conv_stem_tokens(inputs, dim)
     tokens = ClassToken()(tokens)
@@ -217,8 +217,6 @@ def _cnn_tokens_attention(name, input_shape, embedding_dim, dim=64, blocks=1, l2
     tokens = layers.LayerNormalization(epsilon=1e-6)(tokens)
     cls = TakeToken(0)(tokens)
     outputs = layers.Dense(embedding_dim, name="embedding")(cls)
-    if l2_normalize:
-        outputs = L2Normalize(name="l2_normalize")(outputs)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -238,7 +236,7 @@ def cnn_with_attention_cls_head_v2(input_shape=(28, 28, 1), embedding_dim=EMBEDD
 def cnn_with_attention_vit_style_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
     """ViT-style: conv-stem tokens, CLS token, learned positions, two multi-head attention blocks."""
     return _cnn_tokens_attention(
-        "cnn_with_attention_vit_style_v1", input_shape, embedding_dim, blocks=2, l2_normalize=False
+        "cnn_with_attention_vit_style_v1", input_shape, embedding_dim, blocks=2
     )
 
 
@@ -249,8 +247,11 @@ def cnn_with_attention_vit_style_v1(input_shape=(28, 28, 1), embedding_dim=EMBED
 class ModelSpec:
     """Everything the suite knows about one model.
 
-    ``generator`` is one of ``"pairs"``, ``"triplets"``, ``"triplets_cls"``; ``loss`` one of
-    ``"contrastive"``, ``"triplet"``, ``"triplet_l2_cls"``, ``"triplet_center_cls"``.
+    ``generator`` is one of ``"pairs"``, ``"triplets"``, ``"triplets_cls"`` or ``"pk"`` (P classes x
+    K images, for online mining; ``batch_size`` is then P x K); ``loss`` one of ``"contrastive"``,
+    ``"triplet"``, ``"batch_hard_triplet"``, ``"triplet_l2_cls"``, ``"triplet_center_cls"``.
+    ``mining`` ("random", "hard", "semi-hard") picks negatives of pair/triplet generators in the
+    model's own embedding space, refreshed every epoch.
     """
 
     name: str
@@ -269,6 +270,8 @@ class ModelSpec:
     cls_weight: float = 0.0
     center_reg_weight: float = 0.0
     embedding_dim: int = EMBEDDING_DIM
+    mining: str = "random"
+    classes_per_batch: int = 10
 
     def config(self) -> dict:
         """A JSON-able view of the spec (the builder by name), used in cache fingerprints."""
@@ -332,7 +335,11 @@ def get_spec(name: str) -> ModelSpec:
 def build_embedding(name: str, input_shape=(28, 28, 1)) -> keras.Model:
     """Build the embedding model (images -> embedding) registered under ``name``."""
     spec = get_spec(name)
-    return spec.builder(input_shape=input_shape, embedding_dim=spec.embedding_dim)
+    model = spec.builder(input_shape=input_shape, embedding_dim=spec.embedding_dim)
+    if spec.l2_normalized:  # the embedding a user retrieves with is the one the loss saw
+        outputs = L2Normalize(name="l2_normalize")(model.output)
+        model = keras.Model(model.input, outputs, name=model.name)
+    return model
 
 
 def make_loss(spec: ModelSpec):
@@ -344,6 +351,8 @@ def make_loss(spec: ModelSpec):
     if spec.loss == "triplet":
         variant = "l2" if spec.l2_normalized else "plain"
         return losses.TripletLoss(margin=spec.margin, variant=variant), None
+    if spec.loss == "batch_hard_triplet":
+        return losses.BatchHardTripletLoss(margin=spec.margin), None
     if spec.loss in ("triplet_l2_cls", "triplet_center_cls"):
         if spec.loss == "triplet_center_cls":
             triplet = losses.TripletLoss(
@@ -363,7 +372,6 @@ def make_optimizer(spec: ModelSpec, learning_rate: float | None = None):
     return keras.optimizers.Adam(learning_rate=lr)
 
 
-N_INPUTS = {"pairs": 2, "triplets": 3, "triplets_cls": 3}
 
 
 def build_training_model(
@@ -378,6 +386,9 @@ def build_training_model(
     spec = get_spec(name)
     if embedding is None:
         embedding = build_embedding(name, input_shape)
+    if spec.generator == "pk":  # labelled batches: the loss mines triplets inside each batch
+        images = keras.Input(input_shape, name="image")
+        return keras.Model(images, embedding(images), name=f"{name}_training"), embedding
     roles = ["anchor", "positive", "negative"] if spec.generator != "pairs" else ["left", "right"]
     inputs = [keras.Input(input_shape, name=role) for role in roles]
     embeddings = [embedding(x) for x in inputs]

@@ -111,20 +111,38 @@ def _load_weights(model: keras.Model, path: Path) -> None:
 # --- generators ---------------------------------------------------------------------------------------
 
 
-def make_generators(name: str, data, batch_size: int, steps_per_epoch: int, seed: int = 0):
-    """The training and validation generators for the registry entry ``name``."""
+def make_generators(name: str, data, batch_size: int, steps_per_epoch: int, seed: int = 0,
+                    embedding: keras.Model | None = None):
+    """The training and validation generators for the registry entry ``name``.
+
+    With ``spec.mining != "random"`` the training generator mines negatives in ``embedding``'s
+    space, re-embedding the training images at the start of every epoch.
+    """
     from helpers import generators
 
     spec = get_spec(name)
+    val_steps = max(1, min(steps_per_epoch, len(data.x_val) // batch_size))
+    if spec.generator == "pk":
+        per_class = max(2, batch_size // spec.classes_per_batch)
+        make = lambda x, y, steps, s: generators.PKBatchGenerator(  # noqa: E731
+            x, y, classes_per_batch=spec.classes_per_batch, samples_per_class=per_class,
+            steps_per_epoch=steps, seed=s)
+        # the validation batches stay the same every epoch (epoch 0), so val_loss is comparable
+        return make(data.x_train, data.y_train, steps_per_epoch, seed), \
+            make(data.x_val, data.y_val, val_steps, seed + 10_000)
     cls = {
         "pairs": generators.SiamesePairGenerator,
         "triplets": generators.TripletGenerator,
         "triplets_cls": generators.TripletClsGenerator,
     }[spec.generator]
+    mining = {}
+    if spec.mining != "random":
+        if embedding is None:
+            raise ValueError(f"model {name!r} mines with mining={spec.mining!r}: pass its embedding")
+        mining = {"mining": spec.mining,
+                  "embed_fn": lambda x: embedding.predict(x, batch_size=512, verbose=0)}
     train_gen = cls(data.x_train, data.y_train, batch_size=batch_size,
-                    steps_per_epoch=steps_per_epoch, seed=seed)
-    val_steps = max(1, min(steps_per_epoch, len(data.x_val) // batch_size))
-    # the validation batches stay the same every epoch (epoch 0), so val_loss is comparable
+                    steps_per_epoch=steps_per_epoch, seed=seed, **mining)
     val_gen = cls(data.x_val, data.y_val, batch_size=batch_size, steps_per_epoch=val_steps,
                   seed=seed + 10_000)
     return train_gen, val_gen
@@ -329,7 +347,7 @@ def train(
 
     compile_training_model(model, name, params["learning_rate"])
     train_gen, val_gen = make_generators(
-        name, data, params["batch_size"], params["steps_per_epoch"], seed=seed
+        name, data, params["batch_size"], params["steps_per_epoch"], seed=seed, embedding=embedding
     )
     history_cb = HistoryCheckpoint(work / "history.partial.json")
     if history_cb.epochs:

@@ -1,0 +1,137 @@
+"""Committed notebooks are clean and parameterised; the runner executes them all (smoke profile),
+stops at the first failure, and writes a gallery whose every link resolves."""
+
+import html.parser
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill
+import pytest
+
+from helpers import run as runner
+from helpers.models import MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = runner.notebooks(ROOT / "notebooks")
+
+
+def test_the_suite_has_its_numbered_notebooks():
+    names = [nb.name for nb in NOTEBOOKS]
+    assert names[:6] == ["01_data.ipynb", "02_generators.ipynb", "03_architectures.ipynb",
+                         "04_training.ipynb", "05_evaluation.ipynb", "06_kernel_visualization.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_clean_with_a_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and code[0] is tagged[0], "the first code cell is tagged `parameters`"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    declared = papermill.inspect_notebook(str(path))
+    assert declared, "papermill finds the parameters"
+    # every parameter line parsed (papermill warns and drops lines it cannot parse)
+    assigned = [line for line in tagged[0].source.splitlines() if "=" in line.split("#")[0]]
+    assert len(declared) == len(assigned)
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.targets = []
+
+    def handle_starttag(self, tag, attrs):
+        for key, value in attrs:
+            if key in ("href", "src") and value and not value.startswith("#"):
+                self.targets.append(value)
+
+
+def gallery_targets(index: Path) -> list[Path]:
+    parser = _Links()
+    parser.feed(index.read_text(encoding="utf-8"))
+    return [(index.parent / urllib.parse.unquote(t)).resolve() for t in parser.targets]
+
+
+def test_gallery_links_resolve_and_escape_spaces(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.config, "FIGURES", tmp_path / "figures")
+    monkeypatch.setattr(runner.config, "EVALUATION_CSV", tmp_path / "model_evaluation.csv")
+    image = tmp_path / "figures" / "Trial 1" / "kernel no 0 Output.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"\x89PNG")
+    executed = tmp_path / "run" / "01_x.ipynb"
+    executed.parent.mkdir()
+    executed.write_text("{}")
+    pd.DataFrame([{"model": "a<b", "3nn_accuracy": 0.5}]).to_csv(tmp_path / "model_evaluation.csv", index=False)
+    record = {"profile": "smoke", "parameters": {}, "seconds": 1.0,
+              "notebooks": [{"name": "01_x.ipynb", "seconds": 1.0, "executed": str(executed),
+                             "images": [str(image)]}]}
+    index = runner.write_gallery(record, tmp_path / "run")
+    text = index.read_text()
+    assert "kernel%20no%200%20Output.png" in text and "a&lt;b" in text
+    targets = gallery_targets(index)
+    assert image.resolve() in targets and executed.resolve() in targets
+    assert all(t.exists() for t in targets)
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for name, code in [("01_ok", "x = 1"), ("02_broken", "raise RuntimeError('boom')"),
+                       ("03_never", "y = 2")]:
+        nb = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell("seed = 0")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, nbformat.v4.new_code_cell(code)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    with pytest.raises(runner.NotebookFailed, match=r"02_broken\.ipynb failed .*RuntimeError: boom"):
+        runner.run("smoke", run_dir=tmp_path / "run", notebooks_dir=folder)
+    assert (tmp_path / "run" / "01_ok.ipynb").exists()
+    assert not (tmp_path / "run" / "03_never.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "helpers.run", "--profile", "smoke", "--output-root", str(out),
+         "--run-dir", str(out / "run")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((out / "run" / "run.json").read_text())
+    assert [n["name"] for n in record["notebooks"]] == [nb.name for nb in NOTEBOOKS]
+    for entry in record["notebooks"]:
+        executed = nbformat.read(entry["executed"], as_version=4)
+        assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+
+    table = pd.read_csv(out / "model_evaluation.csv")
+    assert set(MODELS) | {"raw_pixels", "pca_64"} == set(table["model"])
+    assert table["3nn_accuracy"].is_monotonic_decreasing
+    for name in MODELS:
+        assert (out / "models_cache" / f"{name}.feature_extractor.weights.h5").exists()
+        assert (out / "latent_space" / f"{name} latent space.png").exists()
+        assert (out / "models_explain" / "Trial 1" / name / "kernel no 0 Output.png").exists()
+        assert (out / "models_explain" / "Intermediate Kernels" / name / "layer no 0 kernel weights.png").exists()
+    for n in (1, 2, 3):
+        assert (out / "models_explain" / f"Trial {n}" / "input_image.png").exists()
+
+    index = out / "run" / "index.html"
+    targets = gallery_targets(index)
+    assert all(t.exists() for t in targets), [t for t in targets if not t.exists()]
+    assert sum(t.suffix == ".png" for t in targets) >= 6 * 3
+    assert sum(t.suffix == ".ipynb" for t in targets) == len(NOTEBOOKS)
+    # the committed notebooks stayed clean
+    for nb in NOTEBOOKS:
+        assert not any(c.get("outputs") for c in nbformat.read(nb, as_version=4).cells
+                       if c.cell_type == "code")
