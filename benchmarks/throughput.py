@@ -1,25 +1,28 @@
-"""Throughput benchmarks: batch generation (and, later, training steps).
+"""Throughput benchmarks: batch generation and training steps.
 
-Run from the repository root::
+Run from the repository root (each command rewrites its section of
+``benchmarks/results/throughput.json`` with figures, command, date and machine)::
 
     .venv/bin/python benchmarks/throughput.py --only generator
+    .venv/bin/python benchmarks/throughput.py --only training
+    # on a GPU with JAX (see ../shared/GPU.md): 60,000 images, batch 256 and 1024
+    KERAS_BACKEND=jax python benchmarks/throughput.py --only training --dataset-size 60000 \
+        --train-batch-sizes 256 1024 --train-steps 50
 
 Generator section: triplets per second of :class:`helpers.generators.TripletGenerator` (batch 256, no
 augmentation) against a per-sample reference sampler written the way the reference notebooks wrote it
 (a Python loop: per sample, a random anchor class, ``np.random.choice`` among that class's indices for
 anchor and positive, another class for the negative, images stacked), both measured in the same run on
-the same data: the bundled MNIST train split (``helpers.data.load_dataset("mnist", source="bundled")``),
-or random data shaped like MNIST when it is unavailable. Target: vectorised >= 10x the reference.
+the same data (the bundled MNIST train split). Target: vectorised >= 10x the reference.
 
-Prints a table and writes ``benchmarks/results/throughput.json`` (figures, command, date, machine).
+Training section: images per second of each registry model for one epoch after a warm-up epoch, and
+the share of step time spent waiting for the generator.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import print_table, stamp  # noqa: E402
 from helpers import config  # noqa: E402
 
 RESULTS = config.ROOT / "benchmarks" / "results" / "throughput.json"
@@ -105,49 +109,62 @@ def bench_generator(batch_size=256, n_batches=50, budget_s=5.0, seed=0):
     return rows
 
 
-# --- training section (added by the lead) ------------------------------------------------------
+# --- training section ---------------------------------------------------------------------------
 
 
-def bench_training(**_):
-    """Placeholder: the training benchmark is added by the lead engineer."""
-    return []
+def _tile(data, size):
+    """The embedded training split tiled (with its labels) to ``size`` images."""
+    reps = int(np.ceil(size / len(data.x_train)))
+    return np.tile(data.x_train, (reps, 1, 1, 1))[:size], np.tile(data.y_train, reps)[:size]
+
+
+def bench_training(models=None, batch_sizes=(None,), steps=10, dataset_size=None, seed=0):
+    """Rows ``{model, batch_size, images_per_s, step_s, data_wait_share}`` per model and batch size.
+
+    One warm-up epoch of ``steps`` steps (compilation), then one timed epoch. ``data_wait_share`` is
+    the generator's own time for the same batches divided by the timed epoch: with one worker the
+    trainer waits for every batch, so it is the share of step time spent waiting for data.
+    """
+    import keras
+
+    from helpers.data import load_dataset
+    from helpers.models import MODELS, build_training_model, compile_training_model
+    from helpers.training import make_generators
+
+    data = load_dataset("mnist", source="bundled", verbose=False)
+    desc = f"mnist bundled train split ({len(data.x_train)} images)"
+    if dataset_size:
+        import dataclasses
+
+        x, y = _tile(data, dataset_size)
+        data = dataclasses.replace(data, x_train=x, y_train=y)
+        desc = f"embedded train split tiled to {dataset_size} images"
+    rows = []
+    for name in models or list(MODELS):
+        for batch_size in batch_sizes:
+            bs = batch_size or MODELS[name].batch_size
+            keras.utils.set_random_seed(seed)
+            model, embedding = build_training_model(name, len(data.class_names))
+            compile_training_model(model, name)
+            gen, _ = make_generators(name, data, bs, steps, seed=seed, embedding=embedding)
+            model.fit(gen, epochs=1, verbose=0)  # warm-up: graph tracing / XLA compilation
+            gen.set_epoch(1)
+            start = time.perf_counter()
+            model.fit(gen, epochs=1, verbose=0)
+            epoch_s = time.perf_counter() - start
+            t0 = time.perf_counter()
+            for i in range(len(gen)):
+                gen[i]
+            data_s = time.perf_counter() - t0
+            images = steps * bs * len(model.inputs)
+            rows.append(dict(section="training", model=name, data=desc, batch_size=bs, steps=steps,
+                             images_per_s=images / epoch_s, step_s=epoch_s / steps,
+                             data_wait_share=data_s / epoch_s))
+            print(f"[bench] {name} batch {bs}: {images / epoch_s:,.0f} images/s", flush=True)
+    return rows
 
 
 # --- driver ------------------------------------------------------------------------------------
-
-
-def _machine():
-    import keras
-
-    try:
-        import tensorflow as tf  # device listing only
-
-        gpus = tf.config.list_physical_devices("GPU")
-        device = f"GPU x{len(gpus)}" if gpus else "CPU"
-    except Exception:
-        device = "unknown"
-    return dict(
-        cores=os.cpu_count(),
-        affinity_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        keras_backend=keras.backend.backend(),
-        device=device,
-        platform=platform.platform(),
-        python=platform.python_version(),
-        numpy=np.__version__,
-    )
-
-
-def _print_table(rows):
-    if not rows:
-        return
-    cols = [c for c in ("section", "sampler", "batch_size", "batches", "s_per_batch", "triplets_per_s", "speedup")
-            if any(c in r for r in rows)]
-    fmt = lambda v: f"{v:,.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols))
-    print("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in cols))
 
 
 def main(argv=None):
@@ -156,6 +173,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=50, help="batches per generator sampler (max)")
     parser.add_argument("--budget", type=float, default=5.0, help="seconds per generator sampler (max)")
+    parser.add_argument("--models", nargs="*", help="registry names (default: all six)")
+    parser.add_argument("--train-batch-sizes", type=int, nargs="*", default=[0],
+                        help="training batch sizes (0: each model's registry default)")
+    parser.add_argument("--train-steps", type=int, default=10, help="steps per timed epoch")
+    parser.add_argument("--dataset-size", type=int, default=0,
+                        help="tile the embedded training split to this many images (e.g. 60000)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -163,8 +186,11 @@ def main(argv=None):
     if args.only in ("generator", "all"):
         rows += bench_generator(batch_size=args.batch_size, n_batches=args.batches, budget_s=args.budget)
     if args.only in ("training", "all"):
-        rows += bench_training()
-    _print_table(rows)
+        rows += bench_training(models=args.models,
+                               batch_sizes=[b or None for b in args.train_batch_sizes],
+                               steps=args.train_steps, dataset_size=args.dataset_size or None)
+    print_table(rows, ["section", "sampler", "model", "batch_size", "batches", "s_per_batch",
+                       "triplets_per_s", "speedup", "images_per_s", "step_s", "data_wait_share"])
 
     previous = {}
     if args.out.exists():  # keep the other section's figures when running one section
@@ -177,15 +203,7 @@ def main(argv=None):
     sections = dict(previous.get("sections", {}))
     for section in {r["section"] for r in rows}:
         sections[section] = [r for r in rows if r["section"] == section]
-    config.write_json(
-        args.out,
-        dict(
-            sections=sections,
-            command=" ".join([Path(sys.executable).name, *sys.argv]) if argv is None else f"main({argv!r})",
-            date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            machine=_machine(),
-        ),
-    )
+    config.write_json(args.out, dict(sections=sections, **stamp()))
     print(f"wrote {args.out}")
     return rows
 

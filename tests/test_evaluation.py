@@ -347,3 +347,22 @@ def test_embed_matches_model_call():
     np.testing.assert_allclose(out, keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-6)
     with pytest.raises(EvaluationError, match="empty"):
         ev.embed(model, x[:0])
+
+
+def test_raw_pixel_baseline_matches_plain_scikit_learn():
+    """The evaluation table's raw-pixel row is what scikit-learn computes on flattened pixels."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from helpers.data import load_dataset
+
+    data = load_dataset("mnist", source="bundled", verbose=False)
+    rows, test_embeddings = ev.evaluate_models(data, names=[], baselines=("raw",))
+    (raw,) = rows
+    flat_train = data.x_train.reshape(len(data.x_train), -1)
+    flat_test = data.x_test.reshape(len(data.x_test), -1)
+    expected_knn = KNeighborsClassifier(n_neighbors=3).fit(flat_train, data.y_train).score(flat_test, data.y_test)
+    assert raw["model"] == "raw_pixels"
+    assert raw["3nn_accuracy"] == pytest.approx(expected_knn, abs=1e-12)
+    assert raw["silhouette"] == pytest.approx(silhouette_score(flat_test, data.y_test), abs=1e-5)
+    assert test_embeddings["raw_pixels"].shape == (1000, 784)

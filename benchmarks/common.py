@@ -1,0 +1,69 @@
+"""Shared bits of the benchmark scripts: machine description, tables, results files."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from helpers import config  # noqa: E402
+
+RESULTS_DIR = config.ROOT / "benchmarks" / "results"
+
+
+def machine() -> dict:
+    """Cores, Keras backend and the device it computes on (no TensorFlow import on JAX)."""
+    import keras
+    import numpy as np
+
+    backend = keras.backend.backend()
+    device = "CPU"
+    try:
+        if backend == "jax":
+            import jax  # backend shim: device listing only
+
+            device = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+        elif backend == "tensorflow":
+            import tensorflow as tf  # backend shim: device listing only
+
+            gpus = tf.config.list_physical_devices("GPU")
+            device = f"GPU x{len(gpus)}" if gpus else "CPU"
+    except Exception as exc:  # pragma: no cover - informative only
+        device = f"unknown ({type(exc).__name__})"
+    return {
+        "cores": os.cpu_count(),
+        "keras_backend": backend,
+        "keras": keras.__version__,
+        "device": device,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def print_table(rows: list[dict], cols: list[str]) -> None:
+    cols = [c for c in cols if any(c in r for r in rows)]
+    if not rows or not cols:
+        return
+    fmt = lambda v: f"{v:,.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    print("  ".join("-" * widths[c] for c in cols))
+    for r in rows:
+        print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in cols))
+
+
+def command_line() -> str:
+    return " ".join(["python", *[Path(sys.argv[0]).as_posix()], *sys.argv[1:]])
+
+
+def stamp() -> dict:
+    return {
+        "command": command_line(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
