@@ -4,10 +4,11 @@ Two layers:
 
 - plain functions of embeddings returning the **per-example** loss, shape ``(batch,)``:
   :func:`contrastive`, :func:`triplet`, :func:`triplet_l2_norm`, :func:`triplet_l2_norm_safe`,
-  :func:`triplet_center_reg`, :func:`batch_hard_triplet`, :func:`batch_semi_hard_triplet`;
+  :func:`triplet_center_reg`, :func:`batch_hard_triplet`, :func:`batch_semi_hard_triplet`,
+  :func:`batch_contrastive`;
 - ``keras.losses.Loss`` subclasses for ``model.compile`` (registered under the ``"helpers"`` package
   so saved models reload): :class:`ContrastiveLoss`, :class:`TripletLoss`,
-  :class:`BatchHardTripletLoss`, :class:`BatchSemiHardTripletLoss`;
+  :class:`BatchHardTripletLoss`, :class:`BatchSemiHardTripletLoss`, :class:`BatchContrastiveLoss`;
 
 plus :func:`triplet_with_classification`, the compile arguments of the combined
 triplet + sparse categorical cross-entropy objective.
@@ -35,11 +36,13 @@ __all__ = [
     "triplet_center_reg",
     "batch_hard_triplet",
     "batch_semi_hard_triplet",
+    "batch_contrastive",
     "triplet_with_classification",
     "ContrastiveLoss",
     "TripletLoss",
     "BatchHardTripletLoss",
     "BatchSemiHardTripletLoss",
+    "BatchContrastiveLoss",
 ]
 
 _EPS = 1e-12
@@ -220,6 +223,27 @@ def batch_semi_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bo
     return ops.where(valid, loss, ops.zeros_like(loss))
 
 
+def batch_contrastive(labels, embeddings, margin: float = 1.0):
+    """Contrastive loss over every pair of a labelled batch, per anchor ``(batch,)``.
+
+    For anchor ``i``: the mean of ``0.5 * d(i, j)^2`` over its positives ``j`` (same label,
+    ``j != i``) plus the mean of ``0.5 * max(0, margin - d(i, k))^2`` over its negatives ``k``
+    (other labels) — the pair loss of :func:`contrastive` (``y = 1`` similar), averaged separately
+    over positives and negatives so the two kinds weigh the same whatever the batch's P and K.
+    A P x K batch of 320 images holds ~51,000 pairs instead of the 160 of a pair batch of the
+    same size. Anchors without positives (negatives) get 0 for that term.
+    """
+    d = pairwise_distances(embeddings, squared=False)
+    d2 = ops.square(d)
+    positive, negative = _label_masks(labels)
+    pos_f, neg_f = ops.cast(positive, d.dtype), ops.cast(negative, d.dtype)
+    pos_term = ops.sum(0.5 * d2 * pos_f, axis=1) / ops.maximum(ops.sum(pos_f, axis=1), 1.0)
+    neg_term = ops.sum(0.5 * ops.square(ops.relu(margin - d)) * neg_f, axis=1) / ops.maximum(
+        ops.sum(neg_f, axis=1), 1.0
+    )
+    return pos_term + neg_term
+
+
 def triplet_with_classification(triplet_loss, triplet_weight: float = 1.0, cls_weight: float = 1.0):
     """``model.compile`` kwargs of the combined triplet + classification objective.
 
@@ -343,6 +367,21 @@ class BatchHardTripletLoss(_BatchMiningLoss):
 
     def __init__(self, margin: float = 0.2, squared: bool = False, name: str = "batch_hard_triplet_loss", **kwargs):
         super().__init__(margin=margin, squared=squared, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class BatchContrastiveLoss(keras.losses.Loss):
+    """Keras wrapper of :func:`batch_contrastive`: ``y_true`` labels ``(batch,)``, ``y_pred`` ``(batch, d)``."""
+
+    def __init__(self, margin: float = 1.0, name: str = "batch_contrastive_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.margin = float(margin)
+
+    def call(self, y_true, y_pred):
+        return batch_contrastive(y_true, y_pred, margin=self.margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
 
 
 @keras.saving.register_keras_serializable(package="helpers")

@@ -254,3 +254,38 @@ def test_triplet_with_classification_compiles_and_fits():
     model.compile(optimizer="sgd", **kwargs)
     hist = model.fit(x, (np.zeros(8, np.float32), y_cls), batch_size=4, epochs=1, steps_per_epoch=2, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
+
+
+def _numpy_batch_contrastive(labels, emb, margin):
+    n = len(labels)
+    out = np.zeros(n)
+    for i in range(n):
+        pos = [0.5 * np.sum((emb[i] - emb[j]) ** 2) for j in range(n) if j != i and labels[j] == labels[i]]
+        neg = [0.5 * max(0.0, margin - np.linalg.norm(emb[i] - emb[k])) ** 2
+               for k in range(n) if labels[k] != labels[i]]
+        out[i] = (np.mean(pos) if pos else 0.0) + (np.mean(neg) if neg else 0.0)
+    return out
+
+
+def test_batch_contrastive_by_hand():
+    # 1-d points: a=0 (class 0), b=1 (class 0), c=3 (class 1); margin 2
+    # anchor a: positive b -> 0.5*1 = 0.5; negative c (d=3) -> max(0, 2-3)=0 -> 0.5
+    # anchor b: positive a -> 0.5; negative c (d=2) -> 0 -> 0.5
+    # anchor c: no positive -> 0; negatives a (d=3) -> 0, b (d=2) -> 0 -> 0
+    emb = np.array([[0.0], [1.0], [3.0]], np.float32)
+    got = keras.ops.convert_to_numpy(L.batch_contrastive(np.array([0, 0, 1]), emb, margin=2.0))
+    np.testing.assert_allclose(got, [0.5, 0.5, 0.0], atol=1e-6)
+    # margin 4: a's negative term 0.5*(4-3)^2 = 0.5; b's 0.5*(4-2)^2 = 2; c: mean(0.5, 2) = 1.25
+    got = keras.ops.convert_to_numpy(L.batch_contrastive(np.array([0, 0, 1]), emb, margin=4.0))
+    np.testing.assert_allclose(got, [1.0, 2.5, 1.25], atol=1e-6)
+
+
+def test_batch_contrastive_matches_brute_force_and_wrapper():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=24)
+    emb = rng.normal(size=(24, 5)).astype(np.float32)
+    expected = _numpy_batch_contrastive(labels, emb, margin=3.0)
+    got = keras.ops.convert_to_numpy(L.batch_contrastive(labels, emb, margin=3.0))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    wrapped = float(keras.ops.convert_to_numpy(L.BatchContrastiveLoss(margin=3.0)(labels, emb)))
+    assert wrapped == pytest.approx(expected.mean(), rel=1e-4)
