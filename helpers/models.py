@@ -254,7 +254,8 @@ class ModelSpec:
 
     ``generator`` is one of ``"pairs"``, ``"triplets"``, ``"triplets_cls"`` or ``"pk"`` (P classes x
     K images, for online mining; ``batch_size`` is then P x K); ``loss`` one of ``"contrastive"``,
-    ``"triplet"``, ``"batch_hard_triplet"``, ``"batch_contrastive"`` (every pair of a P x K batch),
+    ``"triplet"``, ``"batch_hard_triplet"``, ``"batch_all_triplet"`` (every triplet of a P x K batch),
+    ``"batch_contrastive"`` (every pair of a P x K batch),
     ``"triplet_l2_cls"``, ``"triplet_center_cls"``.
     ``mining`` ("random", "hard", "semi-hard") picks negatives of pair/triplet generators in the
     model's own embedding space, refreshed every epoch.
@@ -359,6 +360,8 @@ def make_loss(spec: ModelSpec):
         return losses.TripletLoss(margin=spec.margin, variant=variant), None
     if spec.loss == "batch_hard_triplet":
         return losses.BatchHardTripletLoss(margin=spec.margin), None
+    if spec.loss == "batch_all_triplet":
+        return losses.BatchAllTripletLoss(margin=spec.margin, squared=not spec.l2_normalized), None
     if spec.loss == "batch_contrastive":
         return losses.BatchContrastiveLoss(margin=spec.margin), None
     if spec.loss in ("triplet_l2_cls", "triplet_center_cls"):

@@ -289,3 +289,35 @@ def test_batch_contrastive_matches_brute_force_and_wrapper():
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     wrapped = float(keras.ops.convert_to_numpy(L.BatchContrastiveLoss(margin=3.0)(labels, emb)))
     assert wrapped == pytest.approx(expected.mean(), rel=1e-4)
+
+
+def _numpy_batch_all(labels, emb, margin, squared):
+    n = len(labels)
+    dist = lambda i, j: np.sum((emb[i] - emb[j]) ** 2) if squared else np.linalg.norm(emb[i] - emb[j])  # noqa: E731
+    out = np.zeros(n)
+    for a in range(n):
+        vals = [max(0.0, dist(a, p) - dist(a, q) + margin)
+                for p in range(n) if p != a and labels[p] == labels[a]
+                for q in range(n) if labels[q] != labels[a]]
+        out[a] = np.mean(vals) if vals else 0.0
+    return out
+
+
+def test_batch_all_triplet_by_hand():
+    # 1-d points a=0, b=1 (class 0), c=3 (class 1); squared distances, margin 10
+    # anchor a: (p=b, n=c): 1 - 9 + 10 = 2; anchor b: (p=a, n=c): 1 - 4 + 10 = 7; anchor c: no positive -> 0
+    emb = np.array([[0.0], [1.0], [3.0]], np.float32)
+    got = keras.ops.convert_to_numpy(L.batch_all_triplet(np.array([0, 0, 1]), emb, margin=10.0))
+    np.testing.assert_allclose(got, [2.0, 7.0, 0.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_batch_all_triplet_matches_brute_force_and_wrapper(squared):
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, size=15)
+    emb = rng.normal(size=(15, 4)).astype(np.float32)
+    expected = _numpy_batch_all(labels, emb, 1.5, squared)
+    got = keras.ops.convert_to_numpy(L.batch_all_triplet(labels, emb, margin=1.5, squared=squared))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    wrapped = float(keras.ops.convert_to_numpy(L.BatchAllTripletLoss(margin=1.5, squared=squared)(labels, emb)))
+    assert wrapped == pytest.approx(expected.mean(), rel=1e-4)
