@@ -104,7 +104,8 @@ def test_every_model_trains_one_step_and_embeds(data, tmp_path, name):
     if MODELS[name].l2_normalized:
         np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-4)
     model, _ = build_training_model(name)
-    assert len(model.inputs) == (2 if MODELS[name].generator == "pairs" else 3)
+    expected_inputs = {"pairs": 2, "triplets": 3, "triplets_cls": 3, "pk": 1}[MODELS[name].generator]
+    assert len(model.inputs) == expected_inputs
 
 
 @pytest.mark.slow
