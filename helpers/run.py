@@ -50,6 +50,29 @@ PROFILES: dict[str, dict] = {
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg"}
 
 
+RUN_KERNEL = "simsuite-run"
+
+
+def ensure_run_kernel() -> str:
+    """Make the kernel ``simsuite-run`` start this very interpreter, and return its name.
+
+    A ``python3`` kernelspec installed elsewhere (another virtual environment, the system Python)
+    would otherwise win, and the notebooks would run without this environment's packages. The spec
+    lives in ``.cache/jupyter`` and is put first on ``JUPYTER_PATH`` for the kernels we start.
+    """
+    folder = config.ROOT / ".cache" / "jupyter"
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"Python ({Path(sys.executable).parent.parent.name})",
+        "language": "python",
+    }
+    config.write_json(folder / "kernels" / RUN_KERNEL / "kernel.json", spec)
+    paths = os.environ.get("JUPYTER_PATH", "")
+    if str(folder) not in paths.split(os.pathsep):
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(folder), paths) if p)
+    return RUN_KERNEL
+
+
 class NotebookFailed(RuntimeError):
     """A notebook of the run raised; the message names it and where its executed copy is."""
 
@@ -94,7 +117,7 @@ def set_output_root(root: str | os.PathLike) -> None:
 
 
 def run(profile: str = "default", only: list[str] | None = None, run_dir: Path | None = None,
-        kernel_name: str = "python3", overrides: dict | None = None,
+        kernel_name: str | None = None, overrides: dict | None = None,
         notebooks_dir: Path | None = None) -> dict:
     """Execute the notebooks of ``profile`` and write the gallery; return the run record."""
     import papermill
@@ -102,6 +125,7 @@ def run(profile: str = "default", only: list[str] | None = None, run_dir: Path |
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     params = {**PROFILES[profile], **(overrides or {})}
+    kernel_name = kernel_name or ensure_run_kernel()
     run_dir = Path(run_dir or config.RUNS / profile).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     selected = [nb for nb in notebooks(notebooks_dir) if not only or nb.name[:2] in only]
@@ -220,7 +244,7 @@ def main(argv=None) -> int:
                                           "(default: runs/<profile>)")
     parser.add_argument("--output-root", help="write models_cache/, latent_space/, models_explain/, "
                                               "figures/ and the evaluation CSV under this folder")
-    parser.add_argument("--kernel", default="python3")
+    parser.add_argument("--kernel", help="Jupyter kernel name (default: this interpreter)")
     args = parser.parse_args(argv)
     if args.output_root:
         set_output_root(args.output_root)
