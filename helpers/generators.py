@@ -295,7 +295,35 @@ def other_class_neighbors(features, index: _ClassIndex, k: int):
 # --- generators --------------------------------------------------------------------------------
 
 
-class _SamplingGenerator(keras.utils.PyDataset):
+class _EpochSeededDataset(keras.utils.PyDataset):
+    """Epoch bookkeeping shared by every generator: batch ``i`` of epoch ``e`` is drawn with
+    ``np.random.default_rng([seed, e, i])``, so the same seed gives the same batches and a resumed
+    run (``set_epoch(k)``) draws what an uninterrupted one would."""
+
+    def _init_epochs(self, steps_per_epoch, seed, augment):
+        if steps_per_epoch is None:
+            steps_per_epoch = max(1, len(self.x) // self.batch_size)
+        self.steps_per_epoch = _check_batch_size(steps_per_epoch, "steps_per_epoch")
+        self.seed = int(seed)
+        self.epoch = 0
+        self.augmenter = _make_augmenter(augment)
+
+    def __len__(self):
+        return self.steps_per_epoch
+
+    def set_epoch(self, epoch: int):
+        """Position the generator at ``epoch`` (used on resume)."""
+        self.epoch = int(epoch)
+
+    def on_epoch_end(self):
+        self.set_epoch(self.epoch + 1)
+
+    def rng(self, i: int) -> np.random.Generator:
+        """The generator that draws batch ``i`` of the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, int(i)])
+
+
+class _SamplingGenerator(_EpochSeededDataset):
     """Shared machinery: validation, class index, epochs, RNG, augmentation, mining tables."""
 
     needs_positives = True
@@ -324,12 +352,7 @@ class _SamplingGenerator(keras.utils.PyDataset):
         self.index.require_two_classes()
         if self.needs_positives:
             self.index.require_pairs()
-        if steps_per_epoch is None:
-            steps_per_epoch = max(1, len(self.x) // self.batch_size)
-        self.steps_per_epoch = _check_batch_size(steps_per_epoch, "steps_per_epoch")
-        self.seed = int(seed)
-        self.epoch = 0
-        self.augmenter = _make_augmenter(augment)
+        self._init_epochs(steps_per_epoch, seed, augment)
 
         if mining not in _MINING:
             raise GeneratorError(f"mining must be one of {_MINING}, got {mining!r}.")
@@ -377,17 +400,11 @@ class _SamplingGenerator(keras.utils.PyDataset):
 
     # epochs ---------------------------------------------------------------------------------
 
-    def __len__(self):
-        return self.steps_per_epoch
-
     def set_epoch(self, epoch: int):
         """Position the generator at ``epoch`` (resume); refreshes ``embed_fn`` tables when due."""
-        self.epoch = int(epoch)
+        super().set_epoch(epoch)
         if self.embed_fn is not None and self.epoch % self.refresh_every == 0:
             self.refresh()
-
-    def on_epoch_end(self):
-        self.set_epoch(self.epoch + 1)
 
     def refresh(self):
         """Recompute embeddings with ``embed_fn`` and rebuild the neighbour tables."""
@@ -417,10 +434,6 @@ class _SamplingGenerator(keras.utils.PyDataset):
             self.hardpos_table, self.hardpos_valid = same_class_neighbors(
                 emb, self.index, self.mining_pool, largest=True
             )
-
-    def rng(self, i: int) -> np.random.Generator:
-        """The generator that draws batch ``i`` of the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(i)])
 
     # vectorised sampling --------------------------------------------------------------------
 
@@ -532,7 +545,7 @@ class TripletClsGenerator(TripletGenerator):
         return images, (np.zeros(self.batch_size, np.float32), self.y[a].astype(np.int32))
 
 
-class PKBatchGenerator(keras.utils.PyDataset):
+class PKBatchGenerator(_EpochSeededDataset):
     """P x K batches for online mining: ``(images, labels int32)``, ``P * K`` images per batch.
 
     Each batch draws ``classes_per_batch`` (P) distinct classes and ``samples_per_class`` (K) images of
@@ -565,24 +578,7 @@ class PKBatchGenerator(keras.utils.PyDataset):
                 f"classes_per_batch={self.P} is more than the {self.index.num_classes} classes in the data; "
                 f"lower classes_per_batch."
             )
-        if steps_per_epoch is None:
-            steps_per_epoch = max(1, len(self.x) // self.batch_size)
-        self.steps_per_epoch = _check_batch_size(steps_per_epoch, "steps_per_epoch")
-        self.seed = int(seed)
-        self.epoch = 0
-        self.augmenter = _make_augmenter(augment)
-
-    def __len__(self):
-        return self.steps_per_epoch
-
-    def set_epoch(self, epoch: int):
-        self.epoch = int(epoch)
-
-    def on_epoch_end(self):
-        self.epoch += 1
-
-    def rng(self, i):
-        return np.random.default_rng([self.seed, self.epoch, int(i)])
+        self._init_epochs(steps_per_epoch, seed, augment)
 
     def batch_indices(self, i):
         """The ``P * K`` sample indices of batch ``i`` (class by class)."""

@@ -174,24 +174,23 @@ def _conv_pool_bn(x, filters, activation, name):
     return layers.Activation(activation)(x)
 
 
-def cnn_simple_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
-    """Conv2D -> AvgPool2D -> Conv2D -> AvgPool2D -> Flatten -> Dense embedding (32 and 64 filters)."""
+def _simple_cnn(name, filters, activation, input_shape, embedding_dim):
     inputs = keras.Input(input_shape, name="image")
-    x = _conv_pool_bn(inputs, 32, "relu", name="conv1")
-    x = _conv_pool_bn(x, 64, "relu", name="conv2")
+    x = _conv_pool_bn(inputs, filters[0], activation, name="conv1")
+    x = _conv_pool_bn(x, filters[1], activation, name="conv2")
     x = layers.Flatten()(x)
     outputs = layers.Dense(embedding_dim, name="embedding")(x)
-    return keras.Model(inputs, outputs, name="cnn_simple_v1")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def cnn_simple_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
+    """Conv2D -> AvgPool2D -> Conv2D -> AvgPool2D -> Flatten -> Dense embedding (32 and 64 filters)."""
+    return _simple_cnn("cnn_simple_v1", (32, 64), "relu", input_shape, embedding_dim)
 
 
 def cnn_simple_v2(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
     """The shape of ``cnn_simple_v1`` with 128 and 256 filters and ELU activations."""
-    inputs = keras.Input(input_shape, name="image")
-    x = _conv_pool_bn(inputs, 128, "elu", name="conv1")
-    x = _conv_pool_bn(x, 256, "elu", name="conv2")
-    x = layers.Flatten()(x)
-    outputs = layers.Dense(embedding_dim, name="embedding")(x)
-    return keras.Model(inputs, outputs, name="cnn_simple_v2")
+    return _simple_cnn("cnn_simple_v2", (128, 256), "elu", input_shape, embedding_dim)
 
 
 def cnn_with_attention_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
