@@ -107,6 +107,9 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a registry field of the benchmarked models, e.g. "
                              "--set steps_per_epoch=150 --set augment=true (a budget study)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other models' runs from the existing --out file (re-measure a "
+                             "few models without retraining all)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "quality.json")
     args = parser.parse_args(argv)
     overrides = apply_overrides(args.models, args.set)
@@ -123,6 +126,13 @@ def main(argv=None):
                   f"({row['train_seconds']:.0f}s{', cached' if row['from_cache'] else ''})", flush=True)
             rows.append(row)
 
+    commands = [stamp()["command"]]
+    if args.merge and args.out.exists():
+        import json
+
+        previous = json.loads(args.out.read_text())
+        rows += [r for r in previous["runs"] if r["model"] not in args.models and r["model"] != "raw_pixels"]
+        commands = previous.get("commands", [previous.get("command")]) + commands
     summary = summarise(rows)
     print()
     print_table(summary, ["model", "seeds", "3nn_accuracy", "3nn_accuracy_std", "3nn_accuracy_min",
@@ -134,7 +144,7 @@ def main(argv=None):
         print(f"{'PASS' if check['met'] else 'MISS'}  {key}: {check['value']:.4f} "
               f"({check['model']}) target >= {check['target']}")
     config.write_json(args.out, {"summary": summary, "targets": targets, "runs": rows,
-                                 "registry_overrides": overrides,
+                                 "registry_overrides": overrides, "commands": commands,
                                  "data": "mnist bundled, split seed 42 (3000/1000/1000)", **stamp()})
     print(f"wrote {args.out}")
     return summary

@@ -329,7 +329,7 @@ MODELS: dict[str, ModelSpec] = {
             "cnn_with_attention_vit_style_v1", cnn_with_attention_vit_style_v1,
             loss="batch_contrastive", margin=10.0, generator="pk",
             description="ViT-style, two attention blocks, contrastive loss over every pair of P x K batches",
-            epochs=6, steps_per_epoch=60, batch_size=320, learning_rate=1e-3, optimizer="adamw",
+            epochs=6, steps_per_epoch=80, batch_size=320, learning_rate=1e-3, optimizer="adamw",
         ),
     ]
 }
