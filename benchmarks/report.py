@@ -23,7 +23,8 @@ def _machine(d):
 
 
 def quality(d, title):
-    out = [f"**{title}** — `{d['command']}` ({_machine(d)}; {d['data']})", "",
+    commands = " then ".join(f"`{c}`" for c in (d.get("commands") or [d["command"]]))
+    out = [f"**{title}** — {commands} ({_machine(d)}; {d['data']})", "",
            "| model | seeds | 3-NN accuracy mean ± std (min–max) | silhouette | MAP@R | P@1 |",
            "|---|---|---|---|---|---|"]
     for s in d["summary"]:
