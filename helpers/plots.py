@@ -175,14 +175,23 @@ def plot_history(history: dict, title: str = "", ax=None):
 
 def plot_histories(histories: dict, cols: int = 3, title: str = "Training curves"):
     """One axes per model (train and validation loss) in a grid; returns the Figure."""
-    names = list(histories)
-    if not names:
+    if not histories:
         raise ValueError("histories is empty; pass {model_name: history_dict}.")
+    return _small_multiples(
+        histories, lambda ax, name, history: plot_history(history, title=name, ax=ax),
+        cols, (5, 3.5), title,
+    )
+
+
+def _small_multiples(items: dict, draw, cols: int, cell_size, title: str):
+    """One axes per ``items`` entry in a grid of ``cols`` columns; ``draw(ax, name, value)``."""
+    names = list(items)
     cols = max(1, min(cols, len(names)))
     rows = int(np.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_size[0] * cols, cell_size[1] * rows),
+                             squeeze=False)
     for ax, name in zip(axes.flat, names):
-        plot_history(histories[name], title=name, ax=ax)
+        draw(ax, name, items[name])
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     fig.suptitle(title)
@@ -221,20 +230,13 @@ def plot_latent_grid(
     projections: dict, class_names=None, cols: int = 3, title: str = "Latent spaces"
 ):
     """Grid of :func:`plot_latent_space`, one per model: ``{name: (points_2d, labels)}``."""
-    names = list(projections)
-    if not names:
+    if not projections:
         raise ValueError("projections is empty; pass {model_name: (points_2d, labels)}.")
-    cols = max(1, min(cols, len(names)))
-    rows = int(np.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 5 * rows), squeeze=False)
-    for ax, name in zip(axes.flat, names):
-        points, labels = projections[name]
-        plot_latent_space(points, labels, class_names, title=name, ax=ax)
-    for ax in axes.flat[len(names):]:
-        ax.set_visible(False)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _small_multiples(
+        projections,
+        lambda ax, name, value: plot_latent_space(value[0], value[1], class_names, title=name, ax=ax),
+        cols, (5.5, 5), title,
+    )
 
 
 def plot_metric_bars(df, metrics=("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1"),
