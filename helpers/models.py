@@ -260,7 +260,8 @@ class ModelSpec:
     ``"triplet_l2_cls"``, ``"triplet_center_cls"``.
     ``mining`` ("random", "hard", "semi-hard") picks negatives of pair/triplet generators in the
     model's own embedding space, refreshed every epoch. ``augment`` applies the generators' small
-    shifts, rotations and noise to the training batches.
+    shifts, rotations and noise to the training batches. ``lr_schedule`` is ``"plateau"`` (Keras'
+    ReduceLROnPlateau, as the reference) or ``"cosine"`` (cosine decay to 1% over the run's steps).
     """
 
     name: str
@@ -282,6 +283,11 @@ class ModelSpec:
     mining: str = "random"
     classes_per_batch: int = 10
     augment: bool = False
+    lr_schedule: str = "plateau"
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
 
     def config(self) -> dict:
         """A JSON-able view of the spec (the builder by name), used in cache fingerprints."""
@@ -384,8 +390,13 @@ def make_loss(spec: ModelSpec):
     raise ValueError(f"model {spec.name!r} has an unknown loss {spec.loss!r}")
 
 
-def make_optimizer(spec: ModelSpec, learning_rate: float | None = None):
+def make_optimizer(spec: ModelSpec, learning_rate: float | None = None, total_steps: int | None = None):
+    """The optimizer of ``spec``; with ``lr_schedule="cosine"`` and ``total_steps`` its rate decays
+    along a cosine from ``learning_rate`` to 1% of it over the whole run (step by step, so a resumed
+    run, whose optimizer step count is restored, continues the same curve)."""
     lr = spec.learning_rate if learning_rate is None else learning_rate
+    if spec.lr_schedule == "cosine" and total_steps:
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=int(total_steps), alpha=0.01)
     if spec.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate=lr, weight_decay=1e-4)
     return keras.optimizers.Adam(learning_rate=lr)
@@ -419,12 +430,13 @@ def build_training_model(
     return model, embedding
 
 
-def compile_training_model(model: keras.Model, name: str, learning_rate: float | None = None):
+def compile_training_model(model: keras.Model, name: str, learning_rate: float | None = None,
+                           total_steps: int | None = None):
     """Compile ``model`` with the loss, loss weights and optimizer of the registry entry ``name``."""
     spec = get_spec(name)
     loss, weights = make_loss(spec)
     kwargs = {"loss_weights": weights} if weights is not None else {}
-    model.compile(optimizer=make_optimizer(spec, learning_rate), loss=loss, **kwargs)
+    model.compile(optimizer=make_optimizer(spec, learning_rate, total_steps), loss=loss, **kwargs)
     return model
 
 

@@ -345,7 +345,8 @@ def train(
                 shutil.rmtree(other, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
 
-    compile_training_model(model, name, params["learning_rate"])
+    compile_training_model(model, name, params["learning_rate"],
+                           total_steps=params["epochs"] * params["steps_per_epoch"])
     train_gen, val_gen = make_generators(
         name, data, params["batch_size"], params["steps_per_epoch"], seed=seed, embedding=embedding
     )
@@ -363,8 +364,9 @@ def train(
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(str(work / "best.weights.h5"), monitor="val_loss",
                                         save_best_only=True, save_weights_only=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=3, min_lr=1e-6),
     ]
+    if spec.lr_schedule == "plateau":  # a cosine schedule lives in the optimizer instead
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=3, min_lr=1e-6))
     if verbose == "auto":
         cbs.append(EpochLog(name, params["epochs"]))
     cbs.extend(callbacks or [])

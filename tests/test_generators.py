@@ -223,6 +223,26 @@ def test_augmentation_keeps_range_shape_and_changes_images(data):
     np.testing.assert_array_equal(moved, img)
 
 
+def test_bilinear_warp_matches_scipy_inside_the_image_and_is_zero_far_outside():
+    from scipy import ndimage
+
+    from helpers.generators import _bilinear_sample
+
+    rng = np.random.default_rng(1)
+    x = rng.random((6, 9, 9, 2)).astype(np.float32)
+    sy, sx = rng.uniform(-3, 11, size=(2, 6, 9, 9)).astype(np.float32)
+    coords = np.empty((4, 6, 9, 9, 2), np.float32)
+    coords[0] = np.arange(6)[:, None, None, None]
+    coords[1], coords[2] = sy[..., None], sx[..., None]
+    coords[3] = np.arange(2)
+    reference = ndimage.map_coordinates(x, coords, order=1, mode="constant", cval=0.0)
+    got = _bilinear_sample(x, sy, sx)
+    inside = (sy >= 0) & (sy <= 8) & (sx >= 0) & (sx <= 8)
+    np.testing.assert_allclose(got[inside], reference[inside], atol=1e-6)
+    far = (sy <= -1) | (sy >= 9) | (sx <= -1) | (sx >= 9)
+    assert far.any() and np.all(got[far] == 0.0)
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 

@@ -95,6 +95,21 @@ def test_bad_parameters_are_rejected(data, tmp_path):
         training.train("nope", data, cache_dir=tmp_path)
 
 
+def test_cosine_schedule_decays_the_rate_step_by_step(data, tmp_path, monkeypatch):
+    import dataclasses
+    import math
+
+    spec = dataclasses.replace(MODELS["cnn_simple_v1"], lr_schedule="cosine", learning_rate=1e-3)
+    monkeypatch.setitem(MODELS, "cnn_simple_v1", spec)
+    _, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, epochs=3, steps_per_epoch=2,
+                            batch_size=8)
+    # after 2, 4 and 6 of 6 steps: 1e-3 * (0.01 + 0.99 * (1 + cos(pi * step / 6)) / 2)
+    expected = [1e-3 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * s / 6))) for s in (2, 4, 6)]
+    np.testing.assert_allclose(rec["history"]["learning_rate"], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="lr_schedule must be 'plateau' or 'cosine'"):
+        dataclasses.replace(spec, lr_schedule="linear")
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_trains_one_step_and_embeds(data, tmp_path, name):
     emb, rec = training.train(name, data, cache_dir=tmp_path, **TINY)
