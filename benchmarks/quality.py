@@ -1,12 +1,15 @@
 """Quality benchmark: every registry model at its default budget, three seeds, against raw pixels.
 
-Run from the repository root (about 25 minutes on 2 CPU cores; trained models are cached in
+Run from the repository root (about 40 minutes on 2 CPU cores; trained models are cached in
 ``.cache/benchmark_models`` so a rerun only evaluates)::
 
     .venv/bin/python benchmarks/quality.py --seeds 0 1 2
-    # a budget study: the CBAM model with 2.5x the steps and augmentation (about 8 minutes)
+    # a study: the CBAM model with 1.7x its default steps (about 6 minutes)
     .venv/bin/python benchmarks/quality.py --models cnn_with_attention_v1 --seeds 0 \
-        --set steps_per_epoch=150 --set augment=true --out benchmarks/results/quality_long_budget.json
+        --set steps_per_epoch=200 --cache-dir .cache/study_8 --out /tmp/study.json
+
+``--set`` replaces registry fields of the benchmarked models (JSON values); the single-seed studies that
+chose the defaults, with their commands, are in ``benchmarks/results/quality_studies.json``.
 
 Data: the embedded MNIST split (3000/1000/1000, split seed 42); the test split is the query set and
 the train split the reference set. Per model and seed: 3-NN accuracy, silhouette, MAP@R, P@1 and the
