@@ -79,9 +79,9 @@ class Augmenter:
         Standard deviation of the additive gaussian noise.
 
     The batch is warped with bilinear interpolation and zero padding, written as four numpy gathers
-    (about ten times faster than ``scipy.ndimage.map_coordinates`` over the 4-d batch, which also
-    interpolates along the batch and channel axes); the output keeps the input's shape and dtype
-    and is clipped to ``[0, 1]``.
+    (1.5x faster than ``scipy.ndimage.map_coordinates`` over the 4-d batch, which also interpolates
+    along the batch and channel axes: 26 ms against 38 ms for 384 images on 2 busy cores); the output
+    keeps the input's shape and dtype and is clipped to ``[0, 1]``.
     """
 
     def __init__(self, shift: float = 2, rotation: float = 10, noise: float = 0.05):
