@@ -190,7 +190,8 @@ def batch_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bool = 
     return ops.where(valid, loss, ops.zeros_like(loss))
 
 
-def batch_semi_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bool = False):
+def batch_semi_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bool = False,
+                            center_reg_weight: float = 0.0):
     """Semi-hard triplet loss (Schroff et al. 2015, FaceNet), per anchor ``(batch,)``.
 
     Follows ``tfa.losses.TripletSemiHardLoss`` for the choice of negative. For every valid
@@ -205,6 +206,11 @@ def batch_semi_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bo
     or no negative in the batch get 0. (tfa returns one scalar, the mean over all positive pairs in
     the batch; the two agree when every anchor has the same number of positives, e.g. P x K batches.)
     Memory is ``O(batch^3)`` like tfa's implementation.
+
+    ``center_reg_weight > 0`` adds the center regularisation of :func:`triplet_center_reg` on every
+    positive pair of the batch: ``center_reg_weight x`` the anchor's mean over its positives of the
+    squared distance of ``a`` and ``p`` to their midpoint (``|a - p|^2 / 4``). The triplet term stops
+    once a margin is met; this term keeps pulling each class together.
     """
     d = pairwise_distances(embeddings, squared=squared)
     positive, negative = _label_masks(labels)
@@ -221,6 +227,9 @@ def batch_semi_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bo
     pos_f = ops.cast(positive, d.dtype)
     num_pos = ops.sum(pos_f, axis=1)
     loss = ops.sum(pair_loss * pos_f, axis=1) / ops.maximum(num_pos, 1.0)
+    if center_reg_weight:
+        d2 = d if squared else pairwise_distances(embeddings, squared=True)
+        loss = loss + center_reg_weight * ops.sum(d2 / 4.0 * pos_f, axis=1) / ops.maximum(num_pos, 1.0)
     valid = ops.logical_and(ops.greater(num_pos, 0.0), ops.any(negative, axis=1))
     return ops.where(valid, loss, ops.zeros_like(loss))
 
@@ -422,6 +431,15 @@ class BatchSemiHardTripletLoss(_BatchMiningLoss):
     _fn = staticmethod(batch_semi_hard_triplet)
 
     def __init__(
-        self, margin: float = 0.2, squared: bool = False, name: str = "batch_semi_hard_triplet_loss", **kwargs
+        self, margin: float = 0.2, squared: bool = False, center_reg_weight: float = 0.0,
+        name: str = "batch_semi_hard_triplet_loss", **kwargs
     ):
         super().__init__(margin=margin, squared=squared, name=name, **kwargs)
+        self.center_reg_weight = float(center_reg_weight)
+
+    def call(self, y_true, y_pred):
+        return batch_semi_hard_triplet(y_true, y_pred, margin=self.margin, squared=self.squared,
+                                       center_reg_weight=self.center_reg_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "center_reg_weight": self.center_reg_weight}

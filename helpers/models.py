@@ -377,7 +377,8 @@ def make_loss(spec: ModelSpec):
     if spec.loss == "batch_hard_triplet":
         return losses.BatchHardTripletLoss(margin=spec.margin), None
     if spec.loss == "batch_semi_hard_triplet":
-        return losses.BatchSemiHardTripletLoss(margin=spec.margin), None
+        return losses.BatchSemiHardTripletLoss(margin=spec.margin,
+                                               center_reg_weight=spec.center_reg_weight), None
     if spec.loss == "batch_all_triplet":
         return losses.BatchAllTripletLoss(margin=spec.margin, squared=not spec.l2_normalized), None
     if spec.loss == "batch_contrastive":

@@ -135,6 +135,16 @@ def test_batch_losses_match_brute_force(seed, squared):
     assert np_(L.batch_hard_triplet(labels, emb, margin, squared))[0] == 0.0
 
 
+def test_semi_hard_center_regularisation_adds_the_hand_computed_pull():
+    # two classes on the unit circle, a quarter turn apart inside each class: |a - p|^2 = 2, so each
+    # anchor's squared distance to its pair's midpoint is 2 / 4 = 0.5
+    emb = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], np.float32)
+    labels = np.array([0, 0, 1, 1])
+    plain = np_(L.batch_semi_hard_triplet(labels, emb, 0.2))
+    pulled = np_(L.batch_semi_hard_triplet(labels, emb, 0.2, center_reg_weight=0.3))
+    np.testing.assert_allclose(pulled - plain, 0.3 * 0.5, atol=1e-6)
+
+
 def test_batch_losses_single_class_give_zero():
     emb = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     labels = np.zeros(5, int)
@@ -198,6 +208,8 @@ def test_wrappers_match_functions_and_serialise():
         (L.TripletLoss(1.5, "center", center_reg_weight=0.1), y, trip, L.triplet_center_reg(*trip.transpose(1, 0, 2), 1.5, 0.1)),
         (L.BatchHardTripletLoss(0.3), labels, emb, L.batch_hard_triplet(labels, emb, 0.3)),
         (L.BatchSemiHardTripletLoss(0.3, squared=True), labels, emb, L.batch_semi_hard_triplet(labels, emb, 0.3, True)),
+        (L.BatchSemiHardTripletLoss(0.3, center_reg_weight=0.5), labels, emb,
+         L.batch_semi_hard_triplet(labels, emb, 0.3, center_reg_weight=0.5)),
     ]
     for loss, yt, yp, ref in checks:
         assert float(np_(loss(yt, yp))) == pytest.approx(float(np.mean(np_(ref))), rel=1e-5, abs=1e-6)
