@@ -81,7 +81,9 @@ def check_targets(summary):
                           max(s["map_at_r"] for s in models)),
         "every model 3nn_accuracy": (worst["model"], worst["3nn_accuracy"]),
     }
-    return {k: {"model": m, "value": v, "target": TARGETS[k], "met": bool(v >= TARGETS[k])}
+    # accuracies are k/1000, and a mean of them carries float error: 0.989, 0.992, 0.989 average to
+    # 0.98999999999999999 in float, 2970/3000 = 0.99 exactly
+    return {k: {"model": m, "value": v, "target": TARGETS[k], "met": bool(v >= TARGETS[k] - 1e-9)}
             for k, (m, v) in checks.items()}
 
 
@@ -135,7 +137,7 @@ def main(argv=None):
 
         previous = json.loads(args.out.read_text())
         rows += [r for r in previous["runs"] if r["model"] not in args.models and r["model"] != "raw_pixels"]
-        commands = previous.get("commands", [previous.get("command")]) + commands
+        commands = list(dict.fromkeys(previous.get("commands", [previous.get("command")]) + commands))
     summary = summarise(rows)
     print()
     print_table(summary, ["model", "seeds", "3nn_accuracy", "3nn_accuracy_std", "3nn_accuracy_min",
