@@ -42,15 +42,21 @@ def quality(d, title):
 
 
 def throughput(d):
-    out = [f"**Throughput** — `{d['command']}` ({_machine(d)})", ""]
+    stamps = d.get("section_stamps", {})
+    command = "" if stamps else f" — `{d['command']}`"  # else each section names its own command
+    out = [f"**Throughput**{command} ({_machine(d)})", ""]
     gen = d["sections"].get("generator", [])
     if gen:
+        if "generator" in stamps:
+            out += [f"Generator: `{stamps['generator']['command']}` ({stamps['generator']['date']})", ""]
         out += ["| sampler | batch | triplets/s | ratio |", "|---|---|---|---|"]
         out += [f"| {r['sampler']} | {r['batch_size']} | {r['triplets_per_s']:,.0f} | {r['speedup']:.1f}x |"
                 for r in gen]
         out.append("")
     train = d["sections"].get("training", [])
     if train:
+        if "training" in stamps:
+            out += [f"Training: `{stamps['training']['command']}` ({stamps['training']['date']})", ""]
         out += ["| model (training, one epoch after warm-up) | batch | images/s | s/step | data wait share |",
                 "|---|---|---|---|---|"]
         out += [f"| {r['model']} | {r['batch_size']} | {r['images_per_s']:,.0f} | {r['step_s']:.3f} | "

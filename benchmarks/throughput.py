@@ -201,9 +201,12 @@ def main(argv=None):
         except ValueError:
             previous = {}
     sections = dict(previous.get("sections", {}))
+    # each section keeps the command and date that measured it
+    section_stamps = dict(previous.get("section_stamps", {}))
     for section in {r["section"] for r in rows}:
         sections[section] = [r for r in rows if r["section"] == section]
-    config.write_json(args.out, dict(sections=sections, **stamp()))
+        section_stamps[section] = {k: v for k, v in stamp().items() if k in ("command", "date")}
+    config.write_json(args.out, dict(sections=sections, section_stamps=section_stamps, **stamp()))
     print(f"wrote {args.out}")
     return rows
 
