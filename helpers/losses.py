@@ -382,11 +382,15 @@ class _BatchMiningLoss(keras.losses.Loss):
         self.margin = float(margin)
         self.squared = bool(squared)
 
+    def _params(self) -> dict:
+        """The keyword arguments of ``_fn``; also the loss's config beyond Keras' own."""
+        return {"margin": self.margin, "squared": self.squared}
+
     def call(self, y_true, y_pred):
-        return type(self)._fn(y_true, y_pred, margin=self.margin, squared=self.squared)
+        return type(self)._fn(y_true, y_pred, **self._params())
 
     def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "squared": self.squared}
+        return {**super().get_config(), **self._params()}
 
 
 @keras.saving.register_keras_serializable(package="helpers")
@@ -437,9 +441,5 @@ class BatchSemiHardTripletLoss(_BatchMiningLoss):
         super().__init__(margin=margin, squared=squared, name=name, **kwargs)
         self.center_reg_weight = float(center_reg_weight)
 
-    def call(self, y_true, y_pred):
-        return batch_semi_hard_triplet(y_true, y_pred, margin=self.margin, squared=self.squared,
-                                       center_reg_weight=self.center_reg_weight)
-
-    def get_config(self):
-        return {**super().get_config(), "center_reg_weight": self.center_reg_weight}
+    def _params(self) -> dict:
+        return {**super()._params(), "center_reg_weight": self.center_reg_weight}
