@@ -348,14 +348,31 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# Models of the studies and applications (notebooks 07+): trained and cached through the same
+# ``helpers.training.train`` path, but not part of the six that notebooks 03-06, the benchmarks and
+# the tests loop over. A study module registers its entries with :func:`register` when imported.
+STUDY_MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a study model to ``STUDY_MODELS`` (idempotent for the same spec) and return it."""
+    if spec.name in MODELS:
+        raise ValueError(f"{spec.name!r} is one of the six core models; give the study model another name")
+    known = STUDY_MODELS.get(spec.name)
+    if known is not None and known != spec:
+        raise ValueError(f"a different study model is already registered as {spec.name!r}")
+    STUDY_MODELS[spec.name] = spec
+    return spec
+
+
 def get_spec(name: str) -> ModelSpec:
     """Return the registry entry for ``name`` or raise one clear error listing the valid names."""
-    try:
-        return MODELS[name]
-    except KeyError:
+    spec = MODELS.get(name) or STUDY_MODELS.get(name)
+    if spec is None:
         raise ValueError(
-            f"unknown model {name!r}; choose one of: {', '.join(MODELS)}"
-        ) from None
+            f"unknown model {name!r}; choose one of: {', '.join([*MODELS, *STUDY_MODELS])}"
+        )
+    return spec
 
 
 def build_embedding(name: str, input_shape=(28, 28, 1)) -> keras.Model:
