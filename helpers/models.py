@@ -34,6 +34,7 @@ import keras
 from keras import layers, ops
 
 EMBEDDING_DIM = 64
+AUGMENT_MODES = (False, True, "host", "device")
 # Keras' default 0.99 needs hundreds of steps before the moving statistics used at inference
 # match the batches; our budgets are a few hundred steps, and with 0.99 the validation loss of
 # the early epochs measured a mis-normalised network (ReduceLROnPlateau then cut the rate).
@@ -49,6 +50,64 @@ class L2Normalize(layers.Layer):
 
     def call(self, x):
         return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+
+
+def rotation_shift_transforms(theta, dy, dx, height: int, width: int):
+    """(batch, 8) transforms for ``keras.ops.image.affine_transform``: rotation by ``theta`` (radians)
+    about the image centre, then a shift by ``(dy, dx)`` pixels — the inverse map of
+    :class:`helpers.generators.Augmenter` (output pixel -> source pixel)."""
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    cos, sin = ops.cos(theta), ops.sin(theta)
+    # source x = cos (x - cx - dx) + sin (y - cy - dy) + cx; source y = -sin (...) + cos (...) + cy
+    a2 = cx - cos * (cx + dx) - sin * (cy + dy)
+    b2 = cy + sin * (cx + dx) - cos * (cy + dy)
+    zeros = ops.zeros_like(cos)
+    return ops.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class DeviceAugment(layers.Layer):
+    """The generators' augmentation (shift, rotation, gaussian noise) inside the training graph.
+
+    Same distribution as :class:`helpers.generators.Augmenter` (uniform shift in ``[-shift, shift]``
+    pixels per axis, rotation in ``[-rotation, rotation]`` degrees about the centre, bilinear with zero
+    fill, noise of standard deviation ``noise``, clipped to [0, 1]), but drawn with ``keras.random``
+    and applied by ``keras.ops.image.affine_transform`` on the accelerator, so a GPU is not kept
+    waiting by a numpy augmenter in one host thread. Active only when ``training=True``; the
+    embedding model a user embeds with never contains it. ``ModelSpec.augment="device"`` selects it.
+    """
+
+    def __init__(self, shift: float = 2, rotation: float = 10, noise: float = 0.05, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.shift, self.rotation, self.noise = float(shift), float(rotation), float(noise)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def transforms(self, batch: int, height: int, width: int):
+        """(batch, 8) projective transforms mapping output pixels to source pixels."""
+        theta = keras.random.uniform((batch,), -self.rotation, self.rotation, seed=self.seed_generator)
+        theta = theta * (3.141592653589793 / 180.0)
+        dy = keras.random.uniform((batch,), -self.shift, self.shift, seed=self.seed_generator)
+        dx = keras.random.uniform((batch,), -self.shift, self.shift, seed=self.seed_generator)
+        return rotation_shift_transforms(theta, dy, dx, height, width)
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        shape = ops.shape(images)
+        out = images
+        if self.shift > 0 or self.rotation > 0:
+            out = ops.image.affine_transform(
+                out, self.transforms(shape[0], images.shape[1], images.shape[2]),
+                interpolation="bilinear", fill_mode="constant", fill_value=0, data_format="channels_last",
+            )
+        if self.noise > 0:
+            out = out + self.noise * keras.random.normal(shape, seed=self.seed_generator, dtype=out.dtype)
+        return ops.clip(out, 0.0, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "shift": self.shift, "rotation": self.rotation,
+                "noise": self.noise, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="helpers")
@@ -262,7 +321,8 @@ class ModelSpec:
     ``"triplet_l2_cls"``, ``"triplet_center_cls"``.
     ``mining`` ("random", "hard", "semi-hard") picks negatives of pair/triplet generators in the
     model's own embedding space, refreshed every epoch. ``augment`` applies the generators' small
-    shifts, rotations and noise to the training batches. ``lr_schedule`` is ``"plateau"`` (Keras'
+    shifts, rotations and noise to the training batches: ``True`` / ``"host"`` in the generator
+    (numpy), ``"device"`` in the training graph (:class:`DeviceAugment`, for accelerators). ``lr_schedule`` is ``"plateau"`` (Keras'
     ReduceLROnPlateau, as the reference) or ``"cosine"`` (cosine decay to 1% over the run's steps).
     """
 
@@ -284,10 +344,17 @@ class ModelSpec:
     embedding_dim: int = EMBEDDING_DIM
     mining: str = "random"
     classes_per_batch: int = 10
-    augment: bool = False
+    augment: bool | str = False
     lr_schedule: str = "plateau"
 
+    @property
+    def augment_on_host(self) -> bool:
+        """Whether the generator augments the batches (numpy, ``True`` or ``"host"``)."""
+        return self.augment in (True, "host")
+
     def __post_init__(self):
+        if self.augment not in AUGMENT_MODES:
+            raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {self.augment!r}")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
 
@@ -441,12 +508,13 @@ def build_training_model(
     spec = get_spec(name)
     if embedding is None:
         embedding = build_embedding(name, input_shape)
+    augment = DeviceAugment(name="device_augment") if spec.augment == "device" else (lambda x: x)
     if spec.generator == "pk":  # labelled batches: the loss mines triplets inside each batch
         images = keras.Input(input_shape, name="image")
-        return keras.Model(images, embedding(images), name=f"{name}_training"), embedding
+        return keras.Model(images, embedding(augment(images)), name=f"{name}_training"), embedding
     roles = ["anchor", "positive", "negative"] if spec.generator != "pairs" else ["left", "right"]
     inputs = [keras.Input(input_shape, name=role) for role in roles]
-    embeddings = [embedding(x) for x in inputs]
+    embeddings = [embedding(augment(x)) for x in inputs]
     stacked = StackEmbeddings(name="stacked_embeddings")(embeddings)
     outputs = [stacked]
     if spec.generator == "triplets_cls":

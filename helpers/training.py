@@ -128,7 +128,7 @@ def make_generators(name: str, data, batch_size: int, steps_per_epoch: int, seed
             x, y, classes_per_batch=spec.classes_per_batch, samples_per_class=per_class,
             steps_per_epoch=steps, seed=s, augment=augment)
         # the validation batches stay the same every epoch (epoch 0), so val_loss is comparable
-        return make(data.x_train, data.y_train, steps_per_epoch, seed, spec.augment), \
+        return make(data.x_train, data.y_train, steps_per_epoch, seed, spec.augment_on_host), \
             make(data.x_val, data.y_val, val_steps, seed + 10_000, False)
     cls = {
         "pairs": generators.SiamesePairGenerator,
@@ -142,7 +142,7 @@ def make_generators(name: str, data, batch_size: int, steps_per_epoch: int, seed
         mining = {"mining": spec.mining,
                   "embed_fn": lambda x: embedding.predict(x, batch_size=512, verbose=0)}
     train_gen = cls(data.x_train, data.y_train, batch_size=batch_size,
-                    steps_per_epoch=steps_per_epoch, seed=seed, augment=spec.augment, **mining)
+                    steps_per_epoch=steps_per_epoch, seed=seed, augment=spec.augment_on_host, **mining)
     val_gen = cls(data.x_val, data.y_val, batch_size=batch_size, steps_per_epoch=val_steps,
                   seed=seed + 10_000)
     return train_gen, val_gen

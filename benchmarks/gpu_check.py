@@ -1,0 +1,111 @@
+"""Back on the CPU: check the GPU run's weights under TensorFlow and commit its figures.
+
+    .venv/bin/python benchmarks/gpu_check.py --from FOLDER
+
+``FOLDER`` holds what ``bash benchmarks/gpu.sh`` wrote (``gpu_results.json``, ``gpu_weights.tar``).
+For every model of the full profile, the feature-extractor weights trained on the GPU (JAX) are
+loaded into the same architecture here (TensorFlow by default) and embed the same test images; the
+largest absolute difference from the GPU's embeddings must be at most ``--atol`` (1e-4). Then:
+
+- ``benchmarks/results/throughput.json`` gets the sections ``gpu_generator`` and ``gpu_training``
+  (with the GPU run's command, date and machine);
+- ``benchmarks/results/quality_full.json`` gets the full profile's table, its time, and the check.
+
+Exit code 1 when a model's embeddings differ by more than ``--atol``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
+from helpers import config  # noqa: E402
+
+GPU_STAMP_KEYS = ("command", "date", "machine")
+
+
+def check_weights(results: dict, tar_path: Path, atol: float) -> list[dict]:
+    """One row per model: max |embedding difference| between the GPU run and this machine."""
+    from helpers.data import load_dataset
+    from helpers.evaluation import embed
+    from helpers.models import build_embedding
+
+    full = results["full_profile"]
+    if full["dataset"].startswith("fashion"):
+        data = load_dataset("fashion_mnist", source="idx", verbose=False)
+    else:
+        data = load_dataset("mnist", source="bundled", verbose=False)
+    images = data.x_test[: full["reference_images"]]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(tar_path) as tar:
+        tar.extractall(tmp, filter="data")
+        for folder in sorted(Path(tmp).iterdir()):
+            name = folder.name
+            model = build_embedding(name, tuple(images.shape[1:]))
+            model.load_weights(folder / f"{name}.feature_extractor.weights.h5")
+            gpu = np.load(folder / f"{name}.reference_embeddings.npy", allow_pickle=False)
+            here = embed(model, images)
+            diff = float(np.abs(here - gpu).max())
+            rows.append(dict(model=name, images=len(images), max_abs_diff=diff, atol=atol,
+                             backend_here=keras.backend.backend(), same=diff <= atol))
+    return rows
+
+
+def merge(results: dict, check_rows: list[dict], source: Path) -> None:
+    gpu_stamp = {k: results[k] for k in GPU_STAMP_KEYS}
+    throughput_path = RESULTS_DIR / "throughput.json"
+    throughput = json.loads(throughput_path.read_text()) if throughput_path.exists() else {}
+    sections = dict(throughput.get("sections", {}))
+    section_stamps = dict(throughput.get("section_stamps", {}))
+    for section in ("gpu_generator", "gpu_training"):
+        if section in results["sections"]:
+            sections[section] = results["sections"][section]
+            section_stamps[section] = gpu_stamp
+    throughput.update(sections=sections, section_stamps=section_stamps)
+    config.write_json(throughput_path, throughput)
+    if "full_profile" in results["sections"]:
+        config.write_json(RESULTS_DIR / "quality_full.json", {
+            **gpu_stamp,
+            "rows": results["sections"]["full_profile"],
+            "full_profile": results["full_profile"],
+            "seconds": results["seconds"],
+            "cpu_check": {"rows": check_rows, **{k: v for k, v in stamp().items() if k != "machine"},
+                          "machine": stamp()["machine"]},
+        })
+    print(f"merged {source} into {throughput_path.name} and quality_full.json")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from", dest="source", type=Path, required=True)
+    parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--no-merge", action="store_true", help="only check, write nothing")
+    args = parser.parse_args(argv)
+    results_path = args.source / "gpu_results.json"
+    if not results_path.exists():
+        print(f"gpu_check: {results_path} not found; pass the folder gpu.sh wrote", file=sys.stderr)
+        return 2
+    results = json.loads(results_path.read_text())
+    check_rows = []
+    if "full_profile" in results and (args.source / "gpu_weights.tar").exists():
+        check_rows = check_weights(results, args.source / "gpu_weights.tar", args.atol)
+        print_table(check_rows, ["model", "images", "max_abs_diff", "atol", "backend_here", "same"])
+    if not args.no_merge:
+        merge(results, check_rows, args.source)
+    return 0 if all(r["same"] for r in check_rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

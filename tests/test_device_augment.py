@@ -1,0 +1,62 @@
+"""On-device augmentation: the same geometry as the numpy Augmenter, only while training."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from helpers.generators import _bilinear_sample
+from helpers.models import DeviceAugment, ModelSpec, MODELS, build_training_model, rotation_shift_transforms
+
+
+def _numpy_warp(images, theta, dy, dx):
+    # the Augmenter's inverse map, written out for fixed parameters
+    b, h, w, _ = images.shape
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+    oy, ox = yy[None] - cy - dy[:, None, None], xx[None] - cx - dx[:, None, None]
+    return _bilinear_sample(images, cos * oy - sin * ox + cy, sin * oy + cos * ox + cx)
+
+
+def test_transforms_reproduce_the_numpy_warp():
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 28, 28, 1)).astype(np.float32)
+    theta = np.deg2rad(np.array([0.0, 10.0, -7.5, 3.0], np.float32))
+    dy = np.array([0.0, 1.5, -2.0, 0.25], np.float32)
+    dx = np.array([0.0, -1.0, 2.0, 1.75], np.float32)
+    transforms = rotation_shift_transforms(ops.convert_to_tensor(theta), ops.convert_to_tensor(dy),
+                                           ops.convert_to_tensor(dx), 28, 28)
+    device = ops.convert_to_numpy(ops.image.affine_transform(
+        images, transforms, interpolation="bilinear", fill_mode="constant", data_format="channels_last"))
+    host = _numpy_warp(images, theta, dy, dx)
+    np.testing.assert_allclose(device[0], images[0], atol=1e-5)  # identity transform
+    # inside the image the two bilinear warps agree (they differ only in how the border is filled)
+    np.testing.assert_allclose(device[:, 3:-3, 3:-3], host[:, 3:-3, 3:-3], atol=1e-4)
+
+
+def test_device_augment_only_while_training():
+    images = np.random.default_rng(1).random((8, 28, 28, 1)).astype(np.float32)
+    layer = DeviceAugment(seed=0)
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer(images, training=False)), images)
+    out = ops.convert_to_numpy(layer(images, training=True))
+    assert out.shape == images.shape and out.min() >= 0.0 and out.max() <= 1.0
+    assert np.abs(out - images).mean() > 0.01
+    again = ops.convert_to_numpy(layer(images, training=True))
+    assert not np.allclose(out, again)  # a fresh draw each call
+
+
+def test_augment_mode_is_validated_and_device_mode_wraps_the_training_model():
+    import dataclasses
+
+    with pytest.raises(ValueError, match="augment must be one of"):
+        dataclasses.replace(MODELS["cnn_simple_v1"], augment="gpu")
+    spec = dataclasses.replace(MODELS["cnn_simple_v1"], augment="device")
+    assert isinstance(spec, ModelSpec) and not spec.augment_on_host
+    assert MODELS["cnn_simple_v1"].augment_on_host
+    MODELS["cnn_simple_v1"] = spec
+    try:
+        model, embedding = build_training_model("cnn_simple_v1")
+    finally:
+        MODELS["cnn_simple_v1"] = dataclasses.replace(spec, augment=True)
+    assert any(isinstance(layer, DeviceAugment) for layer in model.layers)
+    assert not any(isinstance(layer, DeviceAugment) for layer in embedding.layers)
