@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED = 1
 
-.PHONY: setup system-packages run smoke test test-fast benchmarks clean-outputs
+.PHONY: setup system-packages run smoke test test-fast benchmarks clean-outputs gpu-bundle
 
 setup: $(VENV)/.installed system-packages
 
@@ -55,3 +55,12 @@ benchmarks: setup
 clean-outputs:
 	rm -rf runs figures models_cache/*.h5 models_cache/*.json models_cache/*.png models_cache/*.work \
 	  latent_space/*.png models_explain/*/ model_evaluation.csv
+
+# What benchmarks/gpu.sh needs on a GPU machine with JAX, no TensorFlow and no network (.gpu/ is ignored).
+GPU_WHEELS = keras==3.15.1 namex optree mlxtend==0.25.0 faiss-cpu==1.15.1
+gpu-bundle: system-packages
+	mkdir -p .gpu/whl .gpu/fashion-mnist
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .gpu/whl $(GPU_WHEELS)
+	cp /usr/share/datasets/fashion-mnist/*.gz .gpu/fashion-mnist/

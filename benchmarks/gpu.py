@@ -53,6 +53,71 @@ from helpers.models import MODELS  # noqa: E402
 REFERENCE_IMAGES = 256  # test images embedded on both machines for the cross-backend check
 
 
+def full_precision():
+    """Matrix products in full float32 while this context is open (backend shim).
+
+    On an H100, JAX computes float32 matmuls and convolutions with TF32 tensor cores by default:
+    embeddings then differ from a CPU's by about 1e-3 although the weights are the same. The
+    cross-backend check embeds at full precision so that it compares weights, not arithmetic.
+    """
+    import contextlib
+
+    if keras.backend.backend() == "jax":
+        import jax  # backend shim
+
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
+
+
+def reference_embeddings(name, data, cache_dir=None, weights=None):
+    """``{suffix: embeddings}`` of the first test images: at full and at the default precision."""
+    from helpers.evaluation import embed
+    from helpers.models import build_embedding
+    from helpers.training import load_embedding
+
+    images = data.x_test[:REFERENCE_IMAGES]
+    if weights is None:
+        model = load_embedding(name, data, cache_dir=cache_dir)
+    else:
+        model = build_embedding(name, tuple(images.shape[1:]))
+        model.load_weights(weights)
+    with full_precision():
+        full = embed(model, images)
+    return {"": full, "_default_precision": embed(model, images)}
+
+
+def reembed(args, out: Path) -> int:
+    """``--reembed TAR``: the reference embeddings of the weights in TAR (a gpu_weights.tar), again."""
+    import tempfile
+
+    data = load_full_data(args)
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(args.reembed) as tar:
+        tar.extractall(tmp, filter="data")
+        with tarfile.open(out / "gpu_reembed.tar", "w") as new:
+            for folder in sorted(Path(tmp).iterdir()):
+                name = folder.name
+                weights = folder / f"{name}.feature_extractor.weights.h5"
+                for suffix, emb in reference_embeddings(name, data, weights=weights).items():
+                    path = folder / f"{name}.reference_embeddings{suffix}.npy"
+                    np.save(path, emb, allow_pickle=False)
+                    new.add(path, arcname=f"{name}/{path.name}")
+                new.add(weights, arcname=f"{name}/{weights.name}")
+                print(f"[gpu] re-embedded {name}", flush=True)
+    config.write_json(out / "gpu_reembed.json", dict(stamp(), reembed=str(args.reembed),
+                                                      dataset="fashion_mnist idx" if not args.smoke else "mnist bundled",
+                                                      reference_images=REFERENCE_IMAGES))
+    return 0
+
+
+def gpu_command(argv) -> str:
+    """The one command that reproduces a run (gpu.sh passes ``--out $OUT`` itself)."""
+    argv = list(argv)
+    if "--out" in argv:
+        i = argv.index("--out")
+        del argv[i : i + 2]
+    return " ".join(["bash benchmarks/gpu.sh", *argv])
+
+
 class Deadline:
     """Seconds left of a part's budget."""
 
@@ -143,12 +208,12 @@ def bench_training_one(name, data, batch_size, steps, workers=1, augment=None):
                 step_ms=1e3 * real_s / steps, data_wait_share=max(0.0, 1.0 - compute_s / real_s))
 
 
-def bench_training(data, models, batch_sizes, steps, workers, deadline):
+def bench_training(data, models, batch_sizes, steps, workers, deadline, augment=None):
     # the target case first (cnn_simple_v2, three ways of augmenting at the largest batch), then
     # every model at each batch size: what the budget cuts is the end of this list
     big = max(batch_sizes)
-    plan = [(name, bs, 1, None) for name in models for bs in batch_sizes]
-    if "cnn_simple_v2" in models:
+    plan = [(name, bs, 1, augment) for name in models for bs in batch_sizes]
+    if augment is None and "cnn_simple_v2" in models:
         plan.remove(("cnn_simple_v2", big, 1, None))
         plan = [("cnn_simple_v2", big, 1, None), ("cnn_simple_v2", big, workers, None),
                 ("cnn_simple_v2", big, 1, "device")] + plan
@@ -205,8 +270,8 @@ def train_worker(args) -> int:
 
 def run_full(args, deadline, out: Path):
     """Train the six in ``args.jobs`` processes, then evaluate; returns rows and the tar members."""
-    from helpers.evaluation import embed, evaluate_models
-    from helpers.training import load_embedding, read_cache_record
+    from helpers.evaluation import evaluate_models
+    from helpers.training import read_cache_record
 
     names = args.full_models or list(MODELS)
     groups = [names[i :: args.jobs] for i in range(args.jobs)]
@@ -225,7 +290,6 @@ def run_full(args, deadline, out: Path):
 
     data = load_full_data(args)
     rows, _ = evaluate_models(data, names=names, baselines=("raw",), cache_dir=args.cache_dir, verbose=True)
-    reference = data.x_test[:REFERENCE_IMAGES]
     members = {}
     for row in rows:
         name = row["model"]
@@ -234,10 +298,11 @@ def run_full(args, deadline, out: Path):
             row["train_seconds"] = record["train_seconds"]
             row["epochs_run"] = len(record["history"]["epoch"])
             row["fingerprint"] = record["fingerprint"]
-            emb = embed(load_embedding(name, data, cache_dir=args.cache_dir), reference)
-            np.save(out / f"{name}.reference_embeddings.npy", emb, allow_pickle=False)
-            members[name] = [Path(args.cache_dir) / f"{name}.feature_extractor.weights.h5",
-                             out / f"{name}.reference_embeddings.npy"]
+            members[name] = [Path(args.cache_dir) / f"{name}.feature_extractor.weights.h5"]
+            for suffix, emb in reference_embeddings(name, data, cache_dir=args.cache_dir).items():
+                path = out / f"{name}.reference_embeddings{suffix}.npy"
+                np.save(path, emb, allow_pickle=False)
+                members[name].append(path)
     return rows, members, train_wall_s
 
 
@@ -262,6 +327,9 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=3, help="training processes sharing the GPU (full)")
     parser.add_argument("--augment", choices=("host", "device"), default="device",
                         help="how the full profile augments (device: keeps the GPU busy)")
+    parser.add_argument("--training-augment", choices=("host", "device"),
+                        help="every training row augments this way (default: each model's registry "
+                             "setting, plus the three ways for cnn_simple_v2)")
     parser.add_argument("--parts", nargs="+", default=["generator", "training", "full"])
     parser.add_argument("--budgets", type=float, nargs=3, default=[20, 160, 270],
                         metavar=("GENERATOR", "TRAINING", "FULL"), help="seconds per part")
@@ -269,14 +337,19 @@ def main(argv=None):
     parser.add_argument("--cache-dir", type=Path, default=config.ROOT / ".cache" / "gpu_models")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a CPU rehearsal")
     parser.add_argument("--train-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--reembed", type=Path, metavar="TAR",
+                        help="only embed the reference images again with the weights of a gpu_weights.tar")
     args = parser.parse_args(argv)
     if args.train_worker:
         return train_worker(args)
+    if args.reembed:
+        args.out.mkdir(parents=True, exist_ok=True)
+        return reembed(args, args.out)
     if args.smoke:
         args.batch_sizes, args.steps, args.dataset_size = [32, 64], 3, 4000
         args.budgets = [5, 120, 240]
     args.out.mkdir(parents=True, exist_ok=True)
-    results = dict(stamp(), argv=sys.argv[1:], command="bash benchmarks/gpu.sh", sections={}, seconds={})
+    results = dict(stamp(), argv=sys.argv[1:], command=gpu_command(sys.argv[1:]), sections={}, seconds={})
 
     def save():  # after every part: a run stopped by its time limit still returns what it measured
         config.write_json(args.out / "gpu_results.json", results)
@@ -294,7 +367,7 @@ def main(argv=None):
         t = time.perf_counter()
         results["sections"]["gpu_training"] = bench_training(
             data60k, args.models or list(MODELS), args.batch_sizes, args.steps, args.workers,
-            Deadline(args.budgets[1]))
+            Deadline(args.budgets[1]), augment=args.training_augment)
         results["seconds"]["training"] = time.perf_counter() - t
         save()
     if "full" in args.parts:
@@ -310,8 +383,9 @@ def main(argv=None):
             for name, paths in members.items():
                 for path in paths:
                     tar.add(path, arcname=f"{name}/{path.name}")
-        for name in members:  # the embeddings now live in the tar: keep $OUT under its file count
-            (args.out / f"{name}.reference_embeddings.npy").unlink()
+        for paths in members.values():  # the embeddings now live in the tar: keep $OUT under its file count
+            for path in paths[1:]:
+                path.unlink()
         results["seconds"]["full"] = time.perf_counter() - t
         save()
     results["seconds"]["total"] = time.perf_counter() - started

@@ -37,7 +37,12 @@ GPU_STAMP_KEYS = ("command", "date", "machine")
 
 
 def check_weights(results: dict, tar_path: Path, atol: float) -> list[dict]:
-    """One row per model: max |embedding difference| between the GPU run and this machine."""
+    """One row per model: max |embedding difference| between the GPU run and this machine.
+
+    ``max_abs_diff`` compares with the GPU's embeddings at full float32 precision (what ``same``
+    judges); ``max_abs_diff_default_precision``, where the tar has them, with the GPU's default
+    (TF32) arithmetic, to show how much of a difference the arithmetic alone makes.
+    """
     from helpers.data import load_dataset
     from helpers.evaluation import embed
     from helpers.models import build_embedding
@@ -55,24 +60,41 @@ def check_weights(results: dict, tar_path: Path, atol: float) -> list[dict]:
             name = folder.name
             model = build_embedding(name, tuple(images.shape[1:]))
             model.load_weights(folder / f"{name}.feature_extractor.weights.h5")
-            gpu = np.load(folder / f"{name}.reference_embeddings.npy", allow_pickle=False)
             here = embed(model, images)
-            diff = float(np.abs(here - gpu).max())
-            rows.append(dict(model=name, images=len(images), max_abs_diff=diff, atol=atol,
-                             backend_here=keras.backend.backend(), same=diff <= atol))
+            row = dict(model=name, images=len(images), atol=atol, backend_here=keras.backend.backend())
+            for suffix in ("", "_default_precision"):
+                path = folder / f"{name}.reference_embeddings{suffix}.npy"
+                if path.exists():
+                    gpu = np.load(path, allow_pickle=False)
+                    row[f"max_abs_diff{suffix}"] = float(np.abs(here - gpu).max())
+            row["same"] = row["max_abs_diff"] <= atol
+            rows.append(row)
     return rows
 
 
-def merge(results: dict, check_rows: list[dict], source: Path) -> None:
+def merge(results: dict, check_rows: list[dict], source: Path, weights: Path | None = None) -> None:
+    from benchmarks.gpu import gpu_command
+
     gpu_stamp = {k: results[k] for k in GPU_STAMP_KEYS}
+    # embeddings re-made on the GPU by `gpu.sh --reembed` carry their own stamp beside their tar
+    reembed = weights.parent / "gpu_reembed.json" if weights is not None else None
+    gpu_embeddings_stamp = json.loads(reembed.read_text()) if reembed and reembed.exists() else None
+    if gpu_embeddings_stamp:
+        gpu_embeddings_stamp["command"] = "bash benchmarks/gpu.sh --reembed .gpu/gpu_weights.tar"
+    gpu_stamp["command"] = gpu_command(results.get("argv", []))
+    argv = results.get("argv", [])
+    # a run with --training-augment X measures every model that way: its own section
+    training = "gpu_training" if "--training-augment" not in argv else \
+        f"gpu_training_{argv[argv.index('--training-augment') + 1]}"
     throughput_path = RESULTS_DIR / "throughput.json"
     throughput = json.loads(throughput_path.read_text()) if throughput_path.exists() else {}
     sections = dict(throughput.get("sections", {}))
     section_stamps = dict(throughput.get("section_stamps", {}))
-    for section in ("gpu_generator", "gpu_training"):
-        if section in results["sections"]:
-            sections[section] = results["sections"][section]
-            section_stamps[section] = gpu_stamp
+    for section, target in (("gpu_generator", "gpu_generator"), ("gpu_training", training)):
+        rows = [r for r in results["sections"].get(section, []) if "skipped" not in r]
+        if rows:
+            sections[target] = rows
+            section_stamps[target] = gpu_stamp
     throughput.update(sections=sections, section_stamps=section_stamps)
     config.write_json(throughput_path, throughput)
     if "full_profile" in results["sections"]:
@@ -81,8 +103,7 @@ def merge(results: dict, check_rows: list[dict], source: Path) -> None:
             "rows": results["sections"]["full_profile"],
             "full_profile": results["full_profile"],
             "seconds": results["seconds"],
-            "cpu_check": {"rows": check_rows, **{k: v for k, v in stamp().items() if k != "machine"},
-                          "machine": stamp()["machine"]},
+            "cpu_check": {"rows": check_rows, **stamp(), "gpu_embeddings": gpu_embeddings_stamp},
         })
     print(f"merged {source} into {throughput_path.name} and quality_full.json")
 
@@ -91,6 +112,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", type=Path, required=True)
     parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--weights", type=Path,
+                        help="the tar of weights and embeddings (default: FOLDER/gpu_weights.tar)")
     parser.add_argument("--no-merge", action="store_true", help="only check, write nothing")
     args = parser.parse_args(argv)
     results_path = args.source / "gpu_results.json"
@@ -99,11 +122,13 @@ def main(argv=None):
         return 2
     results = json.loads(results_path.read_text())
     check_rows = []
-    if "full_profile" in results and (args.source / "gpu_weights.tar").exists():
-        check_rows = check_weights(results, args.source / "gpu_weights.tar", args.atol)
-        print_table(check_rows, ["model", "images", "max_abs_diff", "atol", "backend_here", "same"])
+    weights = args.weights or args.source / "gpu_weights.tar"
+    if "full_profile" in results and weights.exists():
+        check_rows = check_weights(results, weights, args.atol)
+        print_table(check_rows, ["model", "images", "max_abs_diff", "max_abs_diff_default_precision",
+                                 "atol", "backend_here", "same"])
     if not args.no_merge:
-        merge(results, check_rows, args.source)
+        merge(results, check_rows, args.source, weights)
     return 0 if all(r["same"] for r in check_rows) else 1
 
 

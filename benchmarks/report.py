@@ -64,6 +64,71 @@ def throughput(d):
     return out
 
 
+def gpu(d):
+    """The GPU sections of throughput.json (each with its own command, date and machine)."""
+    stamps = d.get("section_stamps", {})
+    out = []
+    gen = d["sections"].get("gpu_generator", [])
+    if gen:
+        st = stamps["gpu_generator"]
+        out += [f"GPU generator alone: `{st['command']}` ({_gpu_machine(st)})", "",
+                "| batch | augmentation | threads | triplets/s |", "|---|---|---|---|"]
+        out += [f"| {r['batch_size']} | {'numpy' if r['augment'] else 'none'} | {r['threads']} | "
+                f"{r['triplets_per_s']:,.0f} |" for r in gen]
+        out.append("")
+    for section, title in (("gpu_training", "GPU training, each model as registered (numpy augmentation "
+                            "in the generator), and cnn_simple_v2 three ways"),
+                           ("gpu_training_device", "GPU training, every model with on-device augmentation")):
+        rows = d["sections"].get(section, [])
+        if not rows:
+            continue
+        st = stamps[section]
+        out += [f"{title}: `{st['command']}` ({_gpu_machine(st)}; 60,000 images, {rows[0]['steps']} "
+                "timed steps after a warm-up)", "",
+                "| model | batch | augmentation | workers | images/s | compute-only images/s | data wait share |",
+                "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['model']} | {r['batch_size']} | {_augment(r['augment'])} | {r['workers']} | "
+                f"{r['images_per_s']:,.0f} | {r['compute_images_per_s']:,.0f} | {r['data_wait_share']:.1%} |"
+                for r in rows]
+        out.append("")
+    return out
+
+
+def _augment(value):
+    return {True: "numpy (host)", "host": "numpy (host)", "device": "on device", False: "none"}.get(value, value)
+
+
+def _gpu_machine(st):
+    m = st["machine"]
+    return f"{m['device']}, {m['cores']} CPU cores, Keras {m['keras']} / {m['keras_backend']}, {st['date']}"
+
+
+def quality_full(d):
+    fp = d["full_profile"]
+    p = fp["params"]
+    out = [f"**The `full` profile on a GPU** — `{d['command']}` ({_gpu_machine(d)}): the six models on "
+           f"Fashion-MNIST (42,000 / 14,000 / 14,000), {p['epochs']} epochs x {p['steps_per_epoch']} steps, "
+           f"batch {p['batch_size']}, augmentation {_augment(fp['augment'])}, {fp['jobs']} training processes "
+           f"sharing the GPU: training {fp['train_wall_seconds']:.0f} s wall, the whole part "
+           f"{fp['seconds']:.0f} s with evaluation.", "",
+           "| model | 3-NN | MAP@R | silhouette | P@1 | train s (own process) |", "|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        train_s = f"{r['train_seconds']:.0f}" if "train_seconds" in r else ""
+        out.append(f"| {r['model']} | {r['3nn_accuracy']:.4f} | {r['map_at_r']:.4f} | {r['silhouette']:.3f} | "
+                   f"{r['precision_at_1']:.4f} | {train_s} |")
+    check = d.get("cpu_check")
+    if check and check["rows"]:
+        worst = max(check["rows"], key=lambda r: r["max_abs_diff"])
+        default = max(r.get("max_abs_diff_default_precision", 0.0) for r in check["rows"])
+        out += ["", f"Weights trained there load here ({check['machine']['keras_backend']}, "
+                f"{check['machine']['device']}): `{check['command']}` — the {len(check['rows'])} models' embeddings "
+                f"of {worst['images']} test images agree with the GPU's to {worst['max_abs_diff']:.1e} at most "
+                f"({worst['model']}; target {worst['atol']:g}), with the GPU computing in full float32 "
+                f"(`{check['gpu_embeddings']['command'] if check.get('gpu_embeddings') else ''}`). With the GPU's "
+                f"default TF32 arithmetic the difference is up to {default:.1e}: the arithmetic, not the weights."]
+    return out
+
+
 def studies(d):
     out = ["**Single-seed studies** that chose the defaults (seed 0; each row's command reproduces it at "
            "the named commit, whose registry is the base of its `--set` overrides)", "",
@@ -97,6 +162,10 @@ def main():
     t = _load("throughput.json")
     if t:
         lines += throughput(t) + [""]
+        lines += gpu(t)
+    q = _load("quality_full.json")
+    if q:
+        lines += quality_full(q) + [""]
     docs = [d for d in (_load("suite_time_smoke.json"), _load("suite_time.json")) if d]
     if docs:
         lines += suite(docs)
