@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED = 1
 
-.PHONY: setup system-packages run smoke test test-fast benchmarks clean-outputs gpu-bundle
+.PHONY: setup system-packages run smoke lint test test-fast benchmarks clean-outputs gpu-bundle
 
 setup: $(VENV)/.installed system-packages
 
@@ -41,8 +41,12 @@ run: setup
 smoke:
 	$(MAKE) run PROFILE=smoke
 
-# The whole test suite, notebooks included (smoke profile into a temporary folder).
-test: setup
+# ruff (configured in pyproject.toml, notebooks included): lint rules, then the formatter's check.
+lint: setup
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+# The whole test suite, notebooks included (smoke profile into a temporary folder), after the lint.
+test: setup lint
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import config
+from helpers import checks, config
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -180,36 +180,8 @@ def prepare(images, labels, class_names, seed: int = 42, image_shape=(28, 28, 1)
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelEncoder
 
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    h, w, c = image_shape
-    if images.ndim == 2 and images.shape[1] == h * w * c:
-        images = images.reshape(-1, h, w, c)
-    elif images.ndim == 3 and c == 1 and images.shape[1:] == (h, w):
-        images = images[..., np.newaxis]
-    if images.ndim != 4 or images.shape[1:] != (h, w, c):
-        raise DatasetError(
-            f"images have shape {images.shape}, expected (n, {h}, {w}) / (n, {h}, {w}, {c}) "
-            f"or flattened (n, {h * w * c}): this dataset needs {h}x{w} images"
-        )
-    if not np.issubdtype(images.dtype, np.number) or np.issubdtype(images.dtype, np.complexfloating):
-        raise DatasetError(f"images have dtype {images.dtype}; expected real numbers in [0, 255]")
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]  # keras cifar10 labels are (n, 1)
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise DatasetError(
-            f"{len(images)} images but labels have shape {labels.shape}; expected one label per image"
-        )
-    if np.issubdtype(images.dtype, np.floating):
-        n_nan = int(np.isnan(images).sum())
-        if n_nan:
-            bad = int(np.isnan(images.reshape(len(images), -1)).any(axis=1).sum())
-            raise DatasetError(f"images contain {n_nan} NaN pixels (in {bad} images); clean the source data")
-    if images.size and (images.min() < 0 or images.max() > 255):
-        raise DatasetError(
-            f"pixel values span [{images.min()}, {images.max()}], expected [0, 255] (raw, unscaled pixels)"
-        )
-
+    images = _raw_images(images, image_shape)
+    labels = _one_label_per_image(labels, len(images))
     encoder = LabelEncoder().fit(labels)
     y = encoder.transform(labels).astype(np.int64)
     class_names = [str(name) for name in class_names]
@@ -238,6 +210,39 @@ def prepare(images, labels, class_names, seed: int = 42, image_shape=(28, 28, 1)
         "x_test": np.ascontiguousarray(x_test),
         "y_test": y_test,
     }
+
+
+def _raw_images(images, image_shape) -> np.ndarray:
+    """``images`` as ``(n, H, W, C)`` raw pixels, or a DatasetError naming what is wrong."""
+    images = np.asarray(images)
+    h, w, c = image_shape
+    if images.ndim == 2 and images.shape[1] == h * w * c:
+        images = images.reshape(-1, h, w, c)
+    elif images.ndim == 3 and c == 1 and images.shape[1:] == (h, w):
+        images = images[..., np.newaxis]
+    if images.ndim != 4 or images.shape[1:] != (h, w, c):
+        raise DatasetError(
+            f"images have shape {images.shape}, expected (n, {h}, {w}) / (n, {h}, {w}, {c}) "
+            f"or flattened (n, {h * w * c}): this dataset needs {h}x{w} images"
+        )
+    if not np.issubdtype(images.dtype, np.number) or np.issubdtype(images.dtype, np.complexfloating):
+        raise DatasetError(f"images have dtype {images.dtype}; expected real numbers in [0, 255]")
+    checks.no_nan_pixels(
+        images, DatasetError, "images contain {values} NaN pixels (in {images} images); clean the source data"
+    )
+    if images.size and (images.min() < 0 or images.max() > 255):
+        raise DatasetError(
+            f"pixel values span [{images.min()}, {images.max()}], expected [0, 255] (raw, unscaled pixels)"
+        )
+    return images
+
+
+def _one_label_per_image(labels, n_images: int) -> np.ndarray:
+    """``labels`` as a 1-D array of ``n_images`` entries (keras' cifar10 labels are ``(n, 1)``)."""
+    message = f"{n_images} images but labels have shape {{shape}}; expected one label per image"
+    labels = checks.labels_1d(labels, DatasetError, message)
+    checks.same_length(len(labels), n_images, DatasetError, message.replace("{shape}", str(labels.shape)))
+    return labels
 
 
 # --------------------------------------------------------------------------------------------------
@@ -523,6 +528,27 @@ def load_dataset(
         fallback), or invalid data (wrong CSV columns, image shape, NaN pixels).
     """
     say = print if verbose else (lambda *a, **k: None)
+    candidates = _candidates(name, source)
+    if use_cache:
+        ds = _load_cached(name, candidates, seed, cache_dir, say)
+        if ds is not None:
+            return ds
+    failures = []
+    for cand in candidates:
+        ds = _load_source(name, cand, seed, fashion_dir, strict=source != "auto", failures=failures, say=say)
+        if ds is None:
+            continue
+        if use_cache:
+            path = cache_path(name, cand, seed, cache_dir)
+            _write_cache(path, ds)
+            say(f"[data] cached to {path}")
+        return ds
+    reasons = "; ".join(f"{cand}: {reason}" for cand, reason in failures)
+    raise DatasetError(f"no source of {name!r} worked ({reasons}). {_FALLBACK_HINTS[name]}")
+
+
+def _candidates(name: str, source: str) -> tuple:
+    """The concrete sources to try for ``(name, source)``, in order; unknown names fail here."""
     if name not in SOURCES:
         raise DatasetError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     valid = SOURCES[name]
@@ -530,58 +556,53 @@ def load_dataset(
         raise DatasetError(
             f"unknown source {source!r} for dataset {name!r}; valid sources: {', '.join(('auto',) + valid)}"
         )
-    candidates = valid if source == "auto" else (source,)
+    return valid if source == "auto" else (source,)
 
-    if use_cache:
-        for cand in candidates:
-            path = cache_path(name, cand, seed, cache_dir)
-            if not path.exists():
-                continue
-            start = time.perf_counter()
-            try:
-                ds = _read_cache(path, name, cand)
-            except Exception as exc:  # truncated zip, wrong keys, wrong dtypes...
-                say(f"[data] cache file {path.name} is corrupt ({_describe(exc, 100)}); rebuilding it")
-                path.unlink(missing_ok=True)
-                continue
-            say(f"[data] {name}: loaded source={cand!r} from cache {path} ({time.perf_counter() - start:.2f}s)")
-            return ds
 
-    failures = []
+def _load_cached(name: str, candidates, seed: int, cache_dir, say) -> Dataset | None:
+    """The first readable cache file among ``candidates``; a corrupt one is deleted and skipped."""
     for cand in candidates:
-        loader = _LOADERS[(name, cand)]
+        path = cache_path(name, cand, seed, cache_dir)
+        if not path.exists():
+            continue
         start = time.perf_counter()
         try:
-            images, labels = loader(fashion_dir=fashion_dir)
-        except DatasetError as exc:
-            if source != "auto":
-                raise
-            failures.append((cand, _describe(exc)))
-            say(f"[data] {name}: source={cand!r} unavailable: {failures[-1][1]}")
+            ds = _read_cache(path, name, cand)
+        except Exception as exc:  # truncated zip, wrong keys, wrong dtypes...
+            say(f"[data] cache file {path.name} is corrupt ({_describe(exc, 100)}); rebuilding it")
+            path.unlink(missing_ok=True)
             continue
-        except Exception as exc:  # offline: requests ConnectionError, keras' bare Exception, ...
-            if source != "auto":
-                raise DatasetError(
-                    f"source={cand!r} failed ({_describe(exc)}): {_FALLBACK_HINTS[name]}"
-                ) from exc
-            failures.append((cand, _describe(exc)))
-            say(f"[data] {name}: source={cand!r} unavailable: {failures[-1][1]}")
-            continue
-        try:
-            arrays = prepare(images, labels, CLASS_NAMES[name], seed=seed, image_shape=IMAGE_SHAPES[name])
-        except DatasetError as exc:
-            if source != "auto":
-                raise DatasetError(f"source={cand!r}: {exc}") from exc
-            failures.append((cand, _describe(exc)))
-            say(f"[data] {name}: source={cand!r} unusable: {failures[-1][1]}")
-            continue
-        say(f"[data] {name}: using source={cand!r} ({len(labels)} images, {time.perf_counter() - start:.1f}s)")
-        ds = Dataset(name=name, source=cand, class_names=list(CLASS_NAMES[name]), **arrays)
-        if use_cache:
-            path = cache_path(name, cand, seed, cache_dir)
-            _write_cache(path, ds)
-            say(f"[data] cached to {path}")
+        say(f"[data] {name}: loaded source={cand!r} from cache {path} ({time.perf_counter() - start:.2f}s)")
         return ds
+    return None
 
-    reasons = "; ".join(f"{cand}: {reason}" for cand, reason in failures)
-    raise DatasetError(f"no source of {name!r} worked ({reasons}). {_FALLBACK_HINTS[name]}")
+
+def _load_source(name: str, cand: str, seed: int, fashion_dir, strict: bool, failures: list, say):
+    """Read and prepare source ``cand``; a Dataset, or None after recording why in ``failures``.
+
+    ``strict`` (an explicitly requested source) raises instead, naming the offline fallback.
+    """
+    start = time.perf_counter()
+    try:
+        images, labels = _LOADERS[(name, cand)](fashion_dir=fashion_dir)
+    except DatasetError as exc:
+        if strict:
+            raise
+        return _failed(name, cand, exc, "unavailable", failures, say)
+    except Exception as exc:  # offline: requests ConnectionError, keras' bare Exception, ...
+        if strict:
+            raise DatasetError(f"source={cand!r} failed ({_describe(exc)}): {_FALLBACK_HINTS[name]}") from exc
+        return _failed(name, cand, exc, "unavailable", failures, say)
+    try:
+        arrays = prepare(images, labels, CLASS_NAMES[name], seed=seed, image_shape=IMAGE_SHAPES[name])
+    except DatasetError as exc:
+        if strict:
+            raise DatasetError(f"source={cand!r}: {exc}") from exc
+        return _failed(name, cand, exc, "unusable", failures, say)
+    say(f"[data] {name}: using source={cand!r} ({len(labels)} images, {time.perf_counter() - start:.1f}s)")
+    return Dataset(name=name, source=cand, class_names=list(CLASS_NAMES[name]), **arrays)
+
+
+def _failed(name: str, cand: str, exc: BaseException, what: str, failures: list, say) -> None:
+    failures.append((cand, _describe(exc)))
+    say(f"[data] {name}: source={cand!r} {what}: {failures[-1][1]}")

@@ -3,7 +3,8 @@
 Conventions
 -----------
 * Distances are Euclidean (squared L2 for ranking, which gives the same order).
-* Nearest-neighbour search is exact: FAISS ``IndexFlatL2`` (brute force, no approximation).
+* Nearest-neighbour search is exact: :func:`helpers.knn.exact_knn` (FAISS ``IndexFlatL2``, brute
+  force, no approximation), for k-NN accuracy and retrieval alike.
 * Retrieval metrics follow *A Metric Learning Reality Check* (Musgrave, Belongie & Lim, 2020):
 
   - ``R`` = number of references of the query's class (in the self-retrieval case, where the
@@ -27,12 +28,12 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 
-from helpers import config
+from helpers import checks, config, knn
 
 __all__ = [
     "EvaluationError",
@@ -40,6 +41,8 @@ __all__ = [
     "knn_accuracy",
     "retrieval_metrics",
     "cluster_metrics",
+    "silhouette_subset",
+    "majority_vote",
     "evaluate_embeddings",
     "baseline_embeddings",
     "write_evaluation_csv",
@@ -77,28 +80,25 @@ def _as_embeddings(emb, name: str) -> np.ndarray:
     if not np.issubdtype(emb.dtype, np.number) or np.issubdtype(emb.dtype, np.complexfloating):
         raise EvaluationError(f"{name} must hold real numbers, got dtype {emb.dtype}.")
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    if not np.all(np.isfinite(emb)):
-        raise EvaluationError(
-            f"{name} contains NaN or infinite values; check the model output (diverged training?)."
-        )
+    checks.finite(
+        emb, EvaluationError,
+        f"{name} contains NaN or infinite values; check the model output (diverged training?).",
+    )
     return emb
 
 
 def _as_labels(labels, n: int, name: str, emb_name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1:
-        raise EvaluationError(
-            f"{name} must be 1-D integer class ids, got shape {labels.shape}; "
-            "convert one-hot labels with argmax(axis=1)."
-        )
-    if len(labels) != n:
-        raise EvaluationError(
-            f"{name} has {len(labels)} entries but {emb_name} has {n} rows; they must match."
-        )
-    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
-        raise EvaluationError(f"{name} contains NaN or infinite values.")
+    labels = checks.labels_1d(
+        labels, EvaluationError,
+        f"{name} must be 1-D integer class ids, got shape {{shape}}; "
+        "convert one-hot labels with argmax(axis=1).",
+    )
+    checks.same_length(
+        len(labels), n, EvaluationError,
+        f"{name} has {{first}} entries but {emb_name} has {{second}} rows; they must match.",
+    )
+    if labels.dtype.kind == "f":
+        checks.finite(labels, EvaluationError, f"{name} contains NaN or infinite values.")
     return labels
 
 
@@ -153,15 +153,16 @@ def embed(model, x, batch_size: int = 512) -> np.ndarray:
 def knn_accuracy(train_emb, train_labels, test_emb, test_labels, k: int = 3) -> float:
     """Accuracy of a k-nearest-neighbour classifier fit on the train embeddings.
 
-    Same as the reference: ``KNeighborsClassifier(n_neighbors=k)`` (Euclidean, uniform votes,
-    scikit-learn's tie rule) fit on ``train_emb`` and scored on ``test_emb``.
+    The reference's ``KNeighborsClassifier(n_neighbors=k).fit(train).score(test)`` (Euclidean,
+    uniform votes), computed on the suite's one exact search (:func:`helpers.knn.exact_knn`):
+    each test point takes the majority label of its ``k`` nearest train points, a tied vote going
+    to the smallest label, which is scikit-learn's rule. Only neighbours tied in *distance* at the
+    k-th place may be chosen differently (FAISS' order instead of scikit-learn's).
 
     Returns
     -------
     accuracy : float in [0, 1]
     """
-    from sklearn.neighbors import KNeighborsClassifier
-
     train_emb = _as_embeddings(train_emb, "train_emb")
     test_emb = _as_embeddings(test_emb, "test_emb")
     train_labels = _as_labels(train_labels, len(train_emb), "train_labels", "train_emb")
@@ -169,28 +170,28 @@ def knn_accuracy(train_emb, train_labels, test_emb, test_labels, k: int = 3) -> 
     _check_same_dim(train_emb, test_emb, "train_emb", "test_emb")
     if not 1 <= k <= len(train_emb):
         raise EvaluationError(f"k must be in [1, {len(train_emb)}] (train size), got {k}.")
-    clf = KNeighborsClassifier(n_neighbors=k)
-    clf.fit(train_emb, train_labels)
-    return float(clf.score(test_emb, test_labels))
+    neighbours, _ = knn.exact_knn(test_emb, train_emb, k)
+    return float(np.mean(majority_vote(train_labels, neighbours) == test_labels))
+
+
+def majority_vote(labels, neighbours: np.ndarray) -> np.ndarray:
+    """The most frequent of ``labels[neighbours[i]]`` for each row ``i``; ties: the smallest label.
+
+    ``neighbours`` is an ``(n_queries, k)`` array of indices into ``labels``. Same rule as
+    scikit-learn's uniform-weight ``KNeighborsClassifier.predict`` (``scipy.stats.mode`` / the
+    first maximum over sorted classes).
+    """
+    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
+    codes = codes.reshape(-1)[neighbours]  # (q, k) class positions
+    n_queries, n_classes = codes.shape[0], len(classes)
+    flat = (np.arange(n_queries)[:, None] * n_classes + codes).ravel()
+    votes = np.bincount(flat, minlength=n_queries * n_classes).reshape(n_queries, n_classes)
+    return classes[votes.argmax(axis=1)]  # argmax takes the first, i.e. smallest, tied class
 
 
 # --------------------------------------------------------------------------------------------
 # retrieval metrics
 # --------------------------------------------------------------------------------------------
-
-
-def _neighbour_search(ref_emb: np.ndarray):
-    """Return ``search(queries, k) -> indices`` doing exact L2 search over ``ref_emb``."""
-    import faiss
-
-    index = faiss.IndexFlatL2(ref_emb.shape[1])
-    index.add(ref_emb)
-
-    def search(queries: np.ndarray, k: int) -> np.ndarray:
-        _, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return idx
-
-    return search
 
 
 def retrieval_metrics(
@@ -220,92 +221,101 @@ def retrieval_metrics(
         ``precision_at_{k}`` (floats) and ``n_queries`` (int, queries averaged; queries whose
         class has no reference are skipped). See the module docstring for the definitions.
     """
-    query_emb = _as_embeddings(query_emb, "query_emb")
-    query_labels = _as_labels(query_labels, len(query_emb), "query_labels", "query_emb")
-    if (ref_emb is None) != (ref_labels is None):
-        raise EvaluationError("pass both ref_emb and ref_labels, or neither (self-retrieval).")
+    query_emb, query_labels, ref_emb, ref_labels = _retrieval_inputs(
+        query_emb, query_labels, ref_emb, ref_labels
+    )
     self_retrieval = ref_emb is None
     if self_retrieval:
         ref_emb, ref_labels = query_emb, query_labels
-    else:
-        ref_emb = _as_embeddings(ref_emb, "ref_emb")
-        ref_labels = _as_labels(ref_labels, len(ref_emb), "ref_labels", "ref_emb")
-        _check_same_dim(query_emb, ref_emb, "query_emb", "ref_emb")
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise EvaluationError(f"ks must be positive integers, got {ks}.")
-
-    # R per query: references sharing the query's class (minus the query itself when self).
-    classes, ref_counts = np.unique(ref_labels, return_counts=True)
-    pos = np.searchsorted(classes, query_labels)
-    pos_clipped = np.minimum(pos, len(classes) - 1)
-    found = classes[pos_clipped] == query_labels
-    r = np.where(found, ref_counts[pos_clipped], 0).astype(np.int64)
-    if self_retrieval:
-        r -= 1
-    valid = r > 0
-    if not valid.any():
-        raise EvaluationError(
-            "no query has a same-class reference (R = 0 for all); retrieval metrics are undefined."
-        )
-
+    r = _relevant_counts(query_labels, ref_labels, self_retrieval)
     n_refs_available = len(ref_emb) - (1 if self_retrieval else 0)
     if n_refs_available < 1:
         raise EvaluationError("need at least 2 samples for self-retrieval.")
     # neighbours needed after removing self: enough for the largest R and the largest k
     k_needed = int(min(max(int(r.max()), ks[-1]), n_refs_available))
-    k_search = k_needed + (1 if self_retrieval else 0)
-    search = _neighbour_search(ref_emb)
 
-    q_idx_all = np.flatnonzero(valid)
-    chunk = max(1, _MAX_CHUNK_ENTRIES // k_search)
-    sums = {"precision_at_1": 0.0, "r_precision": 0.0, "map_at_r": 0.0}
-    sums.update({f"recall_at_{k}": 0.0 for k in ks})
-    sums.update({f"precision_at_{k}": 0.0 for k in ks})
-    ranks = np.arange(1, k_needed + 1)
-    for start in range(0, len(q_idx_all), chunk):
-        q_idx = q_idx_all[start : start + chunk]
-        nn = search(query_emb[q_idx], k_search)
-        if self_retrieval:
-            nn = _drop_self(nn, q_idx)
-        rel = ref_labels[nn] == query_labels[q_idx, None]  # (q, k_needed) bool
-        r_q = r[q_idx]
-        in_r = ranks[None, :] <= r_q[:, None]  # first R columns
-        hits = np.cumsum(rel, axis=1)
-        sums["precision_at_1"] += rel[:, 0].sum()
-        sums["r_precision"] += ((rel & in_r).sum(axis=1) / r_q).sum()
-        prec_i = hits / ranks[None, :]
-        sums["map_at_r"] += ((prec_i * (rel & in_r)).sum(axis=1) / r_q).sum()
-        for k in ks:
-            kk = min(k, k_needed)
-            sums[f"recall_at_{k}"] += rel[:, :kk].any(axis=1).sum()
-            if k > 1:  # precision_at_1 is accumulated above
-                sums[f"precision_at_{k}"] += (hits[:, kk - 1] / kk).sum()
-
-    n = len(q_idx_all)
-    out = {key: float(value / n) for key, value in sums.items()}
-    out["n_queries"] = int(n)
+    queries = np.flatnonzero(r > 0)
+    sums = dict.fromkeys(_retrieval_keys(ks), 0.0)
+    chunk = max(1, _MAX_CHUNK_ENTRIES // (k_needed + 1))
+    for start in range(0, len(queries), chunk):
+        q_idx = queries[start : start + chunk]
+        nn, _ = knn.exact_knn(query_emb[q_idx], ref_emb, k_needed, exclude=q_idx if self_retrieval else None)
+        relevant = ref_labels[nn] == query_labels[q_idx, None]  # (q, k_needed) bool
+        _accumulate_retrieval(sums, relevant, r[q_idx], ks)
+    out = {key: float(value / len(queries)) for key, value in sums.items()}
+    out["n_queries"] = int(len(queries))
     return out
 
 
-def _drop_self(nn: np.ndarray, q_idx: np.ndarray) -> np.ndarray:
-    """Remove each row's own index from ``nn`` (searched with one extra neighbour).
+def _retrieval_inputs(query_emb, query_labels, ref_emb, ref_labels):
+    """Validated arrays; ``ref_emb`` and ``ref_labels`` stay None for self-retrieval."""
+    query_emb = _as_embeddings(query_emb, "query_emb")
+    query_labels = _as_labels(query_labels, len(query_emb), "query_labels", "query_emb")
+    if (ref_emb is None) != (ref_labels is None):
+        raise EvaluationError("pass both ref_emb and ref_labels, or neither (self-retrieval).")
+    if ref_emb is not None:
+        ref_emb = _as_embeddings(ref_emb, "ref_emb")
+        ref_labels = _as_labels(ref_labels, len(ref_emb), "ref_labels", "ref_emb")
+        _check_same_dim(query_emb, ref_emb, "query_emb", "ref_emb")
+    return query_emb, query_labels, ref_emb, ref_labels
 
-    When the query's own index is not among the results (ties at distance 0 with more than
-    ``k`` duplicates), the last column is dropped instead: all kept entries are then at the
-    same distance as the query itself would be.
-    """
-    is_self = nn == q_idx[:, None]
-    missing = ~is_self.any(axis=1)
-    is_self[missing, -1] = True
-    # each row has exactly one True after this (indices within a row are unique)
-    keep = ~is_self
-    return nn[keep].reshape(nn.shape[0], nn.shape[1] - 1)
+
+def _relevant_counts(query_labels, ref_labels, self_retrieval: bool) -> np.ndarray:
+    """R per query: the references sharing its class (minus the query itself when self)."""
+    classes, ref_counts = np.unique(ref_labels, return_counts=True)
+    pos = np.minimum(np.searchsorted(classes, query_labels), len(classes) - 1)
+    found = classes[pos] == query_labels
+    r = np.where(found, ref_counts[pos], 0).astype(np.int64)
+    if self_retrieval:
+        r -= 1
+    if not (r > 0).any():
+        raise EvaluationError(
+            "no query has a same-class reference (R = 0 for all); retrieval metrics are undefined."
+        )
+    return r
+
+
+def _retrieval_keys(ks) -> list[str]:
+    keys = ["precision_at_1", "r_precision", "map_at_r"]
+    return keys + [f"recall_at_{k}" for k in ks] + [f"precision_at_{k}" for k in ks]
+
+
+def _accumulate_retrieval(sums: dict, relevant: np.ndarray, r: np.ndarray, ks) -> None:
+    """Add one chunk's per-query metrics to ``sums``; ``relevant`` is (queries, neighbours)."""
+    ranks = np.arange(1, relevant.shape[1] + 1)
+    in_r = ranks[None, :] <= r[:, None]  # the first R columns
+    hits = np.cumsum(relevant, axis=1)
+    sums["precision_at_1"] += relevant[:, 0].sum()
+    sums["r_precision"] += ((relevant & in_r).sum(axis=1) / r).sum()
+    sums["map_at_r"] += ((hits / ranks[None, :] * (relevant & in_r)).sum(axis=1) / r).sum()
+    for k in ks:
+        kk = min(k, relevant.shape[1])
+        sums[f"recall_at_{k}"] += relevant[:, :kk].any(axis=1).sum()
+        if k > 1:  # precision_at_1 is accumulated above
+            sums[f"precision_at_{k}"] += (hits[:, kk - 1] / kk).sum()
 
 
 # --------------------------------------------------------------------------------------------
 # cluster metrics
 # --------------------------------------------------------------------------------------------
+
+
+def silhouette_subset(emb, labels, seed: int = 0, sample_size: int = SILHOUETTE_SAMPLE_SIZE):
+    """The points the silhouette of :func:`cluster_metrics` is computed on, as ``(emb, labels)``.
+
+    All of them up to ``sample_size``; beyond, the seeded sample that scikit-learn's
+    ``silhouette_score(..., sample_size=sample_size, random_state=seed)`` draws
+    (``RandomState(seed).permutation(n)[:sample_size]``). A check against scikit-learn computes
+    ``silhouette_score(*silhouette_subset(emb, labels, seed))`` on the same points.
+    """
+    emb, labels = np.asarray(emb), np.asarray(labels)
+    if len(emb) <= sample_size:
+        return emb, labels
+    keep = np.random.RandomState(seed).permutation(len(emb))[:sample_size]
+    return emb[keep], labels[keep]
 
 
 def cluster_metrics(emb, labels, seed: int = 0) -> dict:
@@ -314,7 +324,8 @@ def cluster_metrics(emb, labels, seed: int = 0) -> dict:
     Returns
     -------
     metrics : dict
-        ``silhouette`` (Euclidean, on a random sample of 5000 points when larger, seeded),
+        ``silhouette`` (Euclidean, on :func:`silhouette_subset`: a seeded sample of 5000 points
+        when there are more),
         ``davies_bouldin`` (lower is better), ``calinski_harabasz`` (higher is better), and
         ``nmi`` / ``ami`` between the labels and ``KMeans(n_clusters=n_classes, n_init=10,
         random_state=seed)`` on the embedding.
@@ -336,10 +347,7 @@ def cluster_metrics(emb, labels, seed: int = 0) -> dict:
             f"cluster metrics need 2 <= number of classes <= n_samples - 1, got {n_classes} "
             f"classes for {len(emb)} samples."
         )
-    sample_size = SILHOUETTE_SAMPLE_SIZE if len(emb) > SILHOUETTE_SAMPLE_SIZE else None
-    silhouette = silhouette_score(
-        emb, labels, metric="euclidean", sample_size=sample_size, random_state=seed
-    )
+    silhouette = silhouette_score(*silhouette_subset(emb, labels, seed=seed), metric="euclidean")
     kmeans = KMeans(n_clusters=n_classes, n_init=10, random_state=seed)
     pred = kmeans.fit_predict(emb.astype(np.float64))
     return {

@@ -30,9 +30,9 @@ the ``mining_pool`` nearest other-class samples of the anchor; ``mining="semi-ha
 ``mining_pool`` nearest other-class samples farther from the anchor than the positive
 (``d(a, n) > d(a, p)``), falling back to the hard rule when the candidate table holds none.
 ``mine_positives=True`` also draws positives from the ``mining_pool`` farthest same-class samples.
-Neighbour tables are precomputed on refresh, class by class in chunks of 1024 rows (matrix product and
-top-k through ``keras.ops``; memory stays at one ``1024 x n`` chunk). Cost on 2 busy CPU cores: about
-6 s for 20k x 64-d embeddings (semi-hard depth 80), so roughly a minute for 60k; seconds on a GPU.
+Neighbour tables are precomputed on refresh, class by class, with the suite's one exact k-NN search
+(:func:`helpers.knn.exact_knn`, FAISS). ``benchmarks/results/mining.json`` has the seconds per table
+on 3,000 and 42,000 images.
 
 ``positive_neighbors=k`` (``True`` → 5) restricts positives to the ``k`` nearest same-class neighbours
 of the anchor (pixel space, or ``embeddings`` when given), never the anchor itself.
@@ -45,6 +45,8 @@ import threading
 import keras
 import numpy as np
 
+from helpers import checks, knn
+
 __all__ = [
     "GeneratorError",
     "Augmenter",
@@ -52,10 +54,11 @@ __all__ = [
     "TripletGenerator",
     "TripletClsGenerator",
     "PKBatchGenerator",
+    "GENERATORS",
+    "get_generator",
 ]
 
-_MINING = ("random", "hard", "semi-hard")
-_CHUNK = 1024  # rows of a distance-matrix chunk: 1024 x 70k float32 = 280 MB at most
+MINING = ("random", "hard", "semi-hard")
 _SEMI_HARD_DEPTH = 8  # semi-hard candidate table holds mining_pool * this many neighbours
 
 
@@ -155,18 +158,14 @@ def _make_augmenter(augment):
 
 def _check_xy(x, y):
     x = np.asarray(x)
-    y = np.asarray(y)
-    if y.ndim != 1:
-        y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1:
-        raise GeneratorError(f"labels must be a 1-d array of class ids, got shape {y.shape}.")
-    if len(x) != len(y):
-        raise GeneratorError(
-            f"images and labels have different lengths ({len(x)} images, {len(y)} labels); pass matching arrays."
-        )
-    if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
-        bad = int(np.isnan(x.reshape(len(x), -1)).any(axis=1).sum())
-        raise GeneratorError(f"images contain NaN pixels ({bad} images); clean or drop them before sampling.")
+    y = checks.labels_1d(y, GeneratorError, "labels must be a 1-d array of class ids, got shape {shape}.")
+    checks.same_length(
+        len(x), len(y), GeneratorError,
+        "images and labels have different lengths ({first} images, {second} labels); pass matching arrays.",
+    )
+    checks.no_nan_pixels(
+        x, GeneratorError, "images contain NaN pixels ({images} images); clean or drop them before sampling."
+    )
     return x, y
 
 
@@ -174,6 +173,15 @@ def _check_batch_size(batch_size, what="batch_size"):
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise GeneratorError(f"{what} must be a positive integer, got {batch_size!r}.")
     return int(batch_size)
+
+
+def _positive_neighbors(positive_neighbors):
+    """``positive_neighbors`` as None or a positive int (``True`` -> 5, ``False`` -> None)."""
+    if positive_neighbors is True:
+        return 5
+    if positive_neighbors is False or positive_neighbors is None:
+        return None
+    return _check_batch_size(positive_neighbors, "positive_neighbors")
 
 
 class _ClassIndex:
@@ -223,74 +231,35 @@ class _ClassIndex:
 # --- neighbour tables --------------------------------------------------------------------------
 
 
-def _flat(a):
-    a = np.asarray(a, dtype=np.float32)
-    return a.reshape(len(a), -1)
-
-
-def _knn_rows(f_rows, f_all, n_all, k, row_cls=None, col_cls=None, self_cols=None, largest=False):
-    """k nearest (``largest``: farthest) columns of a chunk of rows, nearest first.
-
-    Excludes columns whose class equals the row's (``row_cls``/``col_cls``) and each row's own column
-    (``self_cols``). Matrix product and top-k run through ``keras.ops`` (multi-threaded, on the
-    accelerator when there is one); inputs and outputs are numpy. Returns ``(idx, sq_dist)``.
-    """
-    from keras import ops
-
-    fr = ops.convert_to_tensor(f_rows)
-    d2 = ops.sum(fr * fr, axis=1)[:, None] - 2.0 * ops.matmul(fr, ops.transpose(f_all)) + n_all[None, :]
-    d2 = ops.maximum(d2, 0.0)
-    excluded = None
-    if row_cls is not None:
-        excluded = ops.equal(ops.convert_to_tensor(row_cls)[:, None], col_cls[None, :])
-    if self_cols is not None:
-        own = ops.equal(ops.convert_to_tensor(self_cols)[:, None], ops.arange(ops.shape(d2)[1])[None, :])
-        excluded = own if excluded is None else ops.logical_or(excluded, own)
-    key = d2 if largest else -d2
-    if excluded is not None:
-        key = ops.where(excluded, ops.full_like(key, -np.inf), key)
-    vals, idx = ops.top_k(key, k=int(k), sorted=True)
-    vals = ops.convert_to_numpy(vals)
-    return ops.convert_to_numpy(idx).astype(np.int64), (vals if largest else -vals).astype(np.float32)
-
-
 def same_class_neighbors(features, index: _ClassIndex, k: int, largest: bool = False):
     """``(table (n, k) int64, valid (n,) int64)``: the ``k`` nearest (``largest``: farthest) same-class
     samples of each sample, the sample itself excluded; rows of small classes hold ``counts - 1`` valid
     entries (the rest repeat the last valid one)."""
-    from keras import ops
-
-    f = _flat(features)
-    n = len(f)
-    table = np.zeros((n, k), dtype=np.int64)
+    f = knn.as_vectors(features, "features")
+    table = np.zeros((len(f), k), dtype=np.int64)
     valid = np.minimum(index.counts[index.cls] - 1, k)
     for c in range(index.num_classes):
         members = index.order[index.offsets[c] : index.offsets[c] + index.counts[c]]
         if len(members) < 2:
             table[members] = members[:, None]
             continue
-        fc = ops.convert_to_tensor(f[members])
-        nc = ops.sum(fc * fc, axis=1)
         kk = min(k, len(members) - 1)
-        for s in range(0, len(members), _CHUNK):
-            rows = np.arange(s, min(s + _CHUNK, len(members)))
-            idx, _ = _knn_rows(f[members[rows]], fc, nc, kk, self_cols=rows, largest=largest)
-            t = members[idx]
-            if kk < k:
-                t = np.concatenate([t, np.repeat(t[:, -1:], k - kk, axis=1)], axis=1)
-            table[members[rows]] = t
+        own = np.arange(len(members))  # each member leaves itself out, by index
+        idx, _ = knn.exact_knn(f[members], f[members], kk, exclude=own, farthest=largest)
+        t = members[idx]
+        if kk < k:
+            t = np.concatenate([t, np.repeat(t[:, -1:], k - kk, axis=1)], axis=1)
+        table[members] = t
     return table, valid
 
 
 def other_class_neighbors(features, index: _ClassIndex, k: int):
     """``(table (n, k) int64, sq_dist (n, k) float32)``: the ``k`` nearest other-class samples of each sample.
 
-    Class by class: the rows of class ``c`` are compared with the samples of every other class only,
+    Class by class: the rows of class ``c`` are searched among the samples of every other class only,
     so no mask is needed.
     """
-    from keras import ops
-
-    f = _flat(features)
+    f = knn.as_vectors(features, "features")
     n = len(f)
     k = min(k, n - int(index.counts.max()))  # every row has at least this many other-class samples
     table = np.empty((n, k), dtype=np.int64)
@@ -299,12 +268,8 @@ def other_class_neighbors(features, index: _ClassIndex, k: int):
         lo, hi = index.offsets[c], index.offsets[c] + index.counts[c]
         members = index.order[lo:hi]
         others = np.concatenate([index.order[:lo], index.order[hi:]])
-        fo = ops.convert_to_tensor(f[others])
-        no = ops.sum(fo * fo, axis=1)
-        for s in range(0, len(members), _CHUNK):
-            rows = members[s : s + _CHUNK]
-            idx, table_d = _knn_rows(f[rows], fo, no, k)
-            table[rows], dist[rows] = others[idx], table_d
+        idx, dist[members] = knn.exact_knn(f[members], f[others], k)
+        table[members] = others[idx]
     return table, dist
 
 
@@ -362,20 +327,35 @@ class _SamplingGenerator(_EpochSeededDataset):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._init_data(x, y, batch_size)
+        self._init_epochs(steps_per_epoch, seed, augment)
+        self._init_mining(mining, mining_pool, refresh_every, mine_positives)
+        embeddings = self._check_features(embeddings, embed_fn)
+        self.positive_neighbors = _positive_neighbors(positive_neighbors)
+        self._init_tables(embeddings)
+
+    # construction, step by step -------------------------------------------------------------
+
+    def _init_data(self, x, y, batch_size):
+        """Validated images and labels, the batch size and the class index."""
         self.x, self.y = _check_xy(x, y)
         self.batch_size = _check_batch_size(batch_size)
         self.index = _ClassIndex(self.y)
         self.index.require_two_classes()
         if self.needs_positives:
             self.index.require_pairs()
-        self._init_epochs(steps_per_epoch, seed, augment)
 
-        if mining not in _MINING:
-            raise GeneratorError(f"mining must be one of {_MINING}, got {mining!r}.")
+    def _init_mining(self, mining, mining_pool, refresh_every, mine_positives):
+        """The mining rule and its pool; see the module docstring."""
+        if mining not in MINING:
+            raise GeneratorError(f"mining must be one of {MINING}, got {mining!r}.")
         self.mining = mining
         self.mining_pool = _check_batch_size(mining_pool, "mining_pool")
         self.refresh_every = _check_batch_size(refresh_every, "refresh_every")
         self.mine_positives = bool(mine_positives)
+
+    def _check_features(self, embeddings, embed_fn):
+        """Keep ``embed_fn``; return ``embeddings`` as a checked float32 (n, d) array (or None)."""
         if embeddings is not None and embed_fn is not None:
             raise GeneratorError("pass either embeddings or embed_fn, not both.")
         self.embed_fn = embed_fn
@@ -388,20 +368,15 @@ class _SamplingGenerator(_EpochSeededDataset):
                 )
             if np.isnan(embeddings).any():
                 raise GeneratorError("embeddings contain NaN; recompute them before mining.")
-        needs_features = mining != "random" or self.mine_positives
+        needs_features = self.mining != "random" or self.mine_positives
         if needs_features and embeddings is None and embed_fn is None:
             raise GeneratorError(
-                f"mining={mining!r} / mine_positives need embeddings=(n, d) array or embed_fn=callable."
+                f"mining={self.mining!r} / mine_positives need embeddings=(n, d) array or embed_fn=callable."
             )
+        return embeddings
 
-        if positive_neighbors is True:
-            positive_neighbors = 5
-        if positive_neighbors is False:
-            positive_neighbors = None
-        if positive_neighbors is not None:
-            positive_neighbors = _check_batch_size(positive_neighbors, "positive_neighbors")
-        self.positive_neighbors = positive_neighbors
-
+    def _init_tables(self, embeddings):
+        """Build the neighbour tables the options ask for (from ``embeddings``, ``embed_fn`` or pixels)."""
         self._lock = threading.Lock()
         self._refreshed_epoch = None
         self.neg_table = self.neg_dist = None
@@ -409,10 +384,10 @@ class _SamplingGenerator(_EpochSeededDataset):
         self.hardpos_table = self.hardpos_valid = None
         if embeddings is not None:
             self._build_tables(embeddings)
-        elif embed_fn is not None:
+        elif self.embed_fn is not None:
             self.refresh()
-        elif positive_neighbors is not None:
-            self.pos_table, self.pos_valid = same_class_neighbors(self.x, self.index, positive_neighbors)
+        elif self.positive_neighbors is not None:
+            self.pos_table, self.pos_valid = same_class_neighbors(self.x, self.index, self.positive_neighbors)
 
     # epochs ---------------------------------------------------------------------------------
 
@@ -617,3 +592,29 @@ class PKBatchGenerator(_EpochSeededDataset):
         if self.augmenter is not None:
             images = self.augmenter(images, rng)
         return images, self.y[idx].astype(np.int32)
+
+
+# --- registry ----------------------------------------------------------------------------------
+
+#: The generators a registry entry (``ModelSpec.generator``) can name.
+GENERATORS: dict[str, type[_EpochSeededDataset]] = {
+    "pairs": SiamesePairGenerator,
+    "triplets": TripletGenerator,
+    "triplets_cls": TripletClsGenerator,
+    "pk": PKBatchGenerator,
+}
+
+
+def get_generator(name: str, *args, **kwargs) -> _EpochSeededDataset:
+    """Build the generator registered as ``name``: ``GENERATORS[name](*args, **kwargs)``.
+
+    >>> import numpy as np
+    >>> x, y = np.zeros((8, 4, 4, 1), np.float32), np.repeat([0, 1], 4)
+    >>> type(get_generator("pk", x, y, classes_per_batch=2, samples_per_class=2)).__name__
+    'PKBatchGenerator'
+    """
+    try:
+        cls = GENERATORS[name]
+    except (KeyError, TypeError):
+        raise GeneratorError(f"unknown generator {name!r}; choose one of: {', '.join(GENERATORS)}") from None
+    return cls(*args, **kwargs)

@@ -8,7 +8,8 @@ Two layers:
   :func:`batch_all_triplet`, :func:`batch_contrastive`;
 - ``keras.losses.Loss`` subclasses for ``model.compile`` (registered under the ``"helpers"`` package
   so saved models reload): :class:`ContrastiveLoss`, :class:`TripletLoss`,
-  :class:`BatchHardTripletLoss`, :class:`BatchSemiHardTripletLoss`, :class:`BatchAllTripletLoss`, :class:`BatchContrastiveLoss`;
+  :class:`BatchHardTripletLoss`, :class:`BatchSemiHardTripletLoss`, :class:`BatchAllTripletLoss`,
+  :class:`BatchContrastiveLoss`, also by name in the registry :data:`LOSSES` (:func:`get`);
 
 plus :func:`triplet_with_classification`, the compile arguments of the combined
 triplet + sparse categorical cross-entropy objective.
@@ -45,6 +46,8 @@ __all__ = [
     "BatchSemiHardTripletLoss",
     "BatchContrastiveLoss",
     "BatchAllTripletLoss",
+    "LOSSES",
+    "get",
 ]
 
 _EPS = 1e-12
@@ -443,3 +446,25 @@ class BatchSemiHardTripletLoss(_BatchMiningLoss):
 
     def _params(self) -> dict:
         return {**super()._params(), "center_reg_weight": self.center_reg_weight}
+
+
+# --- registry ----------------------------------------------------------------------------------
+
+#: The Keras losses by name, as pytorch-metric-learning's and OML's registries name theirs.
+LOSSES: dict[str, type[keras.losses.Loss]] = {
+    "contrastive": ContrastiveLoss,
+    "triplet": TripletLoss,
+    "batch_hard_triplet": BatchHardTripletLoss,
+    "batch_semi_hard_triplet": BatchSemiHardTripletLoss,
+    "batch_all_triplet": BatchAllTripletLoss,
+    "batch_contrastive": BatchContrastiveLoss,
+}
+
+
+def get(name: str, **kwargs) -> keras.losses.Loss:
+    """The loss registered as ``name`` built with ``kwargs``: ``get("triplet", margin=0.5, variant="l2")``."""
+    try:
+        cls = LOSSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}") from None
+    return cls(**kwargs)

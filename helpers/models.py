@@ -28,10 +28,12 @@ normalised); notebook 03 tells the story with the measured effects:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import layers, ops
+
+from helpers import generators
 
 EMBEDDING_DIM = 64
 AUGMENT_MODES = (False, True, "host", "device")
@@ -307,6 +309,38 @@ def cnn_with_attention_vit_style_v1(input_shape=(28, 28, 1), embedding_dim=EMBED
     )
 
 
+# --- what a registry entry can name ---------------------------------------------------------------
+
+#: ``ModelSpec.loss`` -> (``helpers.losses.LOSSES`` name, the constructor arguments the spec decides
+#: beyond ``margin``). The ``_cls`` losses also train a softmax class head on the anchor's embedding
+#: with cross-entropy, weighted ``triplet_weight`` / ``cls_weight``.
+LOSS_SETTINGS: dict[str, tuple[str, Callable[..., dict]]] = {
+    "contrastive": ("contrastive", lambda s: {}),
+    "triplet": ("triplet", lambda s: {"variant": "l2" if s.l2_normalized else "plain"}),
+    "batch_hard_triplet": ("batch_hard_triplet", lambda s: {}),
+    "batch_semi_hard_triplet": ("batch_semi_hard_triplet", lambda s: {"center_reg_weight": s.center_reg_weight}),
+    "batch_all_triplet": ("batch_all_triplet", lambda s: {"squared": not s.l2_normalized}),
+    "batch_contrastive": ("batch_contrastive", lambda s: {}),
+    "triplet_l2_cls": ("triplet", lambda s: {"variant": "l2_safe"}),
+    "triplet_center_cls": ("triplet", lambda s: {"variant": "center", "center_reg_weight": s.center_reg_weight}),
+}
+CLASS_HEAD_LOSSES = ("triplet_l2_cls", "triplet_center_cls")
+
+#: ``ModelSpec.optimizer`` -> the Keras optimizer built with a learning rate (or schedule).
+OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
+    "adam": lambda lr: keras.optimizers.Adam(learning_rate=lr),
+    "adamw": lambda lr: keras.optimizers.AdamW(learning_rate=lr, weight_decay=1e-4),
+}
+
+#: ``ModelSpec.lr_schedule``: Keras' ReduceLROnPlateau callback, or a cosine decay in the optimizer.
+LR_SCHEDULES = ("plateau", "cosine")
+
+
+def _alternatives(valid) -> str:
+    quoted = [repr(v) for v in valid]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
 # --- the registry ----------------------------------------------------------------------------------
 
 
@@ -314,16 +348,18 @@ def cnn_with_attention_vit_style_v1(input_shape=(28, 28, 1), embedding_dim=EMBED
 class ModelSpec:
     """Everything the suite knows about one model.
 
-    ``generator`` is one of ``"pairs"``, ``"triplets"``, ``"triplets_cls"`` or ``"pk"`` (P classes x
-    K images, for online mining; ``batch_size`` is then P x K); ``loss`` one of ``"contrastive"``,
-    ``"triplet"``, ``"batch_hard_triplet"``, ``"batch_semi_hard_triplet"``, ``"batch_all_triplet"`` (every triplet of a P x K batch),
-    ``"batch_contrastive"`` (every pair of a P x K batch),
-    ``"triplet_l2_cls"``, ``"triplet_center_cls"``.
-    ``mining`` ("random", "hard", "semi-hard") picks negatives of pair/triplet generators in the
-    model's own embedding space, refreshed every epoch. ``augment`` applies the generators' small
-    shifts, rotations and noise to the training batches: ``True`` / ``"host"`` in the generator
-    (numpy), ``"device"`` in the training graph (:class:`DeviceAugment`, for accelerators). ``lr_schedule`` is ``"plateau"`` (Keras'
-    ReduceLROnPlateau, as the reference) or ``"cosine"`` (cosine decay to 1% over the run's steps).
+    Every name is checked against its registry when the spec is built (a typo fails at once with
+    the valid names): ``generator`` a key of ``helpers.generators.GENERATORS`` (``"pairs"``,
+    ``"triplets"``, ``"triplets_cls"``, or ``"pk"``: P classes x K images for online mining,
+    ``batch_size`` is then P x K); ``loss`` a key of :data:`LOSS_SETTINGS` (``"batch_all_triplet"`` /
+    ``"batch_contrastive"``: every triplet / pair of a P x K batch; the ``_cls`` losses add a class
+    head); ``mining`` one of ``helpers.generators.MINING`` ("random", "hard", "semi-hard": negatives
+    of pair/triplet generators in the model's own embedding space, refreshed every epoch);
+    ``optimizer`` a key of :data:`OPTIMIZERS`; ``lr_schedule`` one of :data:`LR_SCHEDULES`
+    (``"plateau"``: Keras' ReduceLROnPlateau, as the reference; ``"cosine"``: cosine decay to 1% over
+    the run's steps). ``augment`` applies the generators' small shifts, rotations and noise to the
+    training batches: ``True`` / ``"host"`` in the generator (numpy), ``"device"`` in the training
+    graph (:class:`DeviceAugment`, for accelerators).
     """
 
     name: str
@@ -353,10 +389,17 @@ class ModelSpec:
         return self.augment in (True, "host")
 
     def __post_init__(self):
-        if self.augment not in AUGMENT_MODES:
-            raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {self.augment!r}")
-        if self.lr_schedule not in ("plateau", "cosine"):
-            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
+        """Check every name the spec holds against its registry, so a typo fails here at once."""
+        choices = {
+            "loss": LOSS_SETTINGS, "generator": generators.GENERATORS, "mining": generators.MINING,
+            "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "augment": AUGMENT_MODES,
+        }
+        for field, valid in choices.items():
+            value = getattr(self, field)
+            if value not in valid:
+                raise ValueError(
+                    f"model {self.name!r}: {field} must be {_alternatives(list(valid))}, got {value!r}"
+                )
 
     def config(self) -> dict:
         """A JSON-able view of the spec (the builder by name), used in cache fingerprints."""
@@ -456,30 +499,12 @@ def make_loss(spec: ModelSpec):
     """The Keras loss (or losses) for ``spec`` and the ``loss_weights`` to compile with."""
     from helpers import losses
 
-    if spec.loss == "contrastive":
-        return losses.ContrastiveLoss(margin=spec.margin), None
-    if spec.loss == "triplet":
-        variant = "l2" if spec.l2_normalized else "plain"
-        return losses.TripletLoss(margin=spec.margin, variant=variant), None
-    if spec.loss == "batch_hard_triplet":
-        return losses.BatchHardTripletLoss(margin=spec.margin), None
-    if spec.loss == "batch_semi_hard_triplet":
-        return losses.BatchSemiHardTripletLoss(margin=spec.margin,
-                                               center_reg_weight=spec.center_reg_weight), None
-    if spec.loss == "batch_all_triplet":
-        return losses.BatchAllTripletLoss(margin=spec.margin, squared=not spec.l2_normalized), None
-    if spec.loss == "batch_contrastive":
-        return losses.BatchContrastiveLoss(margin=spec.margin), None
-    if spec.loss in ("triplet_l2_cls", "triplet_center_cls"):
-        if spec.loss == "triplet_center_cls":
-            triplet = losses.TripletLoss(
-                margin=spec.margin, variant="center", center_reg_weight=spec.center_reg_weight
-            )
-        else:
-            triplet = losses.TripletLoss(margin=spec.margin, variant="l2_safe")
+    name, arguments = LOSS_SETTINGS[spec.loss]
+    loss = losses.get(name, margin=spec.margin, **arguments(spec))
+    if spec.loss in CLASS_HEAD_LOSSES:
         cls = keras.losses.SparseCategoricalCrossentropy()
-        return [triplet, cls], [spec.triplet_weight, spec.cls_weight]
-    raise ValueError(f"model {spec.name!r} has an unknown loss {spec.loss!r}")
+        return [loss, cls], [spec.triplet_weight, spec.cls_weight]
+    return loss, None
 
 
 def make_optimizer(spec: ModelSpec, learning_rate: float | None = None, total_steps: int | None = None):
@@ -489,11 +514,7 @@ def make_optimizer(spec: ModelSpec, learning_rate: float | None = None, total_st
     lr = spec.learning_rate if learning_rate is None else learning_rate
     if spec.lr_schedule == "cosine" and total_steps:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=int(total_steps), alpha=0.01)
-    if spec.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=1e-4)
-    return keras.optimizers.Adam(learning_rate=lr)
-
-
+    return OPTIMIZERS[spec.optimizer](lr)
 
 
 def build_training_model(

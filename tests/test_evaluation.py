@@ -124,7 +124,9 @@ def test_drop_self_removes_own_index_wherever_it_is():
             [9, 8, 7, 6],  # query 3 missing (ties beyond k): the last column goes
         ]
     )
-    out = ev._drop_self(nn, np.arange(4))
+    from helpers.knn import drop_excluded  # the self-exclusion retrieval_metrics relies on
+
+    out, _ = drop_excluded(nn, nn.astype(np.float32), np.arange(4))
     np.testing.assert_array_equal(out, [[5, 6, 7], [3, 4, 2], [0, 1, 3], [9, 8, 7]])
 
 
@@ -194,6 +196,36 @@ def test_knn_accuracy_toy():
     assert ev.knn_accuracy(train, y_train, test, y_test, k=1) == approx(2 / 3)
 
 
+def test_majority_vote_ties_go_to_the_smallest_label():
+    labels = np.array([7, 2, 2, 7, 5])
+    neighbours = np.array([[0, 1, 1], [1, 2, 2], [4, 0, 0], [0, 3, 1]])
+    # two neighbours: 7, 2 (tie -> 2); 2, 2 -> 2; 5, 7 (tie -> 5); 7, 7 -> 7
+    np.testing.assert_array_equal(ev.majority_vote(labels, neighbours[:, :2]), [2, 2, 5, 7])
+    # three: 7, 2, 2 -> 2; 2, 2, 2 -> 2; 5, 7, 7 -> 7; 7, 7, 2 -> 7
+    np.testing.assert_array_equal(ev.majority_vote(labels, neighbours), [2, 2, 7, 7])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
+def test_knn_accuracy_matches_scikit_learn_including_vote_ties(k):
+    """Continuous data (no distance ties) with 5 classes: even k gives many tied votes."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from helpers.knn import exact_knn
+
+    rng = np.random.default_rng(k)
+    y_train, y_test = rng.integers(0, 5, 300) * 3 + 1, rng.integers(0, 5, 200) * 3 + 1  # labels 1..13
+    train = rng.normal(size=(300, 6)).astype(np.float32) + (y_train[:, None] == 4)
+    test = rng.normal(size=(200, 6)).astype(np.float32) + (y_test[:, None] == 4)
+    for algorithm in ("brute", "kd_tree"):
+        clf = KNeighborsClassifier(n_neighbors=k, algorithm=algorithm).fit(train, y_train)
+        nn, _ = exact_knn(test, train, k)
+        np.testing.assert_array_equal(ev.majority_vote(y_train, nn), clf.predict(test))
+        assert ev.knn_accuracy(train, y_train, test, y_test, k=k) == approx(clf.score(test, y_test), abs=1e-12)
+    if k % 2 == 0:  # the case this test is about: some vote is tied
+        votes = (y_train[nn][:, :, None] == np.unique(y_train)[None, None]).sum(1)
+        assert ((votes == votes.max(1, keepdims=True)).sum(1) > 1).any()
+
+
 # --------------------------------------------------------------------------------------------
 # cluster metrics
 # --------------------------------------------------------------------------------------------
@@ -222,6 +254,29 @@ def test_cluster_metrics_separated_blobs():
     m = ev.cluster_metrics(np.vstack([a, b]), [0] * 40 + [1] * 40)
     assert m["nmi"] == approx(1.0) and m["ami"] == approx(1.0)
     assert m["silhouette"] > 0.95
+
+
+def test_silhouette_samples_5000_points_the_way_scikit_learn_does():
+    """Above 5,000 points the silhouette is computed on silhouette_subset, the sample that
+    scikit-learn's silhouette_score(sample_size=5000, random_state=seed) draws; a check against
+    scikit-learn (notebook 05) calls silhouette_score on the same subset."""
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 6000)
+    emb = (rng.normal(size=(6000, 2)) + y[:, None] * 1.5).astype(np.float32)
+    sub_emb, sub_y = ev.silhouette_subset(emb, y, seed=3)
+    assert sub_emb.shape == (5000, 2) and len(sub_y) == 5000
+    assert len(np.unique(sub_emb, axis=0)) == 5000  # a sample without replacement
+    expected = silhouette_score(emb, y, sample_size=5000, random_state=3)
+    assert silhouette_score(sub_emb, sub_y) == approx(expected, abs=1e-12)
+    assert ev.cluster_metrics(emb, y, seed=3)["silhouette"] == approx(expected, abs=1e-6)
+    # on all 6,000 points the value differs: checking against it would fail
+    assert abs(silhouette_score(emb, y) - expected) > 1e-4
+    small_emb, small_y = ev.silhouette_subset(emb[:5000], y[:5000])
+    assert small_emb is not None and len(small_emb) == 5000
+    np.testing.assert_array_equal(small_y, y[:5000])  # all points, in order
+
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,13 +34,13 @@ def test_pair_shapes_dtypes_and_labels(data):
         (x0, x1), lab = g[i]
         assert x0.shape == x1.shape == (11, 8, 8, 1) and x0.dtype == np.float32
         assert lab.dtype == np.float32 and lab.shape == (11,)
-        i0, i1, l = g.batch_indices(i)
-        np.testing.assert_array_equal(lab, l)
+        i0, i1, label = g.batch_indices(i)
+        np.testing.assert_array_equal(lab, label)
         np.testing.assert_array_equal(x0, x[i0])
         np.testing.assert_array_equal(x1, x[i1])
-        assert np.array_equal(y[i0] == y[i1], l == 1)
-        assert (l == 1).sum() == 5 and (l == 0).sum() == 6  # odd batch: floor / ceil
-        assert np.all(i0[l == 1] != i1[l == 1])
+        assert np.array_equal(y[i0] == y[i1], label == 1)
+        assert (label == 1).sum() == 5 and (label == 0).sum() == 6  # odd batch: floor / ceil
+        assert np.all(i0[label == 1] != i1[label == 1])
     (_, _), lab = SiamesePairGenerator(x, y, batch_size=16)[0]
     assert lab.sum() == 8
 
@@ -190,7 +190,7 @@ def test_positive_neighbors_respects_knn(data):
     for i in range(2):
         a, p, _ = g.batch_indices(i)
         assert np.all(a != p) and np.all(y[a] == y[p])
-        for ai, pi in zip(a, p):
+        for ai, pi in zip(a, p, strict=True):
             same = np.flatnonzero((y == y[ai]) & (np.arange(len(y)) != ai))
             d = ((flat[same] - flat[ai]) ** 2).sum(1)
             knn = same[np.argsort(d, kind="stable")[:5]]
@@ -198,7 +198,7 @@ def test_positive_neighbors_respects_knn(data):
     emb = np.random.default_rng(4).normal(size=(len(x), 3)).astype(np.float32)
     ge = SiamesePairGenerator(x, y, batch_size=32, positive_neighbors=2, embeddings=emb)
     i0, i1, lab = ge.batch_indices(0)
-    for ai, pi in zip(i0[lab == 1], i1[lab == 1]):
+    for ai, pi in zip(i0[lab == 1], i1[lab == 1], strict=True):
         same = np.flatnonzero((y == y[ai]) & (np.arange(len(y)) != ai))
         knn = same[np.argsort(((emb[same] - emb[ai]) ** 2).sum(1))[:2]]
         assert pi in knn
@@ -313,7 +313,7 @@ def test_mine_positives_picks_far_same_class(data):
     g = TripletGenerator(x, y, batch_size=32, embeddings=emb, mining="hard", mining_pool=3, mine_positives=True)
     a, p, n = g.batch_indices(0)
     assert np.all(y[a] == y[p]) and np.all(a != p)
-    for ai, pi in zip(a, p):
+    for ai, pi in zip(a, p, strict=True):
         same = np.flatnonzero((y == y[ai]) & (np.arange(len(y)) != ai))
         far = same[np.argsort(-((emb[same] - emb[ai]) ** 2).sum(1))[:3]]
         assert pi in far

@@ -179,7 +179,7 @@ def test_safe_variants_have_finite_gradients_at_zero_distance():
     dup = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], np.float32)  # coincident pairs
     labels = np.array([0, 0, 1, 1])
     for fn in (L.batch_hard_triplet, L.batch_semi_hard_triplet):
-        (g,) = _grad(lambda e: fn(labels, e), dup)
+        (g,) = _grad(lambda e, fn=fn: fn(labels, e), dup)
         assert np.isfinite(g).all()
 
 

@@ -22,3 +22,72 @@ def test_study_models_register_beside_the_six():
         models.STUDY_MODELS.pop("study_test_model", None)
     with pytest.raises(ValueError, match="choose one of"):
         models.get_spec("study_test_model")
+
+
+@pytest.mark.parametrize(
+    "field,typo,listed",
+    [
+        ("loss", "tripplet", "'batch_semi_hard_triplet'"),
+        ("generator", "pair", "'triplets_cls'"),
+        ("mining", "semihard", "'semi-hard'"),
+        ("optimizer", "adamW", "'adamw'"),
+        ("lr_schedule", "cosin", "'plateau' or 'cosine'"),
+    ],
+)
+def test_a_typo_in_a_spec_fails_at_once_listing_the_valid_names(field, typo, listed):
+    import dataclasses
+
+    from helpers import models
+
+    base = models.MODELS["cnn_simple_v1"]
+    with pytest.raises(ValueError, match=f"model 'cnn_simple_v1': {field} must be .*{listed}.*, got '{typo}'"):
+        dataclasses.replace(base, **{field: typo})
+
+
+def test_every_registered_name_builds():
+    """Each loss of the registry builds through make_loss, each generator through get_generator."""
+    import dataclasses
+
+    import keras
+    import numpy as np
+
+    from helpers import generators, losses, models
+
+    base = models.MODELS["cnn_simple_v1"]
+    for name in models.LOSS_SETTINGS:
+        loss, weights = models.make_loss(dataclasses.replace(base, loss=name))
+        if name in models.CLASS_HEAD_LOSSES:
+            assert isinstance(loss[1], keras.losses.SparseCategoricalCrossentropy) and len(weights) == 2
+        else:
+            assert isinstance(loss, losses.LOSSES[models.LOSS_SETTINGS[name][0]]) and weights is None
+    for name in models.OPTIMIZERS:
+        assert isinstance(models.make_optimizer(dataclasses.replace(base, optimizer=name)), keras.optimizers.Optimizer)
+    x, y = np.zeros((12, 4, 4, 1), np.float32), np.repeat([0, 1, 2], 4)
+    kwargs = {"pk": dict(classes_per_batch=2, samples_per_class=2)}
+    for name, cls in generators.GENERATORS.items():
+        assert type(generators.get_generator(name, x, y, **kwargs.get(name, {}))) is cls
+    with pytest.raises(generators.GeneratorError, match="unknown generator 'pairz'; choose one of: pairs"):
+        generators.get_generator("pairz", x, y)
+    with pytest.raises(ValueError, match="unknown loss 'nope'; choose one of: contrastive"):
+        losses.get("nope")
+
+
+def test_make_loss_builds_what_the_if_chain_built():
+    """The table reproduces the arguments the former if-chain passed (configs compared)."""
+    from helpers import losses, models
+
+    def config(spec_name):
+        loss, weights = models.make_loss(models.MODELS[spec_name])
+        first = loss[0] if isinstance(loss, list) else loss
+        own = {k: v for k, v in first.get_config().items() if k not in ("name", "reduction", "dtype")}
+        return type(first).__name__, own, weights
+
+    assert config("cnn_simple_v1") == ("BatchContrastiveLoss", {"margin": 10.0}, None)
+    assert config("cnn_simple_v2") == ("BatchAllTripletLoss", {"margin": 10.0, "squared": True}, None)
+    assert config("cnn_with_attention_v1") == (
+        "BatchSemiHardTripletLoss", {"margin": 0.5, "squared": False, "center_reg_weight": 5.0}, None)
+    assert config("cnn_with_attention_cls_head_v1") == (
+        "TripletLoss", {"margin": 1.0, "variant": "l2_safe", "squared": None, "center_reg_weight": 0.05}, [0.5, 1.0])
+    assert config("cnn_with_attention_cls_head_v2") == (
+        "TripletLoss", {"margin": 1.5, "variant": "center", "squared": None, "center_reg_weight": 0.05}, [1.0, 1.0])
+    assert isinstance(losses.get("triplet", margin=0.5, variant="l2"), losses.TripletLoss)

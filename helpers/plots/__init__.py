@@ -20,8 +20,8 @@ if matplotlib.get_backend().lower() not in {"module://matplotlib_inline.backend_
 import matplotlib.pyplot as plt  # noqa: E402,F401  (tests close figures through plots.plt)
 
 from helpers.config import save_figure  # noqa: E402,F401  (re-exported for notebooks)
-from helpers.plots.data import plot_sample_grid, plot_class_counts  # noqa: E402,F401
-from helpers.plots.generators import plot_pairs, plot_triplets, plot_triplets_cls  # noqa: E402,F401
-from helpers.plots.training import plot_history, plot_histories, small_multiples  # noqa: E402,F401
-from helpers.plots.latent_space import plot_latent_space, plot_latent_grid, plot_metric_bars  # noqa: E402,F401
+from helpers.plots.data import plot_class_counts, plot_sample_grid  # noqa: E402,F401
 from helpers.plots.explain import plot_feature_maps, plot_filter_images, plot_input_image  # noqa: E402,F401
+from helpers.plots.generators import plot_pairs, plot_triplets, plot_triplets_cls  # noqa: E402,F401
+from helpers.plots.latent_space import plot_latent_grid, plot_latent_space, plot_metric_bars  # noqa: E402,F401
+from helpers.plots.training import plot_histories, plot_history, small_multiples  # noqa: E402,F401

@@ -17,7 +17,7 @@ def plot_sample_grid(images, labels, class_names, rows: int = 5, cols: int = 10,
     n = min(rows * cols, len(images))
     picks = np.random.default_rng(seed).choice(len(images), size=n, replace=False)
     fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.35 * rows), squeeze=False)
-    for ax, idx in zip(axes.flat, picks):
+    for ax, idx in zip(axes.flat, picks, strict=False):
         img = images[idx]
         if img.ndim == 3 and img.shape[-1] == 1:
             img = img[..., 0]

@@ -42,7 +42,7 @@ def small_multiples(items: dict, draw, cols: int, cell_size, title: str):
     rows = int(np.ceil(len(names) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cell_size[0] * cols, cell_size[1] * rows),
                              squeeze=False)
-    for ax, name in zip(axes.flat, names):
+    for ax, name in zip(axes.flat, names, strict=False):
         draw(ax, name, items[name])
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
