@@ -356,7 +356,10 @@ class BestWeights(keras.callbacks.Callback):
 
 class EpochLog(keras.callbacks.Callback):
     """One plain line per epoch with an estimate of what is left: readable in papermill output and
-    CI logs (no progress bars). ``[name] epoch 3/12 loss=0.1234 val_loss=0.1500 (4.1s; ~37s left)``"""
+    CI logs (no progress bars). ``[name] epoch 3/12 loss=0.1234 val_loss=0.1500 (4.1s; ~37s left)``
+
+    What is left is the epochs to go times the mean epoch time of this run (at most: early stopping
+    may end it sooner)."""
 
     def __init__(self, name: str, epochs: int):
         super().__init__()
@@ -371,7 +374,8 @@ class EpochLog(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._start
         self._seconds.append(seconds)
         shown = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "loss" in k)
-        left = (self.total - epoch - 1) * float(np.mean(self._seconds))
+        # the first epoch includes tracing and compilation: leave it out once others are measured
+        left = (self.total - epoch - 1) * float(np.mean(self._seconds[1:] or self._seconds))
         eta = f"; ~{format_seconds(left)} left" if epoch + 1 < self.total else ""
         print(f"[{self.name}] epoch {epoch + 1}/{self.total} {shown} ({seconds:.1f}s{eta})", flush=True)
 

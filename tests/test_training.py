@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,11 +46,29 @@ def test_changed_configuration_retrains_and_force_retrains(data, tmp_path, capsy
     training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
     _, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, **{**TINY, "epochs": 2})
     assert rec["from_cache"] is False and len(rec["history"]["loss"]) == 2
-    assert "another configuration" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "another configuration" in out
+    # one line per epoch: losses, seconds and (before the last epoch) what is left
+    epoch_lines = [line for line in out.splitlines() if line.startswith("[cnn_simple_v1] epoch ") and "/2 " in line]
+    assert len(epoch_lines) == 2, out
+    assert re.fullmatch(r"\[cnn_simple_v1\] epoch 1/2 loss=\d+\.\d{4} val_loss=\d+\.\d{4} "
+                        r"\(\d+\.\ds; ~\d+s left\)", epoch_lines[0]), epoch_lines[0]
+    assert epoch_lines[1].startswith("[cnn_simple_v1] epoch 2/2 ") and "left" not in epoch_lines[1]
     _, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, **{**TINY, "epochs": 2})
     assert rec["from_cache"] is True
     _, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, force=True, **{**TINY, "epochs": 2})
     assert rec["from_cache"] is False
+
+
+def test_track_prints_the_model_and_what_is_left_for_the_list(capsys, monkeypatch):
+    clock = iter([0.0, 0.0, 10.0, 10.0, 30.0])
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    names = list(training.track(["cnn_simple_v1", "cnn_simple_v2"], epochs=2, steps_per_epoch=5))
+    assert names == ["cnn_simple_v1", "cnn_simple_v2"]
+    lines = capsys.readouterr().out.splitlines()
+    # 10 s for the first model's 10 steps: the second's 10 steps are about 10 s more
+    assert lines == ["== model 1/2 cnn_simple_v1", "== model 2/2 cnn_simple_v2 (~10s left for the list)"]
+    assert [training.format_seconds(s) for s in (42, 185, 3725)] == ["42s", "3m05s", "1h02m"]
 
 
 def test_fingerprint_depends_on_data_and_parameters(data):
