@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED = 1
 
-.PHONY: setup system-packages run smoke test test-fast benchmarks clean-outputs
+.PHONY: setup system-packages run smoke lab test test-fast benchmarks clean-outputs
 
 setup: $(VENV)/.installed system-packages
 
@@ -41,6 +41,11 @@ run: setup
 smoke:
 	$(MAKE) run PROFILE=smoke
 
+# JupyterLab on notebooks/, new notebooks on the suite's kernel "simsuite" (registered by setup).
+# LAB_ARGS passes more options, e.g. make lab LAB_ARGS="--no-browser --port 8890".
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --MultiKernelManager.default_kernel_name=simsuite $(LAB_ARGS)
+
 # The whole test suite, notebooks included (smoke profile into a temporary folder).
 test: setup
 	$(PY) -m pytest -q
@@ -53,5 +58,5 @@ benchmarks: setup
 	$(PY) benchmarks/quality.py
 
 clean-outputs:
-	rm -rf runs figures models_cache/*.h5 models_cache/*.json models_cache/*.png models_cache/*.work \
+	rm -rf runs figures models_cache/*/ models_cache/*.png models_cache/*.h5 models_cache/*.json \
 	  latent_space/*.png models_explain/*/ model_evaluation.csv
