@@ -21,6 +21,7 @@ prints (one line per model and epoch during training), without the TensorFlow st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import io
 import json
@@ -28,6 +29,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -65,7 +67,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg"}
 RUN_KERNEL = "simsuite-run"
 # The kernels' environment: no TensorFlow / XLA start-up logging, no warnings a user cannot act on
 KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1",
-              "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning:umap.umap_"}
+              "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning:umap.umap_,"
+                                "ignore:IProgress not found"}
 
 
 def ensure_run_kernel() -> str:
@@ -212,8 +215,43 @@ NOISE = re.compile(
     r"|[IWE]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"  # absl / glog lines: I0000 00:00:... file.cc:12]
     r"|.*(oneDNN custom operations|cuda drivers|cuInit|TF-TRT|rebuild TensorFlow with the appropriate"
     r"|This TensorFlow binary is optimized|Unable to register cu(DNN|FFT|BLAS) factory)"
-    r"|To enable the following instructions)"
+    r"|To enable the following instructions"
+    r"|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption"
+    r"|WARNING:tensorflow:.*triggered tf\.function retracing"  # one per model built in a loop
+    r"|.*TqdmWarning: IProgress not found|\s*from \.autonotebook import tqdm as notebook_tqdm)"
 )
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+    """Pass this process's file descriptor 2 through a pipe that drops ``NOISE`` lines.
+
+    The kernels papermill starts inherit it: TensorFlow's C++ start-up logging (which
+    ``TF_CPP_MIN_LOG_LEVEL`` no longer silences in TensorFlow 2.21) and the kernel's own start-up
+    warning arrive there, not through the notebook's streams.
+    """
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump():
+        with os.fdopen(read_end, "rb") as source, os.fdopen(os.dup(original), "wb") as target:
+            for raw in source:
+                if not NOISE.match(raw.decode("utf-8", errors="replace")):
+                    target.write(raw)
+                    target.flush()
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # the pump ends when the last writer (a kernel) has closed the pipe
+        os.close(original)
+        thread.join(timeout=5)
 
 
 class _Lines(io.TextIOBase):
@@ -295,10 +333,12 @@ def execute(nb: Path, out: Path, parameters: dict, kernel_name: str) -> None:
     log.propagate = False  # papermill's own INFO lines and its copy of the kernel output stay out
     stdout, stderr = _Lines(), _Lines(prefix="   ! ")
     try:
-        papermill.execute_notebook(
-            str(nb), str(partial), parameters=parameters, cwd=str(nb.parent), kernel_name=kernel_name,
-            progress_bar=False, log_output=True, stdout_file=stdout, stderr_file=stderr,
-        )
+        with _filtered_stderr():
+            papermill.execute_notebook(
+                str(nb), str(partial), parameters=parameters, cwd=str(nb.parent),
+                kernel_name=kernel_name, progress_bar=False, log_output=True,
+                stdout_file=stdout, stderr_file=stderr,
+            )
     finally:
         stdout.flush()
         stderr.flush()

@@ -104,7 +104,7 @@ def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_streams_cells_and_kernel_output_without_start_up_noise(tmp_path, capsys):
+def test_a_run_streams_cells_and_kernel_output_without_start_up_noise(tmp_path, capfd):
     folder = tmp_path / "nbs"
     folder.mkdir()
     nb = nbformat.v4.new_notebook()
@@ -114,22 +114,27 @@ def test_a_run_streams_cells_and_kernel_output_without_start_up_noise(tmp_path, 
              "print('I0000 00:00:1795704764.933181    7383 port.cc:153] oneDNN custom operations are on.',"
              " file=sys.stderr)\n"
              "print('WARNING: All log messages before absl::InitializeLog() is called', file=sys.stderr)\n"
-             "print('a warning a user should see', file=sys.stderr)")
+             "print('a warning a user should see', file=sys.stderr)\n"
+             "import os\n"  # what the kernel's C++ libraries write goes to the inherited descriptor
+             "os.write(2, b'I0000 00:00:1795704765.030437    7383 cpu_feature_guard.cc:227] TF says hi\\n')\n"
+             "os.write(2, b'a C library line a user should see\\n')")
     nb.cells = [nbformat.v4.new_markdown_cell("# Title"), params,
                 nbformat.v4.new_code_cell("# a comment first\nfor i in range(2):\n    print(f'line {i}')"),
                 nbformat.v4.new_code_cell(noise)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, folder / "01_progress.ipynb")
-    capsys.readouterr()
+    capfd.readouterr()
     record = runner.run("smoke", run_dir=tmp_path / "run", notebooks_dir=folder)
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()
     assert "== [1/1] 01_progress.ipynb" in out
     # one line per code cell as it starts (papermill's injected parameters cell included)
     assert "cell 1/4  seed = 0" in out and "cell 2/4  (injected parameters: seed)" in out
     assert "cell 3/4  for i in range(2):" in out
     assert "   | line 0\n   | line 1\n" in out
     assert "   ! a warning a user should see" in out
-    assert "oneDNN" not in out and "absl" not in out
+    assert "oneDNN" not in out + err and "absl" not in out + err and "TF says hi" not in out + err
+    assert "a C library line a user should see" in out + err
+    assert "without encryption" not in err  # the kernel's own start-up warning
     # the executed notebook rendered to HTML beside it
     html_copy = Path(record["notebooks"][0]["html"])
     assert html_copy == tmp_path / "run" / "01_progress.html" and "line 1" in html_copy.read_text()
