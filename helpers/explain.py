@@ -430,7 +430,8 @@ def save_filter_images(
     for i, layer in enumerate(layers):
         filters = range(min(filters_per_layer, int(layer.filters)))
         images = filter_images(model, layer, filters, steps=steps, step_size=step_size, seed=seed)
-        fig = plots.plot_filter_images(deprocess_image(images), cols=cols, title=f"{model_name} - conv layer {i}")
+        fig = plots.plot_filter_images(deprocess_image(images), cols=cols,
+                                       title=f"{model_name} - conv layer {i}")
         path = out_dir / "Intermediate Kernels" / model_name / f"layer no {i} kernel weights.png"
         paths.append(plots.save_figure(fig, path))
         plots.plt.close(fig)

@@ -66,9 +66,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg"}
 
 RUN_KERNEL = "simsuite-run"
 # The kernels' environment: no TensorFlow / XLA start-up logging, no warnings a user cannot act on
-KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1",
-              "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning:umap.umap_,"
-                                "ignore:IProgress not found"}
+KERNEL_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,"
+                      "ignore::UserWarning:umap.umap_,ignore:IProgress not found",
+}
 
 
 def ensure_run_kernel() -> str:
@@ -307,7 +310,8 @@ def cell_summaries(path: Path, parameters: dict) -> list[str | None]:
         if cell.cell_type != "code":
             summaries.append(None)
             continue
-        lines = [ln.strip() for ln in cell.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        lines = [ln.strip() for ln in cell.source.splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
         first = lines[0] if lines else "(empty)"
         summaries.append(first if len(first) <= 90 else first[:87] + "...")
         if parameters and "parameters" in cell.metadata.get("tags", []):

@@ -134,7 +134,8 @@ def _dataset_name(data=None, dataset: str | None = None) -> str:
     return str(name)
 
 
-def cache_paths(name: str, cache_dir: str | os.PathLike | None = None, dataset: str = "mnist") -> dict[str, Path]:
+def cache_paths(name: str, cache_dir: str | os.PathLike | None = None,
+                dataset: str = "mnist") -> dict[str, Path]:
     """The files of ``name``'s cache entry for ``dataset``: ``<cache_dir>/<dataset>/<name>.*``."""
     folder = Path(cache_dir or config.MODELS_CACHE) / dataset
     return {
@@ -527,7 +528,8 @@ def _callbacks(name, params, work, train_gen, history_cb, verbose, extra) -> lis
     return cbs + list(extra or [])
 
 
-def _fit(name, model, embedding, data, params, work, verbose, extra_callbacks) -> tuple[HistoryCheckpoint, float]:
+def _fit(name, model, embedding, data, params, work, verbose,
+         extra_callbacks) -> tuple[HistoryCheckpoint, float]:
     """Compile, fit from the last backed-up epoch, then keep the best epoch's weights."""
     compile_training_model(model, name, params["learning_rate"],
                            total_steps=params["epochs"] * params["steps_per_epoch"])
@@ -621,7 +623,7 @@ def train(
     paths = cache_paths(name, cache_dir, _dataset_name(data))
     keras.utils.set_random_seed(seed)
     with distribution_scope():
-        model, embedding = build_training_model(name, int(len(data.class_names)), tuple(data.x_train.shape[1:]))
+        model, embedding = build_training_model(name, len(data.class_names), tuple(data.x_train.shape[1:]))
     fingerprints = {"fingerprint": training_fingerprint(name, data, params, embedding),
                     "model_fingerprint": model_fingerprint(name, embedding),
                     "data_fingerprint": data_fingerprint(data)}

@@ -168,7 +168,8 @@ def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
         assert (out / "models_cache" / "mnist" / f"{name}.feature_extractor.weights.h5").exists()
         assert (out / "latent_space" / f"{name} latent space.png").exists()
         assert (out / "models_explain" / "Trial 1" / name / "kernel no 0 Output.png").exists()
-        assert (out / "models_explain" / "Intermediate Kernels" / name / "layer no 0 kernel weights.png").exists()
+        kernels = out / "models_explain" / "Intermediate Kernels" / name
+        assert (kernels / "layer no 0 kernel weights.png").exists()
     for n in (1, 2, 3):
         assert (out / "models_explain" / f"Trial {n}" / "input_image.png").exists()
 

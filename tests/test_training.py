@@ -49,7 +49,8 @@ def test_changed_configuration_retrains_and_force_retrains(data, tmp_path, capsy
     out = capsys.readouterr().out
     assert "another configuration" in out
     # one line per epoch: losses, seconds and (before the last epoch) what is left
-    epoch_lines = [line for line in out.splitlines() if line.startswith("[cnn_simple_v1] epoch ") and "/2 " in line]
+    epoch_lines = [line for line in out.splitlines()
+                   if line.startswith("[cnn_simple_v1] epoch ") and "/2 " in line]
     assert len(epoch_lines) == 2, out
     assert re.fullmatch(r"\[cnn_simple_v1\] epoch 1/2 loss=\d+\.\d{4} val_loss=\d+\.\d{4} "
                         r"\(\d+\.\ds; ~\d+s left\)", epoch_lines[0]), epoch_lines[0]
@@ -187,7 +188,7 @@ def test_resume_after_sigkill(tmp_path):
     assert not work.exists()
 
 
-# --- cache per dataset ------------------------------------------------------------------------------------
+# --- cache per dataset ----------------------------------------------------------------------------
 
 
 def test_two_datasets_keep_two_entries_and_switching_back_loads_from_cache(data, tmp_path):
@@ -206,7 +207,7 @@ def test_two_datasets_keep_two_entries_and_switching_back_loads_from_cache(data,
     assert training.train("cnn_simple_v1", other, cache_dir=tmp_path, **TINY)[1]["from_cache"] is True
 
 
-# --- fingerprint: what decides the weights retrains ----------------------------------------------------------
+# --- fingerprint: what decides the weights retrains -----------------------------------------------
 
 
 def _narrower(builder):
@@ -277,7 +278,7 @@ def test_load_trained_checks_data_and_budget_and_can_retrain(data, tmp_path):
         training.data_fingerprint(shuffled)
 
 
-# --- backup: Keras' private layout, and a kill between the two moves ------------------------------------------
+# --- backup: Keras' private layout, and a kill between the two moves ------------------------------
 
 
 def _tiny_model():
@@ -332,7 +333,7 @@ def test_a_kill_between_the_weights_and_the_metadata_moves_resumes_exactly(data,
     np.testing.assert_allclose(resumed.predict(x, verbose=0), straight.predict(x, verbose=0), atol=1e-5)
 
 
-# --- two processes, one cache entry --------------------------------------------------------------------------
+# --- two processes, one cache entry ---------------------------------------------------------------
 
 
 @pytest.mark.slow
