@@ -184,3 +184,27 @@ def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
     for nb in NOTEBOOKS:
         assert not any(c.get("outputs") for c in nbformat.read(nb, as_version=4).cells
                        if c.cell_type == "code")
+
+
+def test_each_profile_keeps_its_outputs_and_shares_the_per_dataset_models(tmp_path, monkeypatch):
+    for key in runner._OUTPUTS:  # set then delete: monkeypatch restores the environment afterwards
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    for attr, _ in runner._OUTPUTS.values():
+        monkeypatch.setattr(runner.config, attr, getattr(runner.config, attr))
+    shared_cache = runner.config.MODELS_CACHE
+    runner.set_profile_outputs("default", tmp_path / "runs" / "default")
+    assert runner.config.FIGURES == tmp_path / "runs" / "default" / "figures"
+    assert os.environ["SIMSUITE_LATENT_SPACE"] == str(tmp_path / "runs" / "default" / "latent_space")
+    assert runner.config.EVALUATION_CSV == tmp_path / "runs" / "default" / "model_evaluation.csv"
+    assert runner.config.MODELS_CACHE == shared_cache and "SIMSUITE_MODELS_CACHE" not in os.environ
+    # the smoke profile's one-step models do not replace the default profile's
+    runner.set_profile_outputs("smoke", tmp_path / "runs" / "smoke")
+    assert runner.config.MODELS_CACHE == tmp_path / "runs" / "smoke" / "models_cache"
+    # an output the user placed with a SIMSUITE_* variable stays where it is
+    for key in runner._OUTPUTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SIMSUITE_FIGURES", str(tmp_path / "mine"))
+    runner.set_profile_outputs("full", tmp_path / "runs" / "full")
+    assert os.environ["SIMSUITE_FIGURES"] == str(tmp_path / "mine")
+    assert runner.config.LATENT_SPACE == tmp_path / "runs" / "full" / "latent_space"
