@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED = 1
 
-.PHONY: setup system-packages run smoke lint test test-fast benchmarks clean-outputs gpu-bundle
+.PHONY: setup system-packages run smoke lint lab test test-fast benchmarks clean-outputs gpu-bundle
 
 setup: $(VENV)/.installed system-packages
 
@@ -41,6 +41,11 @@ run: setup
 smoke:
 	$(MAKE) run PROFILE=smoke
 
+# JupyterLab on notebooks/, new notebooks on the suite's kernel "simsuite" (registered by setup).
+# LAB_ARGS passes more options, e.g. make lab LAB_ARGS="--no-browser --port 8890".
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --MultiKernelManager.default_kernel_name=simsuite $(LAB_ARGS)
+
 # ruff (configured in pyproject.toml, notebooks included): lint rules, then the formatter's check.
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
@@ -57,7 +62,7 @@ benchmarks: setup
 	$(PY) benchmarks/quality.py
 
 clean-outputs:
-	rm -rf runs figures models_cache/*.h5 models_cache/*.json models_cache/*.png models_cache/*.work \
+	rm -rf runs figures models_cache/*/ models_cache/*.png models_cache/*.h5 models_cache/*.json \
 	  latent_space/*.png models_explain/*/ model_evaluation.csv
 
 # What benchmarks/gpu.sh needs on a GPU machine with JAX, no TensorFlow and no network (.gpu/ is ignored).

@@ -31,6 +31,7 @@ __all__ = [
     "feature_maps",
     "save_feature_maps",
     "filter_images",
+    "deprocess_image",
     "save_filter_images",
 ]
 
@@ -275,6 +276,31 @@ def _initial_images(shape, n: int, seed: int) -> np.ndarray:
     return (0.5 + rng.uniform(-0.1, 0.1, size=(n, *shape))).astype(np.float32)
 
 
+def _interior_border(size: int, border: int | None) -> int:
+    """The rows/columns left out on each side of a ``size``-wide activation map."""
+    if border is None:  # about a tenth of the map, at least one pixel, when the map is big enough
+        border = max(1, round(size * 0.1)) if size >= 5 else 0
+    return border if size - 2 * border >= 1 else 0
+
+
+def _resolve_layer(model, layer):
+    layers = conv_layers(model)
+    if isinstance(layer, (int, np.integer)):
+        if not -len(layers) <= layer < len(layers):
+            raise ExplainError(f"conv layer index {layer} out of range ({len(layers)} convs).")
+        return layers[layer]
+    if isinstance(layer, str):
+        named = [lyr for lyr in layers if lyr.name == layer]
+        if not named:
+            raise ExplainError(
+                f"no Conv2D layer named {layer!r}; have {[lyr.name for lyr in layers]}."
+            )
+        return named[0]
+    if not any(layer is lyr for lyr in layers):
+        raise ExplainError(f"layer {getattr(layer, 'name', layer)!r} is not a Conv2D of the model.")
+    return layer
+
+
 def filter_images(
     model,
     layer,
@@ -282,14 +308,20 @@ def filter_images(
     steps: int = 20,
     step_size: float = 1.0,
     seed: int = 0,
+    border: int | None = None,
+    jitter: int = 1,
 ) -> np.ndarray:
-    """Inputs maximising each selected filter's mean activation, by gradient ascent.
+    """Inputs maximising each selected filter's activation, by gradient ascent.
 
-    All selected filters are optimised together as one batch: image ``j`` maximises the mean
-    activation of filter ``filters[j]``; the loss is the sum over the batch, so each image's
-    gradient only involves its own filter. Each image's gradient is L2-normalised before the
-    step ``x += step_size * g / ||g||``. Starts from gray (0.5) plus uniform noise in
-    [-0.1, 0.1].
+    The technique of the Keras example "Visualizing what convnets learn": the loss is the mean
+    activation of the filter over the *interior* of its map (``border`` rows and columns left out
+    on each side; by default a tenth of the map), so the zero padding along the image border cannot
+    win the ascent and draw a frame; each step shifts the images by a random ``jitter`` of up to
+    that many pixels (rolled back after), which favours patterns over single-pixel noise; each
+    image's gradient is L2-normalised before the step ``x += step_size * g / ||g||``. All selected
+    filters are optimised together as one batch (image ``j`` for filter ``filters[j]``; the loss is
+    the sum over the batch, so each image's gradient only involves its own filter). Starts from
+    gray (0.5) plus uniform noise in [-0.1, 0.1].
 
     Parameters
     ----------
@@ -302,33 +334,29 @@ def filter_images(
     steps : int, default=20
     step_size : float, default=1.0
     seed : int, default=0
+        Seeds the starting noise and the jitter.
+    border : int, optional
+        Activation rows/columns left out of the loss on each side (0: the whole map).
+    jitter : int, default=1
+        Largest random shift in pixels per step (0: none).
 
     Returns
     -------
-    images : ndarray of shape (len(filters), H, W, C), float32 (not clipped; rescale to show).
+    images : ndarray of shape (len(filters), H, W, C), float32 (not clipped; see
+        :func:`deprocess_image` to show them).
     """
-    layers = conv_layers(model)
-    if isinstance(layer, (int, np.integer)):
-        if not -len(layers) <= layer < len(layers):
-            raise ExplainError(f"conv layer index {layer} out of range ({len(layers)} convs).")
-        layer = layers[layer]
-    elif isinstance(layer, str):
-        named = [lyr for lyr in layers if lyr.name == layer]
-        if not named:
-            raise ExplainError(
-                f"no Conv2D layer named {layer!r}; have {[lyr.name for lyr in layers]}."
-            )
-        layer = named[0]
-    elif not any(layer is lyr for lyr in layers):
-        raise ExplainError(f"layer {getattr(layer, 'name', layer)!r} is not a Conv2D of the model.")
+    layer = _resolve_layer(model, layer)
     n_filters = int(layer.filters)
     filters = list(range(n_filters)) if filters is None else [int(f) for f in filters]
     if not filters or any(not 0 <= f < n_filters for f in filters):
         raise ExplainError(f"filters must be non-empty indices in [0, {n_filters}), got {filters}.")
     if steps < 0:
         raise ExplainError(f"steps must be >= 0, got {steps}.")
+    if jitter < 0 or (border is not None and border < 0):
+        raise ExplainError(f"border and jitter must be >= 0, got border={border}, jitter={jitter}.")
 
     x = _initial_images(_input_shape(model), len(filters), seed)
+    rng = np.random.default_rng(seed + 1)
     out_fn = _output_fn(model, [layer])
     # one-hot (batch, filters) selector: image j -> its own filter
     selector = np.zeros((len(filters), n_filters), dtype=np.float32)
@@ -336,14 +364,40 @@ def filter_images(
 
     def loss_fn(images):
         act = out_fn(images)[0]  # (batch, h, w, n_filters)
-        per_filter = keras.ops.mean(act, axis=(1, 2))  # (batch, n_filters)
+        bh, bw = _interior_border(act.shape[1], border), _interior_border(act.shape[2], border)
+        interior = act[:, bh: act.shape[1] - bh, bw: act.shape[2] - bw, :]
+        per_filter = keras.ops.mean(interior, axis=(1, 2))  # (batch, n_filters)
         return keras.ops.sum(per_filter * selector)
 
     for _ in range(steps):
-        _, grad = _value_and_grad(loss_fn, x)
+        shift = tuple(int(s) for s in rng.integers(-jitter, jitter + 1, size=2)) if jitter else (0, 0)
+        _, grad = _value_and_grad(loss_fn, np.roll(x, shift, axis=(1, 2)))
+        grad = np.roll(grad, (-shift[0], -shift[1]), axis=(1, 2))
         norm = np.sqrt(np.sum(grad**2, axis=(1, 2, 3), keepdims=True)) + 1e-8
         x = (x + step_size * grad / norm).astype(np.float32)
     return x
+
+
+def deprocess_image(images, crop: int | None = None) -> np.ndarray:
+    """Filter images ready to show, as in the Keras example: each image centred, scaled to a standard
+    deviation of 0.15 around 0.5 and clipped to [0, 1], with ``crop`` pixels (default: a tenth of
+    the side) cut from each border, where the ascent barely reaches.
+
+    ``images``: ``(n, H, W, C)`` or ``(H, W, C)``; returns float32 of the same rank.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    single = images.ndim == 3
+    batch = images[None] if single else images
+    if batch.ndim != 4:
+        raise ExplainError(f"images must be (n, H, W, C) or (H, W, C), got shape {images.shape}.")
+    crop = max(1, round(batch.shape[1] * 0.1)) if crop is None else int(crop)
+    if crop < 0 or min(batch.shape[1:3]) - 2 * crop < 1:
+        raise ExplainError(f"crop={crop} leaves no pixel of {batch.shape[1]}x{batch.shape[2]} images.")
+    mean = batch.mean(axis=(1, 2, 3), keepdims=True)
+    std = batch.std(axis=(1, 2, 3), keepdims=True)
+    out = np.clip((batch - mean) / (std + 1e-5) * 0.15 + 0.5, 0.0, 1.0)
+    out = out[:, crop: out.shape[1] - crop, crop: out.shape[2] - crop, :].astype(np.float32)
+    return out[0] if single else out
 
 
 def save_filter_images(
@@ -359,7 +413,8 @@ def save_filter_images(
     """Save gradient-ascent filter images of the first ``filters_per_layer`` filters per conv.
 
     Writes ``<out_dir>/Intermediate Kernels/<model_name>/layer no <i> kernel weights.png``
-    (``i`` = 0-based conv-layer index; grid, viridis).
+    (``i`` = 0-based conv-layer index; grid, viridis), each image passed through
+    :func:`deprocess_image`.
 
     Returns
     -------
@@ -375,7 +430,8 @@ def save_filter_images(
     for i, layer in enumerate(layers):
         filters = range(min(filters_per_layer, int(layer.filters)))
         images = filter_images(model, layer, filters, steps=steps, step_size=step_size, seed=seed)
-        fig = plots.plot_filter_images(images, cols=cols, title=f"{model_name} - conv layer {i}")
+        fig = plots.plot_filter_images(deprocess_image(images), cols=cols,
+                                       title=f"{model_name} - conv layer {i}")
         path = out_dir / "Intermediate Kernels" / model_name / f"layer no {i} kernel weights.png"
         paths.append(plots.save_figure(fig, path))
         plots.plt.close(fig)

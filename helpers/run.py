@@ -6,16 +6,30 @@ Every ``notebooks/NN_*.ipynb`` is executed in order into ``runs/<profile>/`` (gi
 receives the profile's parameters that its ``parameters`` cell declares (others are left out, so
 a new notebook is picked up without editing this file). The run stops at the first failing
 notebook and names it. At the end, ``runs/<profile>/index.html`` shows the evaluation table, every
-image the run wrote (grouped by the notebook that wrote it) and links to the executed notebooks.
+image the run wrote (grouped by the notebook that wrote it) and links to the executed notebooks,
+rendered to HTML (the ``.ipynb`` beside each).
+
+Each profile keeps its outputs: the figures, latent-space and explanation images and the evaluation
+CSV go to ``runs/<profile>/`` too, and the models to ``models_cache/<dataset>/`` (one folder per
+dataset, shared by the profiles that train on it; the smoke profile keeps its own under
+``runs/smoke/models_cache``). ``--output-root`` sends all of them elsewhere.
+
+While it runs, the terminal shows the notebook, each code cell as it starts, and what the kernel
+prints (one line per model and epoch during training), without the TensorFlow start-up noise.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
+import io
 import json
+import logging
 import os
+import re
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -51,6 +65,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg"}
 
 
 RUN_KERNEL = "simsuite-run"
+# The kernels' environment: no TensorFlow / XLA start-up logging, no warnings a user cannot act on
+KERNEL_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,"
+                      "ignore::UserWarning:umap.umap_,ignore:IProgress not found",
+}
 
 
 def ensure_run_kernel() -> str:
@@ -65,6 +86,7 @@ def ensure_run_kernel() -> str:
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": f"Python ({Path(sys.executable).parent.parent.name})",
         "language": "python",
+        "env": KERNEL_ENV,
     }
     config.write_json(folder / "kernels" / RUN_KERNEL / "kernel.json", spec)
     paths = os.environ.get("JUPYTER_PATH", "")
@@ -98,22 +120,34 @@ def _snapshot() -> dict[Path, float]:
     return found
 
 
-def set_output_root(root: str | os.PathLike) -> None:
-    """Send every output of the run (and of the notebook kernels it starts) under ``root``."""
+_OUTPUTS = {  # environment variable -> (config attribute, path under an output root)
+    "SIMSUITE_MODELS_CACHE": ("MODELS_CACHE", "models_cache"),
+    "SIMSUITE_LATENT_SPACE": ("LATENT_SPACE", "latent_space"),
+    "SIMSUITE_MODELS_EXPLAIN": ("MODELS_EXPLAIN", "models_explain"),
+    "SIMSUITE_FIGURES": ("FIGURES", "figures"),
+    "SIMSUITE_EVALUATION_CSV": ("EVALUATION_CSV", "model_evaluation.csv"),
+}
+
+
+def set_output_root(root: str | os.PathLike, keep: tuple[str, ...] = (), respect_env: bool = False) -> None:
+    """Send every output of the run (and of the notebook kernels it starts) under ``root``.
+
+    ``keep`` names outputs (``"models_cache"``…) left where they are; with ``respect_env`` an
+    output already set by a ``SIMSUITE_*`` environment variable stays there.
+    """
     root = Path(root).resolve()
-    env = {
-        "SIMSUITE_MODELS_CACHE": root / "models_cache",
-        "SIMSUITE_LATENT_SPACE": root / "latent_space",
-        "SIMSUITE_MODELS_EXPLAIN": root / "models_explain",
-        "SIMSUITE_FIGURES": root / "figures",
-        "SIMSUITE_EVALUATION_CSV": root / "model_evaluation.csv",
-    }
-    for key, value in env.items():
-        os.environ[key] = str(value)
-    # this process's config too (kernels read the environment when they import helpers.config)
-    config.MODELS_CACHE, config.LATENT_SPACE = env["SIMSUITE_MODELS_CACHE"], env["SIMSUITE_LATENT_SPACE"]
-    config.MODELS_EXPLAIN, config.FIGURES = env["SIMSUITE_MODELS_EXPLAIN"], env["SIMSUITE_FIGURES"]
-    config.EVALUATION_CSV = env["SIMSUITE_EVALUATION_CSV"]
+    for key, (attr, sub) in _OUTPUTS.items():
+        if sub in keep or (respect_env and key in os.environ):
+            continue
+        os.environ[key] = str(root / sub)
+        # this process's config too (kernels read the environment when they import helpers.config)
+        setattr(config, attr, root / sub)
+
+
+def set_profile_outputs(profile: str, run_dir: Path) -> None:
+    """Each profile's outputs in its run folder; models stay in the shared, per-dataset cache
+    (``models_cache/<dataset>/``), except the smoke profile's throw-away models."""
+    set_output_root(run_dir, keep=() if profile == "smoke" else ("models_cache",), respect_env=True)
 
 
 def run(profile: str = "default", only: list[str] | None = None, run_dir: Path | None = None,
@@ -133,37 +167,201 @@ def run(profile: str = "default", only: list[str] | None = None, run_dir: Path |
         raise ValueError(f"no notebook matches --only {only}; notebooks are in {config.NOTEBOOKS}")
 
     record = {"profile": profile, "parameters": params, "notebooks": [], "run_dir": str(run_dir)}
+    last_times = _last_run_seconds(run_dir)
     start = time.perf_counter()
-    for nb in selected:
+    for i, nb in enumerate(selected, start=1):
         declared = papermill.inspect_notebook(str(nb))
         nb_params = {k: v for k, v in params.items() if k in declared}
         out = run_dir / nb.name
         before = _snapshot()
-        print(f"== {nb.name} {json.dumps(nb_params, default=str)}", flush=True)
+        last = f" (last run: {last_times[nb.name]:.0f}s)" if nb.name in last_times else ""
+        print(f"== [{i}/{len(selected)}] {nb.name}{last} {json.dumps(nb_params, default=str)}", flush=True)
         t0 = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(nb), str(out), parameters=nb_params, cwd=str(nb.parent),
-                kernel_name=kernel_name, progress_bar=False, log_output=False,
-            )
+            execute(nb, out, nb_params, kernel_name)
         except papermill.PapermillExecutionError as exc:
             raise NotebookFailed(
                 f"{nb.name} failed at cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
                 f"(executed copy: {out})"
             ) from None
+        finally:
+            html_copy = render_html(out) if out.exists() else None
         after = _snapshot()
         images = sorted(str(p) for p, m in after.items() if before.get(p) != m)
         seconds = time.perf_counter() - t0
         print(f"   {nb.name} done in {seconds:.1f}s, {len(images)} images", flush=True)
         record["notebooks"].append(
             {"name": nb.name, "seconds": seconds, "executed": str(out), "images": images,
-             "parameters": nb_params}
+             "parameters": nb_params, "html": str(html_copy) if html_copy else None}
         )
     record["seconds"] = time.perf_counter() - start
     config.write_json(run_dir / "run.json", record)
     gallery = write_gallery(record, run_dir)
     print(f"== run finished in {record['seconds']:.1f}s; gallery: {gallery}", flush=True)
     return record
+
+
+def _last_run_seconds(run_dir: Path) -> dict[str, float]:
+    """Seconds per notebook of the previous run into ``run_dir`` (for the progress lines)."""
+    try:
+        previous = json.loads((run_dir / "run.json").read_text())
+        return {nb["name"]: float(nb["seconds"]) for nb in previous["notebooks"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+# --- executing one notebook, with progress --------------------------------------------------------
+
+# Lines a kernel writes to stderr that say nothing to a user (TensorFlow / XLA / absl start-up).
+NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog"
+    r"|[IWE]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"  # absl / glog lines: I0000 00:00:... file.cc:12]
+    r"|.*(oneDNN custom operations|cuda drivers|cuInit|TF-TRT|rebuild TensorFlow with the appropriate"
+    r"|This TensorFlow binary is optimized|Unable to register cu(DNN|FFT|BLAS) factory)"
+    r"|To enable the following instructions"
+    r"|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption"
+    r"|WARNING:tensorflow:.*triggered tf\.function retracing"  # one per model built in a loop
+    r"|.*TqdmWarning: IProgress not found|\s*from \.autonotebook import tqdm as notebook_tqdm)"
+)
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+    """Pass this process's file descriptor 2 through a pipe that drops ``NOISE`` lines.
+
+    The kernels papermill starts inherit it: TensorFlow's C++ start-up logging (which
+    ``TF_CPP_MIN_LOG_LEVEL`` no longer silences in TensorFlow 2.21) and the kernel's own start-up
+    warning arrive there, not through the notebook's streams.
+    """
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump():
+        with os.fdopen(read_end, "rb") as source, os.fdopen(os.dup(original), "wb") as target:
+            for raw in source:
+                if not NOISE.match(raw.decode("utf-8", errors="replace")):
+                    target.write(raw)
+                    target.flush()
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # the pump ends when the last writer (a kernel) has closed the pipe
+        os.close(original)
+        thread.join(timeout=5)
+
+
+class _Lines(io.TextIOBase):
+    """A text stream that prints each complete line with ``prefix``, dropping lines ``NOISE`` matches."""
+
+    def __init__(self, prefix: str = "   | ", stream=None):
+        super().__init__()
+        self.prefix, self.stream, self._buffer = prefix, stream or sys.stdout, ""
+
+    def writable(self):
+        return True
+
+    def write(self, text: str) -> int:
+        self._buffer += text.replace("\r\n", "\n").replace("\r", "\n")
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            if line.strip() and not NOISE.match(line):
+                print(f"{self.prefix}{line}", file=self.stream, flush=True)
+        return len(text)
+
+    def flush(self):
+        if self._buffer:
+            self.write("\n")
+
+
+class _CellProgress(logging.Handler):
+    """Turns papermill's ``Executing Cell N`` log records into ``cell k/n  <first line>``."""
+
+    def __init__(self, cells: list[str | None], stream=None):
+        super().__init__(logging.INFO)
+        self.cells, self.stream = cells, stream or sys.stdout
+        self.code_total = sum(c is not None for c in cells)
+
+    def emit(self, record):
+        match = re.match(r"Executing Cell (\d+)", record.getMessage())
+        if not match:
+            return  # the kernel's output arrives through the stream writers, not the log
+        index = int(match.group(1)) - 1
+        if 0 <= index < len(self.cells) and self.cells[index] is not None:
+            number = sum(c is not None for c in self.cells[: index + 1])
+            print(f"   cell {number}/{self.code_total}  {self.cells[index]}", file=self.stream, flush=True)
+
+
+def cell_summaries(path: Path, parameters: dict) -> list[str | None]:
+    """The first code line of each cell as papermill will run it (None for markdown cells).
+
+    Papermill inserts its ``injected-parameters`` cell right after the ``parameters`` cell.
+    """
+    import nbformat
+
+    summaries = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            summaries.append(None)
+            continue
+        lines = [ln.strip() for ln in cell.source.splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+        first = lines[0] if lines else "(empty)"
+        summaries.append(first if len(first) <= 90 else first[:87] + "...")
+        if parameters and "parameters" in cell.metadata.get("tags", []):
+            summaries.append(f"(injected parameters: {', '.join(parameters)})")
+    return summaries
+
+
+def execute(nb: Path, out: Path, parameters: dict, kernel_name: str) -> None:
+    """Run ``nb`` into ``out`` with papermill, streaming cells and kernel output to the terminal.
+
+    Papermill rewrites its output notebook after every cell; it writes to a hidden temporary file
+    here, moved over ``out`` when the run ends (also when a cell failed, so the traceback is kept),
+    so ``out`` is always a whole notebook.
+    """
+    import papermill
+
+    partial = out.with_name(f".{out.stem}.partial.ipynb")
+    log = logging.getLogger("papermill")
+    handler = _CellProgress(cell_summaries(nb, parameters))
+    saved = (log.level, log.propagate)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # papermill's own INFO lines and its copy of the kernel output stay out
+    stdout, stderr = _Lines(), _Lines(prefix="   ! ")
+    try:
+        with _filtered_stderr():
+            papermill.execute_notebook(
+                str(nb), str(partial), parameters=parameters, cwd=str(nb.parent),
+                kernel_name=kernel_name, progress_bar=False, log_output=True,
+                stdout_file=stdout, stderr_file=stderr,
+            )
+    finally:
+        stdout.flush()
+        stderr.flush()
+        log.removeHandler(handler)
+        log.level, log.propagate = saved
+        if partial.exists():
+            os.replace(partial, out)
+
+
+def render_html(executed: Path) -> Path:
+    """``executed`` rendered to HTML beside it (``NN_x.html``), written atomically."""
+    import nbconvert
+    import nbformat
+
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    target = executed.with_suffix(".html")
+    with config.atomic_path(target, suffix=".html") as tmp:
+        tmp.write_text(body, encoding="utf-8")
+    return target
 
 
 # --- gallery ---------------------------------------------------------------------------------------
@@ -184,7 +382,9 @@ def write_gallery(record: dict, run_dir: Path) -> Path:
         "figure{display:inline-block;margin:6px;width:220px;vertical-align:top}"
         "figure img{width:220px;height:160px;object-fit:contain;border:1px solid #ccc;background:#fff}"
         "figcaption{font-size:11px;word-break:break-all}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        ".table{overflow-x:auto;max-width:100%}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 4px}"
+        "th{white-space:normal;max-width:7em;word-break:break-word}"
         "</style></head><body>",
         f"<h1>Run gallery: profile <code>{html.escape(record['profile'])}</code></h1>",
         f"<p>{len(record['notebooks'])} notebooks in {record.get('seconds', 0):.0f} s. "
@@ -197,16 +397,20 @@ def write_gallery(record: dict, run_dir: Path) -> Path:
 
         table = pd.read_csv(csv_path)
         parts.append(f"<p><a href='{_href(csv_path, run_dir)}'>{html.escape(csv_path.name)}</a></p>")
-        parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0))
+        parts.append("<div class='table'>"
+                     + table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0) + "</div>")
     else:
         parts.append("<p>No evaluation table was written in this run.</p>")
 
     parts.append("<h2>Notebooks</h2><ul>")
     for nb in record["notebooks"]:
+        executed = Path(nb["executed"])
+        rendered = (f"<a href='{_href(nb['html'], run_dir)}'>{html.escape(Path(nb['html']).name)}</a> "
+                    if nb.get("html") else "")
         parts.append(
             f"<li><a href='#{html.escape(nb['name'])}'>{html.escape(nb['name'])}</a> "
-            f"({nb['seconds']:.0f} s, {len(nb['images'])} images) — executed copy: "
-            f"<a href='{_href(nb['executed'], run_dir)}'>{html.escape(Path(nb['executed']).name)}</a></li>"
+            f"({nb['seconds']:.0f} s, {len(nb['images'])} images) — executed: {rendered}"
+            f"(<a href='{_href(executed, run_dir)}'>{html.escape(executed.name)}</a>)</li>"
         )
     parts.append("</ul>")
     for nb in record["notebooks"]:
@@ -246,12 +450,16 @@ def main(argv=None) -> int:
                                               "figures/ and the evaluation CSV under this folder")
     parser.add_argument("--kernel", help="Jupyter kernel name (default: this interpreter)")
     args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir) if args.run_dir else config.RUNS / args.profile
     if args.output_root:
         set_output_root(args.output_root)
+    else:
+        set_profile_outputs(args.profile, run_dir)
+    for key, value in KERNEL_ENV.items():
+        os.environ.setdefault(key, value)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     try:
-        run(args.profile, only=only, run_dir=Path(args.run_dir) if args.run_dir else None,
-            kernel_name=args.kernel)
+        run(args.profile, only=only, run_dir=run_dir, kernel_name=args.kernel)
     except NotebookFailed as exc:
         print(f"RUN FAILED: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -1,21 +1,27 @@
 """Training with a disk cache that never throws work away, and resumes after a crash.
 
-``train(name, data)`` returns the trained embedding model and its history. Results are cached in
-``cache_dir`` (``models_cache/`` by default):
+``train(name, data)`` returns the trained embedding model and its history. Results are cached per
+dataset in ``<cache_dir>/<dataset>/`` (``models_cache/mnist/``, ``models_cache/fashion_mnist/``…), so
+profiles on different datasets keep their own entries:
 
 - ``<name>.weights.h5``: the training model (embedding + any head);
 - ``<name>.feature_extractor.weights.h5``: the embedding model alone;
-- ``<name>.history.json``: the per-epoch history, the fingerprint and timings. Written last, so
-  it marks a complete cache entry.
+- ``<name>.history.json``: the per-epoch history, the fingerprints and timings. Written last, so
+  it marks a complete cache entry;
+- ``<name>.lock``: taken while the entry is trained, so a second process waits and then loads it.
 
-The fingerprint hashes the registry entry, the architecture, the data and the training parameters:
-a matching cache is loaded instead of training, anything else retrains. While a model trains, its
-work folder ``<name>.work/`` holds Keras ``BackupAndRestore`` state, the best weights so far and
-the partial history, so a killed run restarts from its last finished epoch.
+The fingerprint hashes what decides the weights: the registry entry, the architecture, the code of
+the losses and generators, the Keras version, the data and the training parameters. A matching
+cache is loaded instead of training, anything else retrains; :func:`load_trained` refuses a stale
+entry. While a model trains, its work folder ``<name>.work/`` holds the Keras ``BackupAndRestore``
+state, the best weights so far and the partial history, so a killed run restarts from its last
+finished epoch.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import hashlib
 import json
 import os
@@ -30,11 +36,18 @@ import numpy as np
 from helpers import config
 from helpers.models import build_training_model, compile_training_model, get_spec
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+# The modules whose code decides the trained weights beyond the registry entry and the architecture
+# (which are hashed directly): the losses, the batch sampling and mining, the k-NN the mining uses.
+WEIGHT_CODE = ("losses", "generators", "knn")
 
 
 class CacheError(RuntimeError):
-    """A cache entry exists but cannot be used (corrupt or truncated weights)."""
+    """A cache entry exists but cannot be used (missing, corrupt or truncated weights)."""
+
+
+class StaleCacheError(CacheError):
+    """A cache entry was trained for another registry entry, architecture, code, Keras or data."""
 
 
 # --- fingerprints -----------------------------------------------------------------------------------
@@ -50,46 +63,93 @@ def data_fingerprint(data) -> str:
     return digest.hexdigest()
 
 
-def training_fingerprint(name: str, data, params: dict, embedding: keras.Model | None = None) -> str:
-    """Hash of everything that determines the trained weights of ``name``."""
-    spec = get_spec(name)
+def code_version(modules=WEIGHT_CODE, folder: str | os.PathLike | None = None) -> str:
+    """Hash of the code of ``helpers.<module>`` for each of ``modules``, comments and docstrings left out.
+
+    A hash of the source rather than a hand-bumped version constant: nobody has to remember to bump
+    it, and a change to a loss or to the sampling retrains. Parsing first (``ast``) means that
+    reformatting, comments and docstrings do not retrain.
+    """
+    digest = hashlib.sha256()
+    for module in modules:
+        path = Path(folder or Path(__file__).parent) / f"{module}.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                    and body and isinstance(body[0], ast.Expr)
+                    and isinstance(getattr(body[0], "value", None), ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(f"{module}:{ast.dump(tree)}".encode())
+    return digest.hexdigest()
+
+
+def model_fingerprint(name: str, embedding: keras.Model | None = None) -> str:
+    """Hash of what decides the weights of ``name`` apart from the data and the training budget:
+    the registry entry, the architecture, the loss and generator code and the Keras version."""
     payload = {
         "format": CACHE_FORMAT,
-        "spec": spec.config(),
-        "params": params,
-        "data": data_fingerprint(data),
+        "spec": get_spec(name).config(),
         "architecture": _architecture_digest(embedding) if embedding is not None else None,
+        "code": code_version(),
+        "keras": keras.__version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def training_fingerprint(name: str, data, params: dict, embedding: keras.Model | None = None) -> str:
+    """Hash of everything that determines the trained weights of ``name``."""
+    payload = {"model": model_fingerprint(name, embedding), "params": params,
+               "data": data_fingerprint(data)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _walk_layers(model: keras.Model):
+    """Every layer of ``model``, depth first into nested models (public ``Model.layers`` only)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _walk_layers(layer)
+
+
 def _architecture_digest(model: keras.Model) -> str:
-    # layer names carry global counters (dense_3 vs dense_7): hash classes, shapes and configs
+    # layer names carry global counters (dense_3 vs dense_7): hash classes, configs and weight shapes
     # without names so that the same architecture built twice gives the same digest
     parts = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _walk_layers(model):
         cfg = {k: v for k, v in layer.get_config().items() if k != "name"}
         parts.append(f"{type(layer).__name__}:{json.dumps(cfg, sort_keys=True, default=str)}")
-    parts.append(str([tuple(w.shape) for w in model.weights]))
+    parts.append(str([(tuple(w.shape), str(w.dtype)) for w in model.weights]))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 # --- cache paths -------------------------------------------------------------------------------------
 
 
-def cache_paths(name: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Path]:
-    cache_dir = Path(cache_dir or config.MODELS_CACHE)
+def _dataset_name(data=None, dataset: str | None = None) -> str:
+    name = dataset or getattr(data, "name", None)
+    if not name:
+        raise ValueError("the cache is kept per dataset: pass data (a Dataset) or dataset='mnist'")
+    return str(name)
+
+
+def cache_paths(name: str, cache_dir: str | os.PathLike | None = None,
+                dataset: str = "mnist") -> dict[str, Path]:
+    """The files of ``name``'s cache entry for ``dataset``: ``<cache_dir>/<dataset>/<name>.*``."""
+    folder = Path(cache_dir or config.MODELS_CACHE) / dataset
     return {
-        "weights": cache_dir / f"{name}.weights.h5",
-        "feature_extractor": cache_dir / f"{name}.feature_extractor.weights.h5",
-        "history": cache_dir / f"{name}.history.json",
-        "work": cache_dir / f"{name}.work",
+        "weights": folder / f"{name}.weights.h5",
+        "feature_extractor": folder / f"{name}.feature_extractor.weights.h5",
+        "history": folder / f"{name}.history.json",
+        "work": folder / f"{name}.work",
+        "lock": folder / f"{name}.lock",
     }
 
 
-def read_cache_record(name: str, cache_dir=None) -> dict | None:
-    """The cached history record of ``name`` (fingerprint, history, timings) or None."""
-    path = cache_paths(name, cache_dir)["history"]
+def read_cache_record(name: str, cache_dir=None, dataset: str = "mnist") -> dict | None:
+    """The cached history record of ``name`` (fingerprints, history, timings) or None."""
+    path = cache_paths(name, cache_dir, dataset)["history"]
     if not path.exists():
         return None
     try:
@@ -190,6 +250,11 @@ class HistoryCheckpoint(keras.callbacks.Callback):
         self.epochs[int(epoch)] = record
         config.write_json(self.path, {str(k): v for k, v in sorted(self.epochs.items())})
 
+    def best(self, monitor: str = "val_loss") -> float | None:
+        """The lowest ``monitor`` of the epochs recorded so far (None before the first)."""
+        values = [rec[monitor] for rec in self.epochs.values() if monitor in rec]
+        return min(values) if values else None
+
     def as_history(self) -> dict[str, list]:
         """Column view: {"loss": [...], "val_loss": [...], ..., "epoch": [...]}."""
         keys = sorted({k for rec in self.epochs.values() for k in rec})
@@ -199,41 +264,155 @@ class HistoryCheckpoint(keras.callbacks.Callback):
         return history
 
 
+# The one place that reads Keras' private BackupAndRestore layout (Keras has no public accessor);
+# tests/test_training.py checks it against what fit() writes, so a Keras upgrade that changes it
+# fails there, loudly, instead of resuming from the wrong files.
+def keras_backup_files(callback: keras.callbacks.BackupAndRestore) -> tuple[Path, Path]:
+    """``(weights, metadata)``: the files ``BackupAndRestore`` saves to and resumes from."""
+    try:
+        return Path(callback._weights_path), Path(callback._training_metadata_path)
+    except AttributeError as exc:
+        raise RuntimeError(
+            f"keras {keras.__version__} changed BackupAndRestore ({exc}); update "
+            "helpers.training.keras_backup_files and AtomicBackupAndRestore") from None
+
+
+_EPOCH_ATTR = "simsuite_epoch"  # written into the backup weights file: the epoch its weights end
+
+
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` whose backup survives a kill at any instant.
 
     Keras writes the backup weights in place, so a SIGKILL during that write leaves a file that
     the next run cannot open (seen in the resume test). Here the weights and the epoch metadata
-    are written to temporary files and moved into place with ``os.replace``.
-    Relies on Keras 3's private ``_weights_path`` / ``_training_metadata_path`` (keras is pinned).
+    are written to temporary files and moved into place with ``os.replace``: the weights first,
+    stamped with the epoch they end; then the metadata. A kill between the two moves leaves new
+    weights beside the previous epoch's metadata; :meth:`on_train_begin` sees the stamp and moves
+    the metadata forward, so the resumed run neither repeats nor skips an epoch.
     """
 
     def _save_model(self):
-        Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
-        with config.atomic_path(self._weights_path) as weights_tmp:
-            self.model.save_weights(filepath=str(weights_tmp), overwrite=True)
-            with config.atomic_path(self._training_metadata_path, suffix=".json") as meta_tmp:
-                meta_tmp.write_text(json.dumps({"epoch": self._current_epoch,
-                                                "batch": self._last_batch_seen}))
-            # leaving the weights context moves the weights into place; the metadata went first,
-            # so a kill in between resumes one epoch early with these weights: never a crash
+        weights, metadata = keras_backup_files(self)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        epoch = self._current_epoch  # Keras' private state, as in its own _save_model
+        with config.atomic_path(weights) as tmp:
+            self.model.save_weights(filepath=str(tmp), overwrite=True)
+            _stamp_epoch(tmp, epoch)
+        self._weights_moved(epoch)
+        config.write_json(metadata, {"epoch": epoch, "batch": self._last_batch_seen})
+
+    def _weights_moved(self, epoch: int) -> None:
+        """Called between the two moves (the tests kill the run here)."""
+
+    def on_train_begin(self, logs=None):
+        weights, metadata = keras_backup_files(self)
+        stamped = _read_epoch_stamp(weights)
+        if stamped is not None:
+            try:
+                recorded = json.loads(metadata.read_text())["epoch"]
+            except (OSError, ValueError, KeyError):
+                recorded = None
+            if recorded != stamped:  # killed between the weights' move and the metadata's
+                config.write_json(metadata, {"epoch": stamped, "batch": 0})
+        super().on_train_begin(logs)
+
+
+def _stamp_epoch(path: Path, epoch: int) -> None:
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        f.attrs[_EPOCH_ATTR] = int(epoch)
+
+
+def _read_epoch_stamp(path: Path) -> int | None:
+    import h5py
+
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get(_EPOCH_ATTR)
+    except OSError:
+        return None
+    return None if value is None else int(value)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Save the weights of the epoch with the lowest ``monitor`` atomically (what Keras'
+    ``ModelCheckpoint(save_best_only=True)`` does in place). ``best`` carries the lowest value of
+    the epochs before a resume, so a resumed run does not take its first epoch for the best."""
+
+    def __init__(self, path: Path, monitor: str = "val_loss", best: float | None = None):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.best = float("inf") if best is None else float(best)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and float(value) < self.best:
+            self.best = float(value)
+            with config.atomic_path(self.path) as tmp:
+                self.model.save_weights(tmp)
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One plain line per epoch: readable in papermill output and CI logs (no progress bars)."""
+    """One plain line per epoch with an estimate of what is left: readable in papermill output and
+    CI logs (no progress bars). ``[name] epoch 3/12 loss=0.1234 val_loss=0.1500 (4.1s; ~37s left)``
+
+    What is left is the epochs to go times the mean epoch time of this run (at most: early stopping
+    may end it sooner)."""
 
     def __init__(self, name: str, epochs: int):
         super().__init__()
         self.name, self.total = name, epochs
         self._start = None
+        self._seconds: list[float] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        self._seconds.append(seconds)
         shown = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "loss" in k)
-        print(f"[{self.name}] epoch {epoch + 1}/{self.total} {shown} "
-              f"({time.perf_counter() - self._start:.1f}s)", flush=True)
+        # the first epoch includes tracing and compilation: leave it out once others are measured
+        left = (self.total - epoch - 1) * float(np.mean(self._seconds[1:] or self._seconds))
+        eta = f"; ~{format_seconds(left)} left" if epoch + 1 < self.total else ""
+        print(f"[{self.name}] epoch {epoch + 1}/{self.total} {shown} ({seconds:.1f}s{eta})", flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``: short enough for a progress line."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def track(names, epochs: int | None = None, steps_per_epoch: int | None = None):
+    """Yield ``names`` one by one, printing ``== model 2/6 name (~3m10s left for the list)`` first.
+
+    Like tqdm: what is left is estimated from the time so far, weighted by each model's budget in
+    steps (the registry's, or ``epochs`` x ``steps_per_epoch`` when given); a model loaded from the
+    cache takes seconds, so the estimate falls as the cache fills.
+    """
+    names = list(names)
+
+    def steps(name):
+        spec = get_spec(name)
+        return (epochs or spec.epochs) * (steps_per_epoch or spec.steps_per_epoch)
+
+    budgets = [steps(name) for name in names]
+    start = time.perf_counter()
+    for i, name in enumerate(names):
+        done, elapsed = sum(budgets[:i]), time.perf_counter() - start
+        eta = ""
+        if i and done and elapsed > 1:
+            eta = f" (~{format_seconds(elapsed / done * sum(budgets[i:]))} left for the list)"
+        print(f"== model {i + 1}/{len(names)} {name}{eta}", flush=True)
+        yield name
 
 
 # --- distribution shim (backend-specific code lives here only) ---------------------------------------
@@ -244,8 +423,6 @@ def distribution_scope():
 
     TensorFlow: ``tf.distribute.MirroredStrategy``; JAX: ``keras.distribution.DataParallel``.
     """
-    import contextlib
-
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf  # backend shim
@@ -258,6 +435,145 @@ def distribution_scope():
         if len(jax.devices()) > 1:
             keras.distribution.set_distribution(keras.distribution.DataParallel())
     return contextlib.nullcontext()
+
+
+# --- train: the steps ---------------------------------------------------------------------------------
+
+
+def training_params(name: str, epochs=None, batch_size=None, steps_per_epoch=None, learning_rate=None,
+                    seed: int = 0, patience: int = 11) -> dict:
+    """The training parameters of ``name``: the given values, else the registry entry's."""
+    spec = get_spec(name)
+    params = {
+        "epochs": int(epochs if epochs is not None else spec.epochs),
+        "batch_size": int(batch_size if batch_size is not None else spec.batch_size),
+        "steps_per_epoch": int(steps_per_epoch if steps_per_epoch is not None else spec.steps_per_epoch),
+        "learning_rate": float(learning_rate if learning_rate is not None else spec.learning_rate),
+        "seed": int(seed),
+        "patience": int(patience),
+    }
+    for key in ("epochs", "batch_size", "steps_per_epoch"):
+        if params[key] <= 0:
+            raise ValueError(f"{key} must be a positive integer, got {params[key]}")
+    return params
+
+
+def _load_cached(name, model, embedding, fingerprint, paths) -> dict | None:
+    """The cached record when the entry matches ``fingerprint`` and its weights load, else None."""
+    record = read_cache_record(name, paths["history"].parent.parent, paths["history"].parent.name)
+    if not record:
+        return None
+    if record.get("fingerprint") != fingerprint or not record.get("complete"):
+        print(f"[{name}] cache is for another configuration; retraining", flush=True)
+        return None
+    try:
+        _load_weights(embedding, paths["feature_extractor"])
+        _load_weights(model, paths["weights"])
+    except CacheError as exc:
+        print(f"[{name}] cache unusable: {exc}; retraining", flush=True)
+        return None
+    return record
+
+
+@contextlib.contextmanager
+def _entry_lock(name: str, paths: dict):
+    """Hold the cache entry's lock; yield True when another process held it and we waited."""
+    import filelock
+
+    paths["lock"].parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(paths["lock"]))
+    waited = False
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        print(f"[{name}] another process is training this model into {paths['lock'].parent}; "
+              "waiting for it", flush=True)
+        lock.acquire()
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()
+
+
+def _work_folder(paths: dict, fingerprint: str, force: bool) -> Path:
+    """``<name>.work/<fingerprint>/``, after removing the work folders of other configurations."""
+    work = paths["work"] / fingerprint[:16]
+    if force and paths["work"].exists():
+        shutil.rmtree(paths["work"])
+    if paths["work"].exists():
+        for other in paths["work"].iterdir():
+            if other.name != work.name:
+                shutil.rmtree(other, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _callbacks(name, params, work, train_gen, history_cb, verbose, extra) -> list:
+    """Seeding, history, backup, early stopping, best weights, the LR plateau, the epoch log."""
+    cbs = [
+        EpochSeed(train_gen),
+        # the history is written before the backup: a kill between the two retrains that epoch
+        # and overwrites its history entry, instead of losing it
+        history_cb,
+        AtomicBackupAndRestore(str(work / "backup"), save_freq="epoch", delete_checkpoint=False),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
+                                      restore_best_weights=True),
+        BestWeights(work / "best.weights.h5", best=history_cb.best("val_loss")),
+    ]
+    if get_spec(name).lr_schedule == "plateau":  # a cosine schedule lives in the optimizer instead
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=3, min_lr=1e-6))
+    if verbose == "auto":
+        cbs.append(EpochLog(name, params["epochs"]))
+    return cbs + list(extra or [])
+
+
+def _fit(name, model, embedding, data, params, work, verbose,
+         extra_callbacks) -> tuple[HistoryCheckpoint, float]:
+    """Compile, fit from the last backed-up epoch, then keep the best epoch's weights."""
+    compile_training_model(model, name, params["learning_rate"],
+                           total_steps=params["epochs"] * params["steps_per_epoch"])
+    train_gen, val_gen = make_generators(name, data, params["batch_size"], params["steps_per_epoch"],
+                                         seed=params["seed"], embedding=embedding)
+    history_cb = HistoryCheckpoint(work / "history.partial.json")
+    if history_cb.epochs:
+        print(f"[{name}] found an interrupted run ({len(history_cb.epochs)} epochs done); resuming",
+              flush=True)
+    cbs = _callbacks(name, params, work, train_gen, history_cb, verbose, extra_callbacks)
+    start = time.perf_counter()
+    model.fit(train_gen, validation_data=val_gen, epochs=params["epochs"], callbacks=cbs,
+              verbose=1 if verbose == 1 else 0)
+    seconds = time.perf_counter() - start
+    best = work / "best.weights.h5"
+    if best.exists():  # the epoch with the lowest validation loss
+        try:
+            _load_weights(model, best)
+        except CacheError as exc:
+            print(f"[{name}] best-epoch checkpoint unusable ({exc}); keeping the last epoch's weights")
+    return history_cb, seconds
+
+
+def _save_entry(name, model, embedding, data, params, fingerprints, history_cb, seconds, paths) -> dict:
+    """Write the weights, then the record that marks the entry complete; drop the work folder."""
+    with config.atomic_path(paths["weights"]) as tmp:
+        model.save_weights(tmp)
+    with config.atomic_path(paths["feature_extractor"]) as tmp:
+        embedding.save_weights(tmp)
+    record = {
+        "model": name,
+        "dataset": data.name,
+        **fingerprints,
+        "complete": True,
+        "params": params,
+        "history": history_cb.as_history(),
+        "train_seconds": seconds,
+        "resumed_from_epoch": history_cb.first_epoch or 0,
+        "backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
+    }
+    config.write_json(paths["history"], record)
+    shutil.rmtree(paths["work"], ignore_errors=True)
+    return record
 
 
 # --- train ------------------------------------------------------------------------------------------------
@@ -282,9 +598,10 @@ def train(
     Parameters
     ----------
     name : str
-        A key of ``helpers.models.MODELS``.
+        A key of ``helpers.models.MODELS`` (or ``STUDY_MODELS``).
     data : helpers.data.Dataset
-        Uses ``x_train, y_train`` for training and ``x_val, y_val`` for validation.
+        Uses ``x_train, y_train`` for training and ``x_val, y_val`` for validation; ``data.name``
+        picks the cache folder.
     epochs, batch_size, steps_per_epoch, learning_rate : optional
         Default to the registry entry's values.
     seed : int
@@ -292,7 +609,7 @@ def train(
     force : bool
         Retrain even when a matching cache entry exists.
     cache_dir : path, optional
-        Defaults to ``helpers.config.MODELS_CACHE``.
+        Defaults to ``helpers.config.MODELS_CACHE``; the entry goes to ``<cache_dir>/<data.name>/``.
     verbose : "auto" or int
         "auto" prints one line per epoch; 1 shows Keras progress bars; 0 is silent.
 
@@ -302,123 +619,85 @@ def train(
         The embedding model (images -> embedding) and the history record
         ``{"history": {...}, "fingerprint": ..., "train_seconds": ..., "from_cache": bool, ...}``.
     """
-    spec = get_spec(name)
-    params = {
-        "epochs": int(epochs if epochs is not None else spec.epochs),
-        "batch_size": int(batch_size if batch_size is not None else spec.batch_size),
-        "steps_per_epoch": int(steps_per_epoch if steps_per_epoch is not None else spec.steps_per_epoch),
-        "learning_rate": float(learning_rate if learning_rate is not None else spec.learning_rate),
-        "seed": int(seed),
-        "patience": int(patience),
-    }
-    for key in ("epochs", "batch_size", "steps_per_epoch"):
-        if params[key] <= 0:
-            raise ValueError(f"{key} must be a positive integer, got {params[key]}")
-    input_shape = tuple(data.x_train.shape[1:])
-    num_classes = int(len(data.class_names))
-    paths = cache_paths(name, cache_dir)
-
+    params = training_params(name, epochs, batch_size, steps_per_epoch, learning_rate, seed, patience)
+    paths = cache_paths(name, cache_dir, _dataset_name(data))
     keras.utils.set_random_seed(seed)
     with distribution_scope():
-        model, embedding = build_training_model(name, num_classes, input_shape)
-    fingerprint = training_fingerprint(name, data, params, embedding)
+        model, embedding = build_training_model(name, len(data.class_names), tuple(data.x_train.shape[1:]))
+    fingerprints = {"fingerprint": training_fingerprint(name, data, params, embedding),
+                    "model_fingerprint": model_fingerprint(name, embedding),
+                    "data_fingerprint": data_fingerprint(data)}
 
-    record = read_cache_record(name, cache_dir)
-    if record and not force:
-        if record.get("fingerprint") == fingerprint and record.get("complete"):
-            try:
-                _load_weights(embedding, paths["feature_extractor"])
-                _load_weights(model, paths["weights"])
-                print(f"[{name}] loaded from cache ({paths['history'].parent})", flush=True)
-                return embedding, {**record, "from_cache": True}
-            except CacheError as exc:
-                print(f"[{name}] cache unusable: {exc}; retraining", flush=True)
-        else:
-            print(f"[{name}] cache is for another configuration; retraining", flush=True)
-
-    work = paths["work"] / fingerprint[:16]
-    if force and paths["work"].exists():
-        shutil.rmtree(paths["work"])
-    if paths["work"].exists():  # work folders of other configurations are stale
-        for other in paths["work"].iterdir():
-            if other.name != work.name:
-                shutil.rmtree(other, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-
-    compile_training_model(model, name, params["learning_rate"],
-                           total_steps=params["epochs"] * params["steps_per_epoch"])
-    train_gen, val_gen = make_generators(
-        name, data, params["batch_size"], params["steps_per_epoch"], seed=seed, embedding=embedding
-    )
-    history_cb = HistoryCheckpoint(work / "history.partial.json")
-    if history_cb.epochs:
-        print(f"[{name}] found an interrupted run ({len(history_cb.epochs)} epochs done); resuming",
-              flush=True)
-    keras_verbose = 1 if verbose == 1 else 0
-    cbs = [
-        EpochSeed(train_gen),
-        # the history is written before the backup: a kill between the two retrains that epoch
-        # and overwrites its history entry, instead of losing it
-        history_cb,
-        AtomicBackupAndRestore(str(work / "backup"), save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(str(work / "best.weights.h5"), monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True),
-    ]
-    if spec.lr_schedule == "plateau":  # a cosine schedule lives in the optimizer instead
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=3, min_lr=1e-6))
-    if verbose == "auto":
-        cbs.append(EpochLog(name, params["epochs"]))
-    cbs.extend(callbacks or [])
-
-    start = time.perf_counter()
-    model.fit(train_gen, validation_data=val_gen, epochs=params["epochs"], callbacks=cbs,
-              verbose=keras_verbose)
-    seconds = time.perf_counter() - start
-    best = work / "best.weights.h5"
-    if best.exists():  # the epoch with the lowest validation loss, as ModelCheckpoint saw it
-        try:
-            _load_weights(model, best)
-        except CacheError as exc:  # killed while ModelCheckpoint wrote it: keep the last weights
-            print(f"[{name}] best-epoch checkpoint unusable ({exc}); keeping the last epoch's weights")
-
-    with config.atomic_path(paths["weights"]) as tmp:
-        model.save_weights(tmp)
-    with config.atomic_path(paths["feature_extractor"]) as tmp:
-        embedding.save_weights(tmp)
-    record = {
-        "model": name,
-        "fingerprint": fingerprint,
-        "complete": True,
-        "params": params,
-        "history": history_cb.as_history(),
-        "train_seconds": seconds,
-        "resumed_from_epoch": history_cb.first_epoch or 0,
-        "backend": keras.backend.backend(),
-        "keras_version": keras.__version__,
-    }
-    config.write_json(paths["history"], record)
-    shutil.rmtree(paths["work"], ignore_errors=True)
+    record = None if force else _load_cached(name, model, embedding, fingerprints["fingerprint"], paths)
+    if record:
+        print(f"[{name}] loaded from cache ({paths['history'].parent})", flush=True)
+        return embedding, {**record, "from_cache": True}
+    with _entry_lock(name, paths) as waited:
+        record = _load_cached(name, model, embedding, fingerprints["fingerprint"], paths) if waited else None
+        if record:
+            print(f"[{name}] loaded from cache what the other process trained", flush=True)
+            return embedding, {**record, "from_cache": True}
+        work = _work_folder(paths, fingerprints["fingerprint"], force)
+        history_cb, seconds = _fit(name, model, embedding, data, params, work, verbose, callbacks)
+        record = _save_entry(name, model, embedding, data, params, fingerprints, history_cb, seconds, paths)
     return embedding, {**record, "from_cache": False}
 
 
-def load_embedding(name: str, data=None, input_shape=(28, 28, 1), cache_dir=None) -> keras.Model:
+def load_trained(name: str, data, cache_dir=None, retrain: bool = False, **params) -> keras.Model:
+    """The cached embedding of ``name`` for ``data``, refusing an entry that is stale.
+
+    Stale means trained for another registry entry, architecture, loss or generator code, Keras
+    version or data than today's: :class:`StaleCacheError` says which and how to retrain. With
+    ``params`` (``epochs=…``, ``steps_per_epoch=…``…) the training budget must match too.
+    ``retrain=True`` trains (through :func:`train`, with ``params``) instead of raising.
+    """
+    from helpers.models import build_embedding
+
+    dataset = _dataset_name(data)
+    paths = cache_paths(name, cache_dir, dataset)
+    embedding = build_embedding(name, tuple(data.x_train.shape[1:]))
+    record = read_cache_record(name, cache_dir, dataset)
+    try:
+        if record is None or not record.get("complete"):
+            raise CacheError(f"{paths['history'].name} is missing")
+        reasons = []
+        if record.get("model_fingerprint") != model_fingerprint(name, embedding):
+            reasons.append("the registry entry, architecture, loss/generator code or Keras version changed")
+        if record.get("data_fingerprint") != data_fingerprint(data):
+            reasons.append(f"it was trained on other {dataset} data")
+        if params and record.get("params") != training_params(name, **params):
+            reasons.append(f"it was trained with {record.get('params')}")
+        if reasons:
+            raise StaleCacheError(f"{paths['history'].parent / name} is stale: {'; '.join(reasons)}; "
+                                  f"retrain with helpers.training.train({name!r}, data, force=True)")
+        _load_weights(embedding, paths["feature_extractor"])
+    except CacheError:
+        if not retrain:
+            raise
+        embedding, _ = train(name, data, cache_dir=cache_dir, **params)
+    return embedding
+
+
+def load_embedding(name: str, data=None, input_shape=(28, 28, 1), cache_dir=None,
+                   dataset: str = "mnist") -> keras.Model:
     """Build ``name``'s embedding model and load its cached feature-extractor weights.
 
-    Raises ``CacheError`` (one line) when the weights are missing or damaged.
+    With ``data`` this is :func:`load_trained` (a stale entry raises :class:`StaleCacheError`);
+    without, the weights of ``<cache_dir>/<dataset>/`` are loaded unchecked. Raises ``CacheError``
+    (one line) when the weights are missing or damaged.
     """
     from helpers.models import build_embedding
 
     if data is not None:
-        input_shape = tuple(data.x_train.shape[1:])
+        return load_trained(name, data, cache_dir=cache_dir)
     embedding = build_embedding(name, input_shape)
-    _load_weights(embedding, cache_paths(name, cache_dir)["feature_extractor"])
+    _load_weights(embedding, cache_paths(name, cache_dir, dataset)["feature_extractor"])
     return embedding
 
 
 def main(argv=None):
     """``python -m helpers.training NAME [--epochs N] ...``: train (or load) one model; used by the
-    resume test, which kills this process mid-run."""
+    resume and the concurrent-run tests, which kill this process or run two at once."""
     import argparse
 
     from helpers.data import load_dataset

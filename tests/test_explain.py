@@ -173,3 +173,48 @@ def test_plot_feature_maps_grid():
     assert len(visible_images) == 20 and len(fig.axes) == 32  # 2 rows x 16 columns
     assert visible_images[0].images[0].get_cmap().name == "viridis"
     plots.plt.close(fig)
+
+
+def pointwise_model():
+    """A 1x1 conv: each activation pixel sees one input pixel, so the loss region is exact."""
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(3, 1, name="p0")(inp)
+    return keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x), name="pointwise")
+
+
+def test_filter_loss_covers_the_interior_only_so_the_border_stays_put():
+    model = pointwise_model()
+    start = explain.filter_images(model, 0, [0, 1], steps=0, seed=5)
+    after = explain.filter_images(model, 0, [0, 1], steps=3, seed=5, border=2, jitter=0)
+    changed = np.abs(after - start)[..., 0] > 1e-6  # (2, 8, 8)
+    inside = np.zeros((8, 8), bool)
+    inside[2:6, 2:6] = True
+    assert changed[:, inside].all() and not changed[:, ~inside].any()
+    # border=0 is the old whole-map loss: every pixel moves
+    assert (np.abs(explain.filter_images(model, 0, [0], steps=1, seed=5, border=0, jitter=0)
+                   - start[:1]) > 1e-6).all()
+    # the default leaves a tenth of the map (at least one pixel) out
+    assert [explain._interior_border(n, None) for n in (4, 5, 8, 28)] == [0, 1, 1, 3]
+
+
+def test_jitter_is_seeded_and_still_climbs():
+    model = flat_model()
+    a = explain.filter_images(model, 1, [0, 2], steps=6, seed=3, jitter=1)
+    np.testing.assert_array_equal(a, explain.filter_images(model, 1, [0, 2], steps=6, seed=3, jitter=1))
+    assert not np.allclose(a, explain.filter_images(model, 1, [0, 2], steps=6, seed=3, jitter=0))
+    with pytest.raises(ExplainError, match="jitter must be >= 0"):
+        explain.filter_images(model, 1, [0], jitter=-1)
+
+
+def test_deprocess_image_centres_scales_clips_and_crops():
+    ramp = np.linspace(-3, 5, 10 * 10, dtype=np.float32).reshape(10, 10, 1)
+    out = explain.deprocess_image(np.stack([ramp, 2 * ramp]), crop=0)
+    assert out.shape == (2, 10, 10, 1) and out.min() >= 0 and out.max() <= 1
+    # a linear ramp standardised to std 0.15 around 0.5: nothing is clipped, scale does not matter
+    np.testing.assert_allclose(out[0].mean(), 0.5, atol=1e-6)
+    np.testing.assert_allclose(out[0].std(), 0.15, atol=1e-4)
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+    assert explain.deprocess_image(ramp).shape == (8, 8, 1)  # default crop: a tenth, 1 pixel
+    with pytest.raises(ExplainError, match="leaves no pixel"):
+        explain.deprocess_image(ramp, crop=5)

@@ -97,6 +97,47 @@ def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
         runner.run("smoke", run_dir=tmp_path / "run", notebooks_dir=folder)
     assert (tmp_path / "run" / "01_ok.ipynb").exists()
     assert not (tmp_path / "run" / "03_never.ipynb").exists()
+    # the failed notebook's executed copy (with its traceback) was moved into place whole
+    broken = nbformat.read(tmp_path / "run" / "02_broken.ipynb", as_version=4)
+    assert any(o.get("ename") == "RuntimeError" for c in broken.cells for o in c.get("outputs", []))
+    assert not list((tmp_path / "run").glob(".*partial*"))
+
+
+@pytest.mark.slow
+def test_a_run_streams_cells_and_kernel_output_without_start_up_noise(tmp_path, capfd):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("seed = 0")
+    params.metadata["tags"] = ["parameters"]
+    noise = ("import sys\n"
+             "print('I0000 00:00:1795704764.933181    7383 port.cc:153] oneDNN custom operations are on.',"
+             " file=sys.stderr)\n"
+             "print('WARNING: All log messages before absl::InitializeLog() is called', file=sys.stderr)\n"
+             "print('a warning a user should see', file=sys.stderr)\n"
+             "import os\n"  # what the kernel's C++ libraries write goes to the inherited descriptor
+             "os.write(2, b'I0000 00:00:1795704765.030437    7383 cpu_feature_guard.cc:227] TF says hi\\n')\n"
+             "os.write(2, b'a C library line a user should see\\n')")
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), params,
+                nbformat.v4.new_code_cell("# a comment first\nfor i in range(2):\n    print(f'line {i}')"),
+                nbformat.v4.new_code_cell(noise)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "01_progress.ipynb")
+    capfd.readouterr()
+    record = runner.run("smoke", run_dir=tmp_path / "run", notebooks_dir=folder)
+    out, err = capfd.readouterr()
+    assert "== [1/1] 01_progress.ipynb" in out
+    # one line per code cell as it starts (papermill's injected parameters cell included)
+    assert "cell 1/4  seed = 0" in out and "cell 2/4  (injected parameters: seed)" in out
+    assert "cell 3/4  for i in range(2):" in out
+    assert "   | line 0\n   | line 1\n" in out
+    assert "   ! a warning a user should see" in out
+    assert "oneDNN" not in out + err and "absl" not in out + err and "TF says hi" not in out + err
+    assert "a C library line a user should see" in out + err
+    assert "without encryption" not in err  # the kernel's own start-up warning
+    # the executed notebook rendered to HTML beside it
+    html_copy = Path(record["notebooks"][0]["html"])
+    assert html_copy == tmp_path / "run" / "01_progress.html" and "line 1" in html_copy.read_text()
 
 
 @pytest.mark.slow
@@ -109,6 +150,11 @@ def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # progress: the notebook, its cells and one line per model and epoch, without start-up noise
+    assert "== [4/6] 04_training.ipynb" in proc.stdout and "   cell 1/" in proc.stdout
+    assert "   | [cnn_simple_v1] epoch 1/1 loss=" in proc.stdout
+    assert "== model 2/6 cnn_simple_v2" in proc.stdout
+    assert not [line for line in (proc.stdout + proc.stderr).splitlines() if runner.NOISE.match(line)]
     record = json.loads((out / "run" / "run.json").read_text())
     assert [n["name"] for n in record["notebooks"]] == [nb.name for nb in NOTEBOOKS]
     for entry in record["notebooks"]:
@@ -119,10 +165,11 @@ def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
     assert set(MODELS) | {"raw_pixels", "pca_64"} == set(table["model"])
     assert table["3nn_accuracy"].is_monotonic_decreasing
     for name in MODELS:
-        assert (out / "models_cache" / f"{name}.feature_extractor.weights.h5").exists()
+        assert (out / "models_cache" / "mnist" / f"{name}.feature_extractor.weights.h5").exists()
         assert (out / "latent_space" / f"{name} latent space.png").exists()
         assert (out / "models_explain" / "Trial 1" / name / "kernel no 0 Output.png").exists()
-        assert (out / "models_explain" / "Intermediate Kernels" / name / "layer no 0 kernel weights.png").exists()
+        kernels = out / "models_explain" / "Intermediate Kernels" / name
+        assert (kernels / "layer no 0 kernel weights.png").exists()
     for n in (1, 2, 3):
         assert (out / "models_explain" / f"Trial {n}" / "input_image.png").exists()
 
@@ -131,7 +178,33 @@ def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
     assert all(t.exists() for t in targets), [t for t in targets if not t.exists()]
     assert sum(t.suffix == ".png" for t in targets) >= 6 * 3
     assert sum(t.suffix == ".ipynb" for t in targets) == len(NOTEBOOKS)
+    assert sum(t.suffix == ".html" for t in targets) == len(NOTEBOOKS)
+    assert "class='table'" in index.read_text()  # the evaluation table scrolls inside the page
     # the committed notebooks stayed clean
     for nb in NOTEBOOKS:
         assert not any(c.get("outputs") for c in nbformat.read(nb, as_version=4).cells
                        if c.cell_type == "code")
+
+
+def test_each_profile_keeps_its_outputs_and_shares_the_per_dataset_models(tmp_path, monkeypatch):
+    for key in runner._OUTPUTS:  # set then delete: monkeypatch restores the environment afterwards
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    for attr, _ in runner._OUTPUTS.values():
+        monkeypatch.setattr(runner.config, attr, getattr(runner.config, attr))
+    shared_cache = runner.config.MODELS_CACHE
+    runner.set_profile_outputs("default", tmp_path / "runs" / "default")
+    assert runner.config.FIGURES == tmp_path / "runs" / "default" / "figures"
+    assert os.environ["SIMSUITE_LATENT_SPACE"] == str(tmp_path / "runs" / "default" / "latent_space")
+    assert runner.config.EVALUATION_CSV == tmp_path / "runs" / "default" / "model_evaluation.csv"
+    assert runner.config.MODELS_CACHE == shared_cache and "SIMSUITE_MODELS_CACHE" not in os.environ
+    # the smoke profile's one-step models do not replace the default profile's
+    runner.set_profile_outputs("smoke", tmp_path / "runs" / "smoke")
+    assert runner.config.MODELS_CACHE == tmp_path / "runs" / "smoke" / "models_cache"
+    # an output the user placed with a SIMSUITE_* variable stays where it is
+    for key in runner._OUTPUTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SIMSUITE_FIGURES", str(tmp_path / "mine"))
+    runner.set_profile_outputs("full", tmp_path / "runs" / "full")
+    assert os.environ["SIMSUITE_FIGURES"] == str(tmp_path / "mine")
+    assert runner.config.LATENT_SPACE == tmp_path / "runs" / "full" / "latent_space"

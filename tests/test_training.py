@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,12 +33,12 @@ def test_cache_hit_returns_the_same_model_without_training(data, tmp_path, capsy
     assert "loaded from cache" in capsys.readouterr().out
     x = data.x_test[:16]
     np.testing.assert_allclose(emb1.predict(x, verbose=0), emb2.predict(x, verbose=0), atol=1e-6)
-    for suffix in (".weights.h5", ".feature_extractor.weights.h5", ".history.json"):
-        assert (tmp_path / f"cnn_simple_v1{suffix}").exists()
-    # atomic writes leave no temporary file, and the work folder is gone once training finished
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    # the entry lives in the dataset's folder; atomic writes leave no temporary file, and the work
+    # folder is gone once training finished (the lock file stays: removing it would race)
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist"]
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == [
         "cnn_simple_v1.feature_extractor.weights.h5", "cnn_simple_v1.history.json",
-        "cnn_simple_v1.weights.h5",
+        "cnn_simple_v1.lock", "cnn_simple_v1.weights.h5",
     ]
 
 
@@ -45,11 +46,30 @@ def test_changed_configuration_retrains_and_force_retrains(data, tmp_path, capsy
     training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
     _, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, **{**TINY, "epochs": 2})
     assert rec["from_cache"] is False and len(rec["history"]["loss"]) == 2
-    assert "another configuration" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "another configuration" in out
+    # one line per epoch: losses, seconds and (before the last epoch) what is left
+    epoch_lines = [line for line in out.splitlines()
+                   if line.startswith("[cnn_simple_v1] epoch ") and "/2 " in line]
+    assert len(epoch_lines) == 2, out
+    assert re.fullmatch(r"\[cnn_simple_v1\] epoch 1/2 loss=\d+\.\d{4} val_loss=\d+\.\d{4} "
+                        r"\(\d+\.\ds; ~\d+s left\)", epoch_lines[0]), epoch_lines[0]
+    assert epoch_lines[1].startswith("[cnn_simple_v1] epoch 2/2 ") and "left" not in epoch_lines[1]
     _, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, **{**TINY, "epochs": 2})
     assert rec["from_cache"] is True
     _, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, force=True, **{**TINY, "epochs": 2})
     assert rec["from_cache"] is False
+
+
+def test_track_prints_the_model_and_what_is_left_for_the_list(capsys, monkeypatch):
+    clock = iter([0.0, 0.0, 10.0, 10.0, 30.0])
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    names = list(training.track(["cnn_simple_v1", "cnn_simple_v2"], epochs=2, steps_per_epoch=5))
+    assert names == ["cnn_simple_v1", "cnn_simple_v2"]
+    lines = capsys.readouterr().out.splitlines()
+    # 10 s for the first model's 10 steps: the second's 10 steps are about 10 s more
+    assert lines == ["== model 1/2 cnn_simple_v1", "== model 2/2 cnn_simple_v2 (~10s left for the list)"]
+    assert [training.format_seconds(s) for s in (42, 185, 3725)] == ["42s", "3m05s", "1h02m"]
 
 
 def test_fingerprint_depends_on_data_and_parameters(data):
@@ -67,7 +87,7 @@ def test_fingerprint_depends_on_data_and_parameters(data):
 
 def test_truncated_weights_are_reported_in_one_line_and_retrained(data, tmp_path, capsys):
     training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
-    weights = tmp_path / "cnn_simple_v1.feature_extractor.weights.h5"
+    weights = tmp_path / "mnist" / "cnn_simple_v1.feature_extractor.weights.h5"
     blob = weights.read_bytes()
     weights.write_bytes(blob[: len(blob) // 3])
     capsys.readouterr()
@@ -131,7 +151,7 @@ def test_resume_after_sigkill(tmp_path):
            "--source", "bundled"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    work = tmp_path / "cnn_simple_v1.work"
+    work = tmp_path / "mnist" / "cnn_simple_v1.work"
     deadline = time.time() + 240
     done_epochs = 0
     try:
@@ -152,7 +172,7 @@ def test_resume_after_sigkill(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not (tmp_path / "cnn_simple_v1.history.json").exists()
+    assert not (tmp_path / "mnist" / "cnn_simple_v1.history.json").exists()
 
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -163,6 +183,195 @@ def test_resume_after_sigkill(tmp_path):
     epochs = result["epochs"]
     assert epochs == list(range(len(epochs))), epochs  # every epoch once, none missing
     assert len(epochs) > done_epochs
-    record = json.loads((tmp_path / "cnn_simple_v1.history.json").read_text())
+    record = json.loads((tmp_path / "mnist" / "cnn_simple_v1.history.json").read_text())
     assert len(record["history"]["loss"]) == len(epochs)
     assert not work.exists()
+
+
+# --- cache per dataset ----------------------------------------------------------------------------
+
+
+def test_two_datasets_keep_two_entries_and_switching_back_loads_from_cache(data, tmp_path):
+    import dataclasses
+
+    other = dataclasses.replace(data, name="other_digits", x_train=data.x_train[:600],
+                                y_train=data.y_train[:600])
+    _, rec_a = training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
+    _, rec_b = training.train("cnn_simple_v1", other, cache_dir=tmp_path, **TINY)
+    assert rec_a["from_cache"] is False and rec_b["from_cache"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist", "other_digits"]
+    for folder in ("mnist", "other_digits"):
+        assert (tmp_path / folder / "cnn_simple_v1.feature_extractor.weights.h5").exists()
+    # switching back costs nothing: both entries load
+    assert training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)[1]["from_cache"] is True
+    assert training.train("cnn_simple_v1", other, cache_dir=tmp_path, **TINY)[1]["from_cache"] is True
+
+
+# --- fingerprint: what decides the weights retrains -----------------------------------------------
+
+
+def _narrower(builder):
+    """The same builder (same name) with a 32-unit embedding: only the architecture changes."""
+    import functools
+
+    @functools.wraps(builder)
+    def build(input_shape=(28, 28, 1), embedding_dim=64):
+        return builder(input_shape=input_shape, embedding_dim=32)
+
+    return build
+
+
+@pytest.mark.parametrize("change", ["margin", "center_reg_weight", "architecture"])
+def test_a_changed_registry_field_or_architecture_retrains(data, tmp_path, monkeypatch, change):
+    import dataclasses
+
+    training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
+    spec = MODELS["cnn_simple_v1"]
+    changed = {"margin": {"margin": spec.margin + 0.5},
+               "center_reg_weight": {"center_reg_weight": spec.center_reg_weight + 1.0},
+               "architecture": {"builder": _narrower(spec.builder)}}[change]
+    monkeypatch.setitem(MODELS, "cnn_simple_v1", dataclasses.replace(spec, **changed))
+    # the stale entry is refused where it is loaded by name (evaluation, notebook 06) ...
+    with pytest.raises(training.StaleCacheError, match="registry entry, architecture"):
+        training.load_trained("cnn_simple_v1", data, cache_dir=tmp_path)
+    # ... and train() retrains it
+    emb, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
+    assert rec["from_cache"] is False
+    assert training.load_trained("cnn_simple_v1", data, cache_dir=tmp_path).output.shape[-1] == \
+        emb.output.shape[-1]
+
+
+def test_fingerprint_covers_the_keras_version_and_the_loss_and_generator_code(data, monkeypatch, tmp_path):
+    base = training.training_fingerprint("cnn_simple_v1", data, {"epochs": 1})
+    monkeypatch.setattr(training.keras, "__version__", "99.0.0")
+    assert training.training_fingerprint("cnn_simple_v1", data, {"epochs": 1}) != base
+    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "code_version", lambda: "another version")
+        assert training.training_fingerprint("cnn_simple_v1", data, {"epochs": 1}) != base
+    # code_version: comments, docstrings and formatting do not count; the code does
+    versions = {}
+    for label, source in [
+        ("plain", "def loss(x):\n    return x * 2\n"),
+        ("commented", '"""Doc."""\n\n\ndef loss(x):  # twice\n    """Twice x."""\n    return (x * 2)\n'),
+        ("changed", "def loss(x):\n    return x * 3\n"),
+    ]:
+        (tmp_path / "losses.py").write_text(source)
+        versions[label] = training.code_version(("losses",), folder=tmp_path)
+    assert versions["plain"] == versions["commented"] != versions["changed"]
+
+
+def test_load_trained_checks_data_and_budget_and_can_retrain(data, tmp_path):
+    import dataclasses
+
+    with pytest.raises(training.CacheError, match="missing"):
+        training.load_trained("cnn_simple_v1", data, cache_dir=tmp_path)
+    training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
+    assert training.load_trained("cnn_simple_v1", data, cache_dir=tmp_path, **TINY) is not None
+    with pytest.raises(training.StaleCacheError, match="trained with"):
+        training.load_trained("cnn_simple_v1", data, cache_dir=tmp_path, **{**TINY, "epochs": 2})
+    shuffled = dataclasses.replace(data, x_train=data.x_train[::-1].copy())
+    with pytest.raises(training.StaleCacheError, match="other mnist data"):
+        training.load_embedding("cnn_simple_v1", shuffled, cache_dir=tmp_path)
+    training.load_trained("cnn_simple_v1", shuffled, cache_dir=tmp_path, retrain=True, **TINY)
+    assert training.read_cache_record("cnn_simple_v1", tmp_path)["data_fingerprint"] == \
+        training.data_fingerprint(shuffled)
+
+
+# --- backup: Keras' private layout, and a kill between the two moves ------------------------------
+
+
+def _tiny_model():
+    import keras
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_keras_backup_layout_is_what_fit_writes_and_resumes_from(tmp_path):
+    """Fails loudly when a Keras upgrade moves BackupAndRestore's files (private attributes)."""
+    import keras
+
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    plain = keras.callbacks.BackupAndRestore(str(tmp_path / "plain"), delete_checkpoint=False)
+    _tiny_model().fit(x, y, epochs=2, verbose=0, callbacks=[plain])
+    weights, metadata = training.keras_backup_files(plain)
+    assert weights.exists() and metadata.exists(), "Keras writes its backup elsewhere now"
+    assert json.loads(metadata.read_text())["epoch"] == 2
+    # Keras resumes from these files: an epoch count of 5 there skips the first 5 of 6 epochs
+    metadata.write_text(json.dumps({"epoch": 5, "batch": 0}))
+    history = _tiny_model().fit(x, y, epochs=6, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(str(tmp_path / "plain"), delete_checkpoint=False)])
+    assert len(history.history["loss"]) == 1
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_kill_between_the_weights_and_the_metadata_moves_resumes_exactly(data, tmp_path, monkeypatch):
+    budget = dict(epochs=3, steps_per_epoch=2, batch_size=8)
+    straight, _ = training.train("cnn_simple_v1", data, cache_dir=tmp_path / "straight", **budget)
+
+    def kill_after_second_epoch(self, epoch):
+        if epoch == 2:
+            raise _Killed  # the weights of epoch 2 are in place, the metadata still says 1
+
+    monkeypatch.setattr(training.AtomicBackupAndRestore, "_weights_moved", kill_after_second_epoch)
+    with pytest.raises(_Killed):
+        training.train("cnn_simple_v1", data, cache_dir=tmp_path / "killed", **budget)
+    backup = next((tmp_path / "killed" / "mnist").glob("cnn_simple_v1.work/*/backup"))
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
+    monkeypatch.undo()
+
+    resumed, record = training.train("cnn_simple_v1", data, cache_dir=tmp_path / "killed", **budget)
+    assert record["resumed_from_epoch"] == 2, "resumes after the epoch whose weights were moved"
+    assert record["history"]["epoch"] == [0, 1, 2]
+    x = data.x_test[:32]
+    np.testing.assert_allclose(resumed.predict(x, verbose=0), straight.predict(x, verbose=0), atol=1e-5)
+
+
+# --- two processes, one cache entry ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_second_process_waits_for_the_first_and_loads_its_entry(tmp_path):
+    """Two real training processes on one entry: one trains, the other waits and loads it.
+
+    The test holds the entry's lock until both processes have tried to take it, so they
+    overlap whatever their start-up times."""
+    import filelock
+
+    lock = filelock.FileLock(str(training.cache_paths("cnn_simple_v1", tmp_path, "mnist")["lock"]))
+    cmd = [sys.executable, "-m", "helpers.training", "cnn_simple_v1", "--epochs", "2",
+           "--steps-per-epoch", "2", "--batch-size", "8", "--cache-dir", str(tmp_path),
+           "--source", "bundled"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    logs = [tmp_path / f"proc{i}.log" for i in (0, 1)]
+    procs = []
+    with lock:
+        try:
+            for log in logs:
+                with open(log, "w") as out:
+                    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                                                  stderr=subprocess.STDOUT))
+            deadline = time.time() + 300
+            while time.time() < deadline and not all("waiting for it" in log.read_text() for log in logs):
+                assert all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]
+                time.sleep(0.2)
+            assert all("waiting for it" in log.read_text() for log in logs), "processes never met the lock"
+        except BaseException:
+            for p in procs:
+                p.kill()
+            raise
+    for p in procs:
+        assert p.wait(timeout=600) == 0
+    outputs = [log.read_text() for log in logs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    assert sorted(r["from_cache"] for r in results) == [False, True]
+    loader = outputs[[r["from_cache"] for r in results].index(True)]
+    assert loader.count("loaded from cache what the other process trained") == 1
+    assert "epoch 1/2" not in loader  # it did not train
+    assert not (tmp_path / "mnist" / "cnn_simple_v1.work").exists()
