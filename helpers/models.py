@@ -259,7 +259,8 @@ class ModelSpec:
     K images, for online mining; ``batch_size`` is then P x K); ``loss`` one of ``"contrastive"``,
     ``"triplet"``, ``"batch_hard_triplet"``, ``"batch_semi_hard_triplet"``, ``"batch_all_triplet"`` (every triplet of a P x K batch),
     ``"batch_contrastive"`` (every pair of a P x K batch),
-    ``"triplet_l2_cls"``, ``"triplet_center_cls"``.
+    ``"triplet_l2_cls"``, ``"triplet_center_cls"``, ``"cross_entropy"`` (a plain softmax classifier
+    on ``"pk"`` batches: a class head on top of the embedding, which is then its penultimate layer).
     ``mining`` ("random", "hard", "semi-hard") picks negatives of pair/triplet generators in the
     model's own embedding space, refreshed every epoch. ``augment`` applies the generators' small
     shifts, rotations and noise to the training batches. ``lr_schedule`` is ``"plateau"`` (Keras'
@@ -403,6 +404,8 @@ def make_loss(spec: ModelSpec):
         return losses.BatchAllTripletLoss(margin=spec.margin, squared=not spec.l2_normalized), None
     if spec.loss == "batch_contrastive":
         return losses.BatchContrastiveLoss(margin=spec.margin), None
+    if spec.loss == "cross_entropy":
+        return keras.losses.SparseCategoricalCrossentropy(), None
     if spec.loss in ("triplet_l2_cls", "triplet_center_cls"):
         if spec.loss == "triplet_center_cls":
             triplet = losses.TripletLoss(
@@ -443,7 +446,10 @@ def build_training_model(
         embedding = build_embedding(name, input_shape)
     if spec.generator == "pk":  # labelled batches: the loss mines triplets inside each batch
         images = keras.Input(input_shape, name="image")
-        return keras.Model(images, embedding(images), name=f"{name}_training"), embedding
+        outputs = embedding(images)
+        if spec.loss == "cross_entropy":  # a plain classifier: the embedding is its penultimate layer
+            outputs = layers.Dense(num_classes, activation="softmax", name="class_head")(outputs)
+        return keras.Model(images, outputs, name=f"{name}_training"), embedding
     roles = ["anchor", "positive", "negative"] if spec.generator != "pairs" else ["left", "right"]
     inputs = [keras.Input(input_shape, name=role) for role in roles]
     embeddings = [embedding(x) for x in inputs]
