@@ -52,8 +52,9 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -156,7 +157,7 @@ class EmbeddingIndex:
     @classmethod
     def from_model(cls, model_name: str, images, labels=None, ids=None, *, data=None, kind: str = "flat",
                    metric: str = "l2", class_names=None, cache_dir=None, batch_size: int = 512,
-                   train_kwargs: dict | None = None, **index_kwargs) -> "EmbeddingIndex":
+                   train_kwargs: dict | None = None, **index_kwargs) -> EmbeddingIndex:
         """Embed ``images`` with the cached registry model ``model_name`` and index them.
 
         The model comes from ``helpers.training.train(model_name, data, cache_dir=cache_dir,
@@ -262,7 +263,8 @@ class EmbeddingIndex:
         else:
             ids = np.asarray(ids)
             if ids.ndim != 1 or len(ids) != n:
-                raise SearchError(f"ids must be a 1-D sequence of {n} ids (one per item), got shape {ids.shape}.")
+                raise SearchError(f"ids must be a 1-D sequence of {n} ids (one per item), "
+                                  f"got shape {ids.shape}.")
             if ids.dtype.kind in "iu":
                 ids = ids.astype(np.int64)
                 if (ids < 0).any():
@@ -427,9 +429,8 @@ class EmbeddingIndex:
             with config.atomic_path(tmp / "index.faiss", suffix=".faiss") as path:
                 faiss.write_index(self._index, str(path))
             for name, array in (("vectors", self._vectors), ("labels", self._labels), ("ids", self._ids)):
-                with config.atomic_path(tmp / f"{name}.npy", suffix=".npy") as path:
-                    with open(path, "wb") as fh:
-                        np.save(fh, array, allow_pickle=False)
+                with config.atomic_path(tmp / f"{name}.npy", suffix=".npy") as path, open(path, "wb") as fh:
+                    np.save(fh, array, allow_pickle=False)
             config.write_json(tmp / "metadata.json", self.metadata())  # last: marks a complete folder
             if folder.exists():
                 os.rename(folder, old)
@@ -441,7 +442,7 @@ class EmbeddingIndex:
 
     @classmethod
     def load(cls, folder, *, cache_dir=None, embed_fn: Callable | None = None,
-             verify_model: bool = True) -> "EmbeddingIndex":
+             verify_model: bool = True) -> EmbeddingIndex:
         """Load an index saved by :meth:`save`.
 
         When the index was made by a registry model, its cache (``cache_dir``, default the one it
@@ -461,11 +462,12 @@ class EmbeddingIndex:
             faiss_index = faiss.read_index(str(folder / "index.faiss"))
         except NotAnIndexError:
             raise
-        except Exception as exc:
-            raise NotAnIndexError(f"{folder} is not a readable index ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); rebuild it.") from None
+        except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError, numpy ValueError/OSError...
+            first_line = str(exc).splitlines()[0][:120] if str(exc) else ""
+            raise NotAnIndexError(f"{folder} is not a readable index ({type(exc).__name__}: {first_line}); "
+                                  f"rebuild it.") from None
         n = meta["count"]
-        if not (faiss_index.ntotal == len(arrays["vectors"]) == len(arrays["labels"]) == len(arrays["ids"]) == n):
+        if {faiss_index.ntotal, len(arrays["vectors"]), len(arrays["labels"]), len(arrays["ids"])} != {n}:
             raise NotAnIndexError(f"{folder} is inconsistent (FAISS holds {faiss_index.ntotal} vectors, "
                                   f"the metadata says {n}); rebuild it.")
         params = dict(meta["params"])
@@ -711,8 +713,8 @@ def _build(args) -> int:
 
     data = load_dataset(args.dataset, source=args.source, verbose=False)
     x, y = data.split(args.split)
-    train_kwargs = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                                 ("steps_per_epoch", args.steps_per_epoch)) if value is not None}
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "steps_per_epoch": args.steps_per_epoch}
+    train_kwargs = {key: value for key, value in given.items() if value is not None}
     index = EmbeddingIndex.from_model(args.model, x, y, data=data, kind=args.kind, metric=args.metric,
                                       cache_dir=args.cache_dir, train_kwargs=train_kwargs)
     index.source = {"dataset": data.name, "source": data.source, "split": args.split, "seed": 42}
@@ -738,7 +740,7 @@ def _query(args) -> int:
         print(f"  {'rank':>4}  {'id':>8}  {'class':<12} distance")
         for col in range(args.k):
             name = index.class_name(int(result.labels[row, col]))
-            print(f"  {col + 1:>4}  {str(result.ids[row, col]):>8}  {name:<12} {result.distances[row, col]:.6g}")
+            print(f"  {col + 1:>4}  {result.ids[row, col]!s:>8}  {name:<12} {result.distances[row, col]:.6g}")
     if args.figure:
         fig = plot_query_results(images, result, index, _neighbour_images(index, result),
                                  titles=[Path(p).name for p in args.image])
