@@ -240,9 +240,9 @@ def main(argv=None) -> int:
                         help="time numpy on the first N queries only (0: all)")
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, nargs="+", default=[40, 80])
-    parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
     parser.add_argument("--nlist", type=int, nargs="+", default=[1024, 4096])
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32, 64, 128])
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
     parser.add_argument("--train-per-cell", type=int, default=50,
                         help="IVF training sample: this many vectors per cell (at most --size)")
     parser.add_argument("--repeat", type=int, default=5,
