@@ -577,7 +577,55 @@ def _register_models():
         epochs=base.epochs, steps_per_epoch=base.steps_per_epoch, batch_size=base.batch_size,
         augment=True, lr_schedule="cosine",
     ))
-    return unseen.name, classifier.name
+    unseen_classifier = register(dataclasses.replace(
+        classifier, name="cnn_softmax_classifier_digits_0_7", classes_per_batch=8,
+        description="cnn_softmax_classifier on digits 0-7 only (P=8 classes x K=40 per batch)",
+    ))
+    return unseen.name, classifier.name, unseen_classifier.name
 
 
-UNSEEN_MODEL, CLASSIFIER_MODEL = _register_models()
+UNSEEN_MODEL, CLASSIFIER_MODEL, UNSEEN_CLASSIFIER_MODEL = _register_models()
+
+
+# --------------------------------------------------------------------------------------------------
+# one model, every figure (the notebook and benchmarks/applications.py share these)
+# --------------------------------------------------------------------------------------------------
+
+RAW_PIXELS = "raw_pixels"
+
+
+def embed_splits(model, data, splits=("train", "val", "test"), batch_size: int = 512) -> dict:
+    """``{split: embeddings}`` of ``data``'s splits; ``model=None`` gives the raw pixels (flattened)."""
+    from helpers.evaluation import embed
+
+    out = {}
+    for which in splits:
+        x, _ = data.split(which)
+        out[which] = (np.asarray(x, np.float32).reshape(len(x), -1) if model is None
+                      else embed(model, x, batch_size=batch_size))
+    return out
+
+
+def application_figures(embeddings: dict, data, target_far: float = 0.01, n_pairs: int = 5000,
+                        shots=(1, 5), episodes: int = 10, unknown_classes: int = 3, seed: int = 0,
+                        metric: str = "l2") -> tuple[dict, tuple]:
+    """Verification and identification figures of one embedding of ``data``'s splits.
+
+    Verification pairs (``n_pairs`` genuine + ``n_pairs`` impostor, seeded) come from the
+    validation split (to choose the threshold at ``target_far``) and the test split (to measure
+    it): :func:`verification_report`. Identification enrols train images and queries the test
+    split: :func:`identification_report`.
+
+    Returns
+    -------
+    (row, (far, tar)) : the flat dict of figures and the test ROC curve
+    """
+    val_d, val_same = verification_scores(embeddings["val"], data.y_val, n_pairs, n_pairs, seed=seed, metric=metric)
+    test_d, test_same = verification_scores(embeddings["test"], data.y_test, n_pairs, n_pairs, seed=seed + 1,
+                                            metric=metric)
+    row = verification_report(val_d, val_same, test_d, test_same, target_far)
+    row.update(identification_report(embeddings["train"], data.y_train, embeddings["test"], data.y_test,
+                                     shots=shots, unknown_classes=unknown_classes, target_far=target_far,
+                                     episodes=episodes, seed=seed, metric=metric))
+    far, tar, _ = roc(test_d, test_same)
+    return row, (far, tar)
