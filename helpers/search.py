@@ -725,15 +725,21 @@ def _build(args) -> int:
 
 
 def _query(args) -> int:
+    # every check on the user's input runs before Keras is imported (its import prints to stderr)
     if args.k < 1:
         raise SearchError(f"-k must be >= 1, got {args.k}.")
-    index = EmbeddingIndex.load(args.index, cache_dir=args.cache_dir)
-    if args.k > len(index):
-        raise SearchError(f"-k {args.k} is larger than the index ({len(index)} items).")
     if args.figure and Path(args.figure).suffix.lower() != ".png":
         raise SearchError(f"--figure must be a .png path, got {args.figure}.")
-    shape = index.input_shape or (28, 28, 1)
+    folder = _existing_index_folder(Path(args.index))
+    try:
+        meta = json.loads((folder / "metadata.json").read_text())
+        count, shape = int(meta["count"]), tuple(meta.get("input_shape") or (28, 28, 1))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NotAnIndexError(f"{folder} has an unreadable metadata.json ({exc}); rebuild it.") from None
+    if args.k > count:
+        raise SearchError(f"-k {args.k} is larger than the index ({count} items).")
     images = np.stack([read_image(path, size=shape[:2]) for path in args.image])
+    index = EmbeddingIndex.load(args.index, cache_dir=args.cache_dir)
     result = index.query(images, args.k)
     for row, path in enumerate(args.image):
         print(f"query {path}")
@@ -751,15 +757,16 @@ def _query(args) -> int:
 
 def main(argv=None) -> int:
     """Entry point of ``python -m helpers.search``; returns the exit status (2 on bad input)."""
-    from helpers.training import CacheError
-
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, one line printed by _Parser.error)
         return int(exc.code or 0)
     try:
         return _build(args) if args.command == "build" else _query(args)
-    except (ValueError, CacheError) as exc:  # SearchError, DatasetError, an unknown model name
+    except (ValueError, RuntimeError) as exc:  # SearchError, DatasetError, an unknown model name
+        training = sys.modules.get("helpers.training")  # imported only once a model is needed
+        if isinstance(exc, RuntimeError) and not (training and isinstance(exc, training.CacheError)):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

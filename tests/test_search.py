@@ -380,3 +380,13 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(data, cache, tmp
         assert len(err) == 1 and err[0].startswith("error: "), (message, captured.err)
         assert re.search(message, err[0]), (message, err[0])
         assert sorted(p.name for p in tmp_path.iterdir()) == before, message
+
+    # from a shell too: the input is checked before Keras is imported (and prints its own lines)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "helpers.search", "query", "--index", str(out), "--image",
+                           str(tmp_path / "broken.png"), "--figure", str(figure)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: cannot read image file {tmp_path / 'broken.png'}: not an "
+                                        f"image OpenCV can decode (PNG, JPEG, ...)."]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
