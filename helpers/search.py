@@ -572,6 +572,15 @@ def _existing_index_folder(folder: Path) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
+def _import_cv2():
+    """Import OpenCV, or raise one line saying how to install it."""
+    try:
+        import cv2
+    except ImportError as exc:  # pragma: no cover - opencv-python-headless is in requirements.txt
+        raise ImportError("reading image files needs OpenCV: pip install opencv-python-headless") from exc
+    return cv2
+
+
 def read_image(path, size=(28, 28)) -> np.ndarray:
     """Read a PNG/JPEG (any size, grey, colour or with alpha) as the model saw MNIST: (H, W, 1) in [0, 1].
 
@@ -583,7 +592,7 @@ def read_image(path, size=(28, 28)) -> np.ndarray:
     column on each side): above 0.5 means a dark digit on paper, so the image is inverted to a light
     digit on a dark background, as in MNIST.
     """
-    import cv2
+    cv2 = _import_cv2()
 
     path = Path(path)
     if not path.is_file():
@@ -618,7 +627,7 @@ def read_image(path, size=(28, 28)) -> np.ndarray:
 
 def write_image(path, image) -> Path:
     """Write a (H, W[, 1]) image in [0, 1] as an 8-bit grey PNG, atomically."""
-    import cv2
+    cv2 = _import_cv2()
 
     a = np.asarray(image, dtype=np.float32).squeeze()
     a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
