@@ -643,44 +643,18 @@ def write_image(path, image) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def plot_query_results(queries, result: SearchResult, index: EmbeddingIndex, neighbour_images=None,
-                       titles=None):
-    """One row per query: the query image, then its neighbours (images when given) with distances."""
-    from helpers.plots import plt
-
-    q, k = result.ids.shape
-    fig, axes = plt.subplots(q, k + 1, figsize=(1.6 * (k + 1), 1.9 * q), squeeze=False)
-    for row in range(q):
-        ax = axes[row, 0]
-        ax.imshow(np.asarray(queries[row]).squeeze(), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(titles[row] if titles else "query", fontsize=8)
-        for col in range(k):
-            ax = axes[row, col + 1]
-            if neighbour_images is not None:
-                ax.imshow(np.asarray(neighbour_images[row][col]).squeeze(), cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.set_facecolor("0.9")
-            name = index.class_name(int(result.labels[row, col]))
-            ax.set_title(f"{result.ids[row, col]} ({name})\nd={result.distances[row, col]:.3g}", fontsize=7)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
-def _neighbour_images(index: EmbeddingIndex, result: SearchResult):
-    """The neighbours' images, when the index was built from a dataset split with integer ids."""
+def _neighbour_images(index: EmbeddingIndex, result: SearchResult, shape) -> np.ndarray:
+    """The neighbours' images (q, k, H, W, C) when the index was built from a dataset split with
+    integer ids (``build``); blank tiles otherwise (the figure then shows classes and distances)."""
     src = index.source
     if not src or result.ids.dtype.kind == "U":
-        return None
+        return np.zeros((*result.ids.shape, *shape), np.float32)
     from helpers.data import load_dataset
 
     data = load_dataset(src["dataset"], source=src.get("source", "auto"), seed=src.get("seed", 42),
                         verbose=False)
     x, _ = data.split(src["split"])
-    ids = np.where(result.ids >= 0, result.ids, 0)
-    return x[ids]
+    return x[np.where(result.ids >= 0, result.ids, 0)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -757,9 +731,15 @@ def _query(args) -> int:
             name = index.class_name(int(result.labels[row, col]))
             print(f"  {col + 1:>4}  {result.ids[row, col]!s:>8}  {name:<12} {result.distances[row, col]:.6g}")
     if args.figure:
-        fig = plot_query_results(images, result, index, _neighbour_images(index, result),
-                                 titles=[Path(p).name for p in args.image])
+        from helpers import plots
+
+        names = index.class_names if (result.labels >= 0).all() else None  # -1: unlabelled items
+        fig = plots.plot_query_neighbours(images, _neighbour_images(index, result, shape), result.distances,
+                                          neighbour_labels=result.labels, class_names=names,
+                                          title=f"{', '.join(Path(p).name for p in args.image)}: "
+                                                f"nearest items of {Path(args.index).name}")
         config.save_figure(fig, args.figure)
+        plots.plt.close(fig)
         print(f"figure: {args.figure}")
     return 0
 
