@@ -144,6 +144,26 @@ class Dataset:
             raise DatasetError(f"unknown split {which!r}; valid splits: {', '.join(SPLITS)}")
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
 
+    def subset(self, classes) -> "Dataset":
+        """A copy keeping only the images of ``classes`` in every split (train, val and test).
+
+        Labels keep their ids and ``class_names`` stays the full list, so a model trained on the
+        subset (say digits 0-7) is evaluated on the full dataset's images of the classes it never
+        saw without any relabelling. The order of the kept images is unchanged.
+        """
+        wanted = np.unique(np.asarray(list(classes), dtype=np.int64))
+        if len(wanted) < 2 or wanted.min() < 0 or wanted.max() >= self.num_classes:
+            raise DatasetError(
+                f"subset needs at least two distinct class ids in [0, {self.num_classes - 1}], "
+                f"got {list(classes)}"
+            )
+        arrays = {}
+        for which in SPLITS:
+            x, y = self.split(which)
+            keep = np.isin(y, wanted)
+            arrays[f"x_{which}"], arrays[f"y_{which}"] = x[keep], y[keep]
+        return Dataset(name=self.name, source=self.source, class_names=list(self.class_names), **arrays)
+
 
 # --------------------------------------------------------------------------------------------------
 # Preprocessing

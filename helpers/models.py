@@ -325,6 +325,10 @@ LOSS_SETTINGS: dict[str, tuple[str, Callable[..., dict]]] = {
     "triplet_center_cls": ("triplet", lambda s: {"variant": "center", "center_reg_weight": s.center_reg_weight}),
 }
 CLASS_HEAD_LOSSES = ("triplet_l2_cls", "triplet_center_cls")
+#: ``ModelSpec.loss`` of plain classifiers (trained on labelled P x K batches, no metric loss).
+CLASSIFIER_LOSSES: dict[str, Callable[[], keras.losses.Loss]] = {
+    "cross_entropy": keras.losses.SparseCategoricalCrossentropy,
+}
 
 #: ``ModelSpec.optimizer`` -> the Keras optimizer built with a learning rate (or schedule).
 OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
@@ -353,7 +357,8 @@ class ModelSpec:
     ``"triplets"``, ``"triplets_cls"``, or ``"pk"``: P classes x K images for online mining,
     ``batch_size`` is then P x K); ``loss`` a key of :data:`LOSS_SETTINGS` (``"batch_all_triplet"`` /
     ``"batch_contrastive"``: every triplet / pair of a P x K batch; the ``_cls`` losses add a class
-    head); ``mining`` one of ``helpers.generators.MINING`` ("random", "hard", "semi-hard": negatives
+    head; :data:`CLASSIFIER_LOSSES` ``"cross_entropy"``: a plain softmax classifier on ``"pk"``
+    batches, a class head on top of the embedding, which is then its penultimate layer); ``mining`` one of ``helpers.generators.MINING`` ("random", "hard", "semi-hard": negatives
     of pair/triplet generators in the model's own embedding space, refreshed every epoch);
     ``optimizer`` a key of :data:`OPTIMIZERS`; ``lr_schedule`` one of :data:`LR_SCHEDULES`
     (``"plateau"``: Keras' ReduceLROnPlateau, as the reference; ``"cosine"``: cosine decay to 1% over
@@ -391,7 +396,7 @@ class ModelSpec:
     def __post_init__(self):
         """Check every name the spec holds against its registry, so a typo fails here at once."""
         choices = {
-            "loss": LOSS_SETTINGS, "generator": generators.GENERATORS, "mining": generators.MINING,
+            "loss": {**LOSS_SETTINGS, **CLASSIFIER_LOSSES}, "generator": generators.GENERATORS, "mining": generators.MINING,
             "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "augment": AUGMENT_MODES,
         }
         for field, valid in choices.items():
@@ -499,6 +504,8 @@ def make_loss(spec: ModelSpec):
     """The Keras loss (or losses) for ``spec`` and the ``loss_weights`` to compile with."""
     from helpers import losses
 
+    if spec.loss in CLASSIFIER_LOSSES:  # a plain classifier: no margin, no mining
+        return CLASSIFIER_LOSSES[spec.loss](), None
     name, arguments = LOSS_SETTINGS[spec.loss]
     loss = losses.get(name, margin=spec.margin, **arguments(spec))
     if spec.loss in CLASS_HEAD_LOSSES:
@@ -532,7 +539,10 @@ def build_training_model(
     augment = DeviceAugment(name="device_augment") if spec.augment == "device" else (lambda x: x)
     if spec.generator == "pk":  # labelled batches: the loss mines triplets inside each batch
         images = keras.Input(input_shape, name="image")
-        return keras.Model(images, embedding(augment(images)), name=f"{name}_training"), embedding
+        outputs = embedding(augment(images))
+        if spec.loss in CLASSIFIER_LOSSES:  # a plain classifier: the embedding is its penultimate layer
+            outputs = layers.Dense(num_classes, activation="softmax", name="class_head")(outputs)
+        return keras.Model(images, outputs, name=f"{name}_training"), embedding
     roles = ["anchor", "positive", "negative"] if spec.generator != "pairs" else ["left", "right"]
     inputs = [keras.Input(input_shape, name=role) for role in roles]
     embeddings = [embedding(augment(x)) for x in inputs]

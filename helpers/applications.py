@@ -1,0 +1,634 @@
+"""What an embedding is for: verification, identification, best match and unseen classes.
+
+The four cases of the reference material (``siamese_network_intro.md``), as small functions in the
+style of pytorch-metric-learning's ``MatchFinder`` / ``InferenceModel`` split:
+
+Verification ("phone unlock")
+    Two images are "the same" when the distance of their embeddings is at most a threshold.
+    :func:`make_pairs` draws genuine (same class) and impostor (different classes) pairs, seeded;
+    :func:`roc`, :func:`eer`, :func:`calibrate_threshold`, :func:`far_frr` and :func:`tar_at_far`
+    turn their distances into the figures a biometric system reports, and
+    :func:`verification_report` chooses the threshold on the validation split at a target
+    false-accept rate and measures it on the test split.
+Identification ("a gym with 20 members")
+    A :class:`Gallery` holds the enrolled images of known classes; a query goes to the class of
+    its nearest enrolled image, or is rejected as unknown when that image is farther than the
+    threshold. :func:`identification_report` gives the closed-set accuracy (every class enrolled)
+    and the open-set detection and identification rate (DIR) at a false-accept rate, with some
+    classes left out of the gallery, averaged over seeded enrolment draws.
+Best match ("an actor for a historical role")
+    :meth:`Gallery.rank` ranks the whole gallery against one query.
+Unseen classes
+    :func:`unseen_class_report`: verification AUC, 1- and 5-shot identification and P@1 on
+    classes a model never saw in training (train it on ``Dataset.subset``).
+
+Conventions
+-----------
+- Distances are Euclidean (``metric="l2"``, not squared) or cosine distances (``1 - cos``), the
+  same in every function, so a threshold calibrated on pairs transfers to a gallery.
+- A pair or a query is *accepted* when its distance is ``<= threshold``. The false-accept rate
+  (FAR) is the fraction of impostor pairs accepted, the false-reject rate (FRR) the fraction of
+  genuine pairs rejected; the true-accept rate TAR = 1 - FRR.
+- Nearest neighbours come from :func:`helpers.knn.exact_knn`, the suite's one k-NN path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from helpers import knn
+
+METRICS = ("l2", "cosine")
+
+
+class ApplicationError(ValueError):
+    """Bad input to a verification or identification function; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ApplicationError(f"metric must be one of {METRICS}, got {metric!r}.")
+
+
+def _check_rate(value: float, name: str) -> float:
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ApplicationError(f"{name} must be in [0, 1), got {value}; a rate of 1 % is 0.01.")
+    return value
+
+
+def _scores(distances, same):
+    """(distances float64 1-D, same bool 1-D), checked: matching lengths, finite, both kinds present."""
+    d = np.asarray(distances, dtype=np.float64).reshape(-1)
+    s = np.asarray(same).reshape(-1)
+    if len(d) != len(s):
+        raise ApplicationError(f"distances has {len(d)} entries but same has {len(s)}; one flag per pair.")
+    if s.dtype != bool:
+        if not np.isin(s, (0, 1)).all():
+            raise ApplicationError("same must hold booleans (True for a genuine pair) or 0/1.")
+        s = s.astype(bool)
+    if not np.isfinite(d).all():
+        raise ApplicationError("distances contains NaN or infinite values; check the embeddings.")
+    if s.all() or not s.any():
+        raise ApplicationError(
+            f"need both genuine and impostor pairs, got {int(s.sum())} genuine and {int((~s).sum())} "
+            "impostor; draw them with make_pairs."
+        )
+    return d, s
+
+
+def _vectors(x, name: str) -> np.ndarray:
+    try:
+        return knn.as_vectors(x, name)
+    except knn.KNNError as exc:
+        raise ApplicationError(str(exc)) from None
+
+
+def _labels(labels, n: int, name: str) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != n:
+        raise ApplicationError(f"{name} must be 1-D with one label per row ({n}), got shape {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ApplicationError(f"{name} must hold integer class ids, got dtype {y.dtype}.")
+    return y.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# pairs and distances
+# --------------------------------------------------------------------------------------------------
+
+
+def make_pairs(labels, n_genuine: int = 5000, n_impostor: int = 5000, seed: int = 0, classes=None):
+    """Draw genuine and impostor pairs of indices into ``labels``; same seed, same pairs.
+
+    A genuine pair is two different images of one class; an impostor pair two images of different
+    classes. With ``classes``, the first image of every pair is one of those classes (the second
+    is of the same class for a genuine pair, of any other class for an impostor), so genuine pairs
+    lie entirely inside ``classes`` and every impostor involves one of them. Pairs are drawn with
+    replacement (a pair may repeat).
+
+    Returns
+    -------
+    first, second : ndarray of int64, shape (n_genuine + n_impostor,)
+    same : ndarray of bool, True for the genuine pairs (the first ``n_genuine``)
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ApplicationError(f"labels must be 1-D integer class ids, got shape {y.shape} dtype {y.dtype}.")
+    if n_genuine < 1 or n_impostor < 1:
+        raise ApplicationError(f"n_genuine and n_impostor must be >= 1, got {n_genuine} and {n_impostor}.")
+    rng = np.random.default_rng(seed)
+    values, counts = np.unique(y, return_counts=True)
+    anchors_from = values if classes is None else np.asarray(list(classes))
+    missing = np.setdiff1d(anchors_from, values)
+    if len(missing):
+        raise ApplicationError(f"classes {missing.tolist()} have no images among the labels.")
+    pool = np.flatnonzero(np.isin(y, anchors_from))
+    if len(values) < 2:
+        raise ApplicationError("impostor pairs need at least two classes in labels.")
+    # genuine: an anchor of a class with >= 2 images, then another image of its class
+    order = np.argsort(y, kind="stable")
+    offsets = np.searchsorted(y[order], values)
+    size = dict(zip(values.tolist(), counts.tolist()))
+    start = dict(zip(values.tolist(), offsets.tolist()))
+    candidates = pool[np.array([size[c] >= 2 for c in y[pool].tolist()], dtype=bool)]
+    if len(candidates) == 0:
+        raise ApplicationError("genuine pairs need a class with at least two images.")
+    g_first = rng.choice(candidates, size=n_genuine)
+    position = np.empty(len(y), dtype=np.int64)
+    position[order] = np.arange(len(y)) - offsets[np.searchsorted(values, y[order])]
+    n_c = np.array([size[c] for c in y[g_first].tolist()])
+    s_c = np.array([start[c] for c in y[g_first].tolist()])
+    step = rng.integers(1, n_c)  # 1 .. n_c - 1: never the anchor itself
+    g_second = order[s_c + (position[g_first] + step) % n_c]
+    # impostor: an anchor, then any image of another class (rejection, vectorised)
+    i_first = rng.choice(pool, size=n_impostor)
+    i_second = rng.integers(0, len(y), size=n_impostor)
+    clash = y[i_second] == y[i_first]
+    while clash.any():
+        i_second[clash] = rng.integers(0, len(y), size=int(clash.sum()))
+        clash = y[i_second] == y[i_first]
+    first = np.concatenate([g_first, i_first]).astype(np.int64)
+    second = np.concatenate([g_second, i_second]).astype(np.int64)
+    same = np.zeros(len(first), dtype=bool)
+    same[:n_genuine] = True
+    return first, second, same
+
+
+def pair_distances(emb_a, emb_b, metric: str = "l2") -> np.ndarray:
+    """Row-wise distance of two (n, d) arrays: Euclidean, or cosine distance ``1 - cos``."""
+    _check_metric(metric)
+    a, b = _vectors(emb_a, "emb_a"), _vectors(emb_b, "emb_b")
+    if a.shape != b.shape:
+        raise ApplicationError(f"emb_a {a.shape} and emb_b {b.shape} must have the same shape.")
+    if metric == "cosine":
+        a, b = knn.l2_normalize(a), knn.l2_normalize(b)
+        return (1.0 - (a * b).sum(1)).astype(np.float64)
+    return np.sqrt(((a.astype(np.float64) - b) ** 2).sum(1))
+
+
+def _knn_distances(d2: np.ndarray, metric: str) -> np.ndarray:
+    """exact_knn's distances (squared for "l2") on this module's scale (Euclidean)."""
+    return np.sqrt(np.maximum(d2, 0.0)).astype(np.float64) if metric == "l2" else d2.astype(np.float64)
+
+
+def verification_scores(emb, labels, n_genuine=5000, n_impostor=5000, seed=0, metric="l2", classes=None):
+    """Distances and genuine flags of pairs drawn by :func:`make_pairs` from ``(emb, labels)``."""
+    emb = _vectors(emb, "emb")
+    y = _labels(labels, len(emb), "labels")
+    first, second, same = make_pairs(y, n_genuine, n_impostor, seed=seed, classes=classes)
+    return pair_distances(emb[first], emb[second], metric), same
+
+
+# --------------------------------------------------------------------------------------------------
+# verification figures
+# --------------------------------------------------------------------------------------------------
+
+
+def roc(distances, same):
+    """ROC curve of "accept when distance <= threshold": ``(far, tar, thresholds)``.
+
+    sklearn's ``roc_curve`` on the score ``-distance`` with every point kept; ``thresholds`` are
+    distances (the first is ``-inf``: nothing accepted).
+    """
+    from sklearn.metrics import roc_curve
+
+    d, s = _scores(distances, same)
+    far, tar, thr = roc_curve(s, -d, drop_intermediate=False)
+    return far, tar, -thr
+
+
+def auc(distances, same) -> float:
+    """Area under the ROC curve (sklearn's ``roc_auc_score`` on ``-distance``)."""
+    from sklearn.metrics import roc_auc_score
+
+    d, s = _scores(distances, same)
+    return float(roc_auc_score(s, -d))
+
+
+def eer(distances, same) -> tuple[float, float]:
+    """Equal error rate and its threshold: where the FAR and FRR curves cross.
+
+    The crossing is interpolated linearly between the two ROC points around it (the ROC curve's
+    own segment), so the value is exact for the piecewise-linear curve sklearn draws.
+
+    Returns
+    -------
+    (eer, threshold)
+    """
+    far, tar, thr = roc(distances, same)
+    frr = 1.0 - tar
+    diff = frr - far  # decreasing from 1 (nothing accepted) to -1 (everything accepted)
+    i = int(np.argmax(diff <= 0))
+    if diff[i] == 0 or i == 0:
+        return float(far[i]), float(thr[i])
+    w = diff[i - 1] / (diff[i - 1] - diff[i])
+    rate = far[i - 1] + w * (far[i] - far[i - 1])
+    prev = thr[i - 1] if np.isfinite(thr[i - 1]) else thr[i]
+    return float(rate), float(prev + w * (thr[i] - prev))
+
+
+def threshold_at_far(impostor_distances, target_far: float = 0.01) -> float:
+    """The largest impostor distance ``t`` with FAR(t) = #{impostors <= t} / n at most ``target_far``.
+
+    When even the closest impostor would exceed the target (``target_far < 1 / n``), the threshold
+    is just below it, so nothing impostor is accepted.
+    """
+    target_far = _check_rate(target_far, "target_far")
+    d = np.sort(np.asarray(impostor_distances, dtype=np.float64).reshape(-1))
+    if len(d) == 0 or not np.isfinite(d).all():
+        raise ApplicationError("impostor_distances must be a non-empty array of finite distances.")
+    accepted = np.searchsorted(d, d, side="right")  # FAR(t) * n at every candidate t = d[i]
+    ok = accepted <= target_far * len(d) + 1e-9
+    if not ok.any():
+        return float(np.nextafter(d[0], -np.inf))
+    return float(d[np.flatnonzero(ok)[-1]])
+
+
+def calibrate_threshold(distances, same, target_far: float = 0.01) -> float:
+    """Threshold at ``target_far`` from labelled pairs (only the impostors matter): see
+    :func:`threshold_at_far`. Calibrate on the validation split, report on the test split."""
+    d, s = _scores(distances, same)
+    return threshold_at_far(d[~s], target_far)
+
+
+def far_frr(distances, same, threshold: float) -> tuple[float, float]:
+    """(FAR, FRR) of accepting the pairs whose distance is ``<= threshold``."""
+    d, s = _scores(distances, same)
+    accepted = d <= threshold
+    return float(accepted[~s].mean()), float((~accepted[s]).mean())
+
+
+def tar_at_far(distances, same, target_far: float = 0.01) -> float:
+    """True-accept rate at the threshold of :func:`calibrate_threshold` on these same pairs.
+
+    The figure verification benchmarks report as "VAL @ FAR" (threshold set on the evaluated pairs
+    themselves); :func:`verification_report` also gives the honest version, threshold from val.
+    """
+    t = calibrate_threshold(distances, same, target_far)
+    return 1.0 - far_frr(distances, same, t)[1]
+
+
+def verification_report(val_distances, val_same, test_distances, test_same, target_far: float = 0.01) -> dict:
+    """The verification figures of one model.
+
+    The operating threshold is chosen on the validation pairs at ``target_far``; the test pairs
+    give the AUC, the equal error rate (with its threshold), that threshold's FAR and FRR, and
+    TAR at ``target_far`` with the threshold set on the test pairs themselves.
+    """
+    threshold = calibrate_threshold(val_distances, val_same, target_far)
+    test_far, test_frr = far_frr(test_distances, test_same, threshold)
+    rate, eer_threshold = eer(test_distances, test_same)
+    return {
+        "auc": auc(test_distances, test_same),
+        "eer": rate,
+        "eer_threshold": eer_threshold,
+        "target_far": float(target_far),
+        "threshold": threshold,
+        "test_far": test_far,
+        "test_frr": test_frr,
+        "tar_at_far": tar_at_far(test_distances, test_same, target_far),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# identification
+# --------------------------------------------------------------------------------------------------
+
+UNKNOWN = -1
+
+
+@dataclasses.dataclass
+class Gallery:
+    """Enrolled images of known classes: identify queries, rejecting strangers.
+
+    A query goes to the class of its nearest enrolled image (1-NN over the gallery) when that image
+    is at most ``threshold`` away, else it is :data:`UNKNOWN` (-1). ``threshold=None`` accepts
+    everything (closed set).
+
+    Attributes
+    ----------
+    embeddings : ndarray (n, d)
+    labels : ndarray of int64 (n,)
+    ids : ndarray (n,) of what each row is (indices into the source images by default)
+    metric : "l2" or "cosine"
+    threshold : float or None
+    """
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray | None = None
+    metric: str = "l2"
+    threshold: float | None = None
+
+    def __post_init__(self):
+        _check_metric(self.metric)
+        self.embeddings = _vectors(self.embeddings, "gallery embeddings")
+        self.labels = _labels(self.labels, len(self.embeddings), "gallery labels")
+        if self.ids is None:
+            self.ids = np.arange(len(self.embeddings))
+        self.ids = np.asarray(self.ids)
+        if len(self.ids) != len(self.embeddings):
+            raise ApplicationError(f"ids has {len(self.ids)} entries for {len(self.embeddings)} images.")
+
+    @classmethod
+    def enroll(cls, embeddings, labels, shots: int, classes=None, seed: int = 0, metric: str = "l2",
+               threshold: float | None = None) -> "Gallery":
+        """Enrol ``shots`` images drawn at random (seeded) for each of ``classes`` (default: all).
+
+        ``ids`` of the gallery are the rows of ``embeddings`` that were enrolled.
+        """
+        emb = _vectors(embeddings, "embeddings")
+        y = _labels(labels, len(emb), "labels")
+        if int(shots) < 1:
+            raise ApplicationError(f"shots must be >= 1, got {shots}.")
+        classes = np.unique(y) if classes is None else np.asarray(list(classes), dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        rows = []
+        for c in classes:
+            members = np.flatnonzero(y == c)
+            if len(members) < shots:
+                raise ApplicationError(
+                    f"class {int(c)} has {len(members)} images, fewer than shots={shots}; lower shots."
+                )
+            rows.append(rng.choice(members, size=int(shots), replace=False))
+        rows = np.concatenate(rows)
+        return cls(emb[rows], y[rows], ids=rows, metric=metric, threshold=threshold)
+
+    @property
+    def classes(self) -> np.ndarray:
+        """The enrolled class ids."""
+        return np.unique(self.labels)
+
+    def nearest(self, queries):
+        """(label, distance, id) of each query's nearest enrolled image."""
+        q = _vectors(queries, "queries")
+        if q.shape[1] != self.embeddings.shape[1]:
+            raise ApplicationError(
+                f"queries have {q.shape[1]} features but the gallery {self.embeddings.shape[1]}; "
+                "embed them with the gallery's model."
+            )
+        idx, d2 = knn.exact_knn(q, self.embeddings, k=1, metric=self.metric)
+        idx = idx[:, 0]
+        return self.labels[idx], _knn_distances(d2[:, 0], self.metric), self.ids[idx]
+
+    def identify(self, queries, threshold: float | None = ...) -> tuple[np.ndarray, np.ndarray]:
+        """Class of each query, or :data:`UNKNOWN` beyond the threshold; and the nearest distance.
+
+        ``threshold`` defaults to the gallery's own; ``None`` accepts every query (closed set).
+        """
+        threshold = self.threshold if threshold is ... else threshold
+        labels, distances, _ = self.nearest(queries)
+        if threshold is not None:
+            labels = np.where(distances <= threshold, labels, UNKNOWN)
+        return labels, distances
+
+    def rank(self, query, k: int | None = None):
+        """Rank the gallery against one query, nearest first: ``(ids, labels, distances)``.
+
+        The best-match case: every enrolled image scored against one query (``k`` of them).
+        """
+        q = _vectors(np.asarray(query).reshape(1, -1), "query")
+        k = len(self.embeddings) if k is None else int(k)
+        if not 1 <= k <= len(self.embeddings):
+            raise ApplicationError(f"k must be in [1, {len(self.embeddings)}] (gallery size), got {k}.")
+        if q.shape[1] != self.embeddings.shape[1]:
+            raise ApplicationError(
+                f"the query has {q.shape[1]} features but the gallery {self.embeddings.shape[1]}."
+            )
+        idx, d2 = knn.exact_knn(q, self.embeddings, k=k, metric=self.metric)
+        idx = idx[0]
+        return self.ids[idx], self.labels[idx], _knn_distances(d2[0], self.metric)
+
+
+def open_set_rates(gallery: Gallery, known_queries, known_labels, unknown_queries, target_far: float = 0.01):
+    """Detection and identification rate at a false-accept rate, as face-recognition benchmarks
+    (e.g. BLUFR's open-set protocol) report it.
+
+    The threshold is set on the unknown queries (classes not in the gallery): at most
+    ``target_far`` of them may be accepted. DIR is the fraction of known queries that are both
+    accepted and given their own class.
+
+    Returns
+    -------
+    dict with ``dir``, ``far`` (reached), ``threshold`` and ``closed_set_accuracy`` (of the known
+    queries, no threshold)
+    """
+    known_labels = np.asarray(known_labels)
+    unknown_in_gallery = np.isin(known_labels, gallery.classes, invert=True)
+    if unknown_in_gallery.any():
+        raise ApplicationError(
+            "known_labels has classes that are not enrolled: "
+            f"{np.unique(known_labels[unknown_in_gallery]).tolist()}."
+        )
+    pred, d_known, _ = gallery.nearest(known_queries)
+    _, d_unknown, _ = gallery.nearest(unknown_queries)
+    threshold = threshold_at_far(d_unknown, target_far)
+    correct = pred == known_labels
+    return {
+        "dir": float((correct & (d_known <= threshold)).mean()),
+        "far": float((d_unknown <= threshold).mean()),
+        "threshold": threshold,
+        "closed_set_accuracy": float(correct.mean()),
+    }
+
+
+def identification_report(gallery_emb, gallery_labels, query_emb, query_labels, shots=(1, 5),
+                          unknown_classes=3, target_far: float = 0.01, episodes: int = 10,
+                          seed: int = 0, metric: str = "l2") -> dict:
+    """Closed- and open-set identification, averaged over ``episodes`` seeded enrolments.
+
+    Each episode enrols ``shots`` images per class from ``(gallery_emb, gallery_labels)`` (the
+    train split) and identifies every query (the test split):
+
+    - ``closed_{s}shot``: accuracy with every class enrolled;
+    - ``dir_{s}shot``: DIR at ``target_far`` with ``unknown_classes`` classes (drawn per episode)
+      left out of the gallery, their queries acting as strangers (:func:`open_set_rates`).
+
+    Returns ``{key: mean, key + "_std": std over episodes}``.
+    """
+    g = _vectors(gallery_emb, "gallery_emb")
+    gy = _labels(gallery_labels, len(g), "gallery_labels")
+    q = _vectors(query_emb, "query_emb")
+    qy = _labels(query_labels, len(q), "query_labels")
+    classes = np.unique(gy)
+    if not 1 <= int(unknown_classes) < len(classes):
+        raise ApplicationError(
+            f"unknown_classes must be in [1, {len(classes) - 1}] for {len(classes)} classes, got {unknown_classes}."
+        )
+    if int(episodes) < 1:
+        raise ApplicationError(f"episodes must be >= 1, got {episodes}.")
+    out: dict[str, list] = {}
+    for s in shots:
+        for e in range(int(episodes)):
+            rng = np.random.default_rng([seed, int(s), e])
+            gallery = Gallery.enroll(g, gy, s, seed=int(rng.integers(2**31)), metric=metric)
+            pred, _ = gallery.identify(q, threshold=None)
+            out.setdefault(f"closed_{s}shot", []).append(float((pred == qy).mean()))
+            unknown = rng.choice(classes, size=int(unknown_classes), replace=False)
+            known = np.setdiff1d(classes, unknown)
+            open_gallery = Gallery.enroll(g, gy, s, classes=known, seed=int(rng.integers(2**31)), metric=metric)
+            is_known = np.isin(qy, known)
+            rates = open_set_rates(open_gallery, q[is_known], qy[is_known], q[~is_known], target_far)
+            out.setdefault(f"dir_{s}shot", []).append(rates["dir"])
+    report = {}
+    for key, values in out.items():
+        report[key] = float(np.mean(values))
+        report[f"{key}_std"] = float(np.std(values))
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# unseen classes
+# --------------------------------------------------------------------------------------------------
+
+
+def precision_at_1(query_emb, query_labels, ref_emb, ref_labels, metric: str = "l2") -> float:
+    """Fraction of queries whose nearest reference has their class."""
+    q = _vectors(query_emb, "query_emb")
+    r = _vectors(ref_emb, "ref_emb")
+    qy = _labels(query_labels, len(q), "query_labels")
+    ry = _labels(ref_labels, len(r), "ref_labels")
+    idx, _ = knn.exact_knn(q, r, k=1, metric=metric)
+    return float((ry[idx[:, 0]] == qy).mean())
+
+
+def unseen_class_report(embeddings: dict, labels: dict, unseen=(8, 9), shots=(1, 5), episodes: int = 20,
+                        n_pairs: int = 2000, seed: int = 0, metric: str = "l2") -> dict:
+    """How well an embedding separates classes it (may have) never seen in training.
+
+    ``embeddings`` and ``labels`` map ``"train"`` and ``"test"`` to arrays of the *full* dataset
+    (every class). Figures, all about the ``unseen`` classes:
+
+    - ``auc``: verification AUC of test pairs whose first image is unseen (:func:`make_pairs` with
+      ``classes=unseen``: genuine pairs inside one unseen class, impostors against any other class);
+    - ``{s}shot``: identification accuracy of the unseen test images against a gallery of ``s``
+      train images of *every* class (mean over ``episodes`` enrolments; ``_std`` beside it);
+    - ``p_at_1``: P@1 of the unseen test images against the whole train split.
+    """
+    e_tr, e_te = _vectors(embeddings["train"], "train embeddings"), _vectors(embeddings["test"], "test embeddings")
+    y_tr = _labels(labels["train"], len(e_tr), "train labels")
+    y_te = _labels(labels["test"], len(e_te), "test labels")
+    unseen = np.asarray(list(unseen), dtype=np.int64)
+    mask = np.isin(y_te, unseen)
+    if not mask.any():
+        raise ApplicationError(f"no test image has one of the unseen classes {unseen.tolist()}.")
+    d, same = verification_scores(e_te, y_te, n_pairs, n_pairs, seed=seed, metric=metric, classes=unseen)
+    report = {"auc": auc(d, same)}
+    for s in shots:
+        accuracies = []
+        for e in range(int(episodes)):
+            gallery = Gallery.enroll(e_tr, y_tr, s, seed=int(np.random.default_rng([seed, int(s), e]).integers(2**31)),
+                                     metric=metric)
+            pred, _ = gallery.identify(e_te[mask], threshold=None)
+            accuracies.append(float((pred == y_te[mask]).mean()))
+        report[f"{s}shot"] = float(np.mean(accuracies))
+        report[f"{s}shot_std"] = float(np.std(accuracies))
+    report["p_at_1"] = precision_at_1(e_te[mask], y_te[mask], e_tr, y_tr, metric)
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# the models of this notebook: the unseen-class model and the transfer embedding
+# --------------------------------------------------------------------------------------------------
+
+
+def cnn_softmax_classifier(input_shape=(28, 28, 1), embedding_dim=64):
+    """A plain image classifier's body, the size of ``cnn_simple_v1``: two conv / pool / BN stages,
+    Flatten, then a ReLU Dense layer whose output is the embedding (its penultimate layer; the
+    softmax head is added by ``build_training_model`` for the ``"cross_entropy"`` loss)."""
+    import keras
+    from keras import layers
+
+    from helpers.models import BN_MOMENTUM
+
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for i, filters in enumerate((32, 64), start=1):
+        x = layers.Conv2D(filters, 3, padding="valid", use_bias=False, name=f"conv{i}")(x)
+        x = layers.AveragePooling2D(pool_size=2)(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+        x = layers.Activation("relu")(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(embedding_dim, activation="relu", name="embedding")(x)
+    return keras.Model(inputs, outputs, name="cnn_softmax_classifier")
+
+
+def _register_models():
+    from helpers.models import MODELS, ModelSpec, register
+
+    base = MODELS["cnn_simple_v1"]
+    # Half of cnn_simple_v1's budget (3 x 100 steps of 320 images, about 35 s on 2 CPU cores), so
+    # that notebook 07 trains both in its 2-minute default budget and shares their cache entries
+    # with benchmarks/applications.py (which also trains cnn_simple_v1 itself at this budget).
+    short = {"epochs": 3, "steps_per_epoch": base.steps_per_epoch, "batch_size": base.batch_size}
+    # the same recipe as cnn_simple_v1 on 8 classes: P x K batches need P <= the classes present
+    unseen = register(dataclasses.replace(
+        base, name="cnn_simple_v1_digits_0_7", classes_per_batch=8, **short,
+        description="cnn_simple_v1's recipe on digits 0-7 only (P=8 classes x K=40 per batch)",
+    ))
+    classifier = register(ModelSpec(
+        "cnn_softmax_classifier", cnn_softmax_classifier, loss="cross_entropy", margin=0.0,
+        generator="pk", description="plain softmax classifier of cnn_simple_v1's size; embedding = "
+                                    "its penultimate (ReLU Dense 64) layer",
+        augment=True, lr_schedule="cosine", **short,
+    ))
+    unseen_classifier = register(dataclasses.replace(
+        classifier, name="cnn_softmax_classifier_digits_0_7", classes_per_batch=8,
+        description="cnn_softmax_classifier on digits 0-7 only (P=8 classes x K=40 per batch)",
+    ))
+    return unseen.name, classifier.name, unseen_classifier.name
+
+
+UNSEEN_MODEL, CLASSIFIER_MODEL, UNSEEN_CLASSIFIER_MODEL = _register_models()
+
+
+# --------------------------------------------------------------------------------------------------
+# one model, every figure (the notebook and benchmarks/applications.py share these)
+# --------------------------------------------------------------------------------------------------
+
+RAW_PIXELS = "raw_pixels"
+
+
+def embed_splits(model, data, splits=("train", "val", "test"), batch_size: int = 512) -> dict:
+    """``{split: embeddings}`` of ``data``'s splits; ``model=None`` gives the raw pixels (flattened)."""
+    from helpers.evaluation import embed
+
+    out = {}
+    for which in splits:
+        x, _ = data.split(which)
+        out[which] = (np.asarray(x, np.float32).reshape(len(x), -1) if model is None
+                      else embed(model, x, batch_size=batch_size))
+    return out
+
+
+def application_figures(embeddings: dict, data, target_far: float = 0.01, n_pairs: int = 5000,
+                        shots=(1, 5), episodes: int = 10, unknown_classes: int = 3, seed: int = 0,
+                        metric: str = "l2") -> tuple[dict, tuple]:
+    """Verification and identification figures of one embedding of ``data``'s splits.
+
+    Verification pairs (``n_pairs`` genuine + ``n_pairs`` impostor, seeded) come from the
+    validation split (to choose the threshold at ``target_far``) and the test split (to measure
+    it): :func:`verification_report`. Identification enrols train images and queries the test
+    split: :func:`identification_report`.
+
+    Returns
+    -------
+    (row, (far, tar)) : the flat dict of figures and the test ROC curve
+    """
+    val_d, val_same = verification_scores(embeddings["val"], data.y_val, n_pairs, n_pairs, seed=seed, metric=metric)
+    test_d, test_same = verification_scores(embeddings["test"], data.y_test, n_pairs, n_pairs, seed=seed + 1,
+                                            metric=metric)
+    row = verification_report(val_d, val_same, test_d, test_same, target_far)
+    row.update(identification_report(embeddings["train"], data.y_train, embeddings["test"], data.y_test,
+                                     shots=shots, unknown_classes=unknown_classes, target_far=target_far,
+                                     episodes=episodes, seed=seed, metric=metric))
+    far, tar, _ = roc(test_d, test_same)
+    return row, (far, tar)
