@@ -271,7 +271,7 @@ def train_worker(args) -> int:
 def run_full(args, deadline, out: Path):
     """Train the six in ``args.jobs`` processes, then evaluate; returns rows and the tar members."""
     from helpers.evaluation import evaluate_models
-    from helpers.training import read_cache_record
+    from helpers.training import cache_paths, read_cache_record
 
     names = args.full_models or list(MODELS)
     groups = [names[i :: args.jobs] for i in range(args.jobs)]
@@ -293,12 +293,12 @@ def run_full(args, deadline, out: Path):
     members = {}
     for row in rows:
         name = row["model"]
-        record = read_cache_record(name, args.cache_dir) if row["kind"] == "model" else None
+        record = read_cache_record(name, args.cache_dir, data.name) if row["kind"] == "model" else None
         if record:
             row["train_seconds"] = record["train_seconds"]
             row["epochs_run"] = len(record["history"]["epoch"])
             row["fingerprint"] = record["fingerprint"]
-            members[name] = [Path(args.cache_dir) / f"{name}.feature_extractor.weights.h5"]
+            members[name] = [cache_paths(name, args.cache_dir, data.name)["feature_extractor"]]
             for suffix, emb in reference_embeddings(name, data, cache_dir=args.cache_dir).items():
                 path = out / f"{name}.reference_embeddings{suffix}.npy"
                 np.save(path, emb, allow_pickle=False)

@@ -410,6 +410,9 @@ class ModelSpec:
         """A JSON-able view of the spec (the builder by name), used in cache fingerprints."""
         out = dataclasses.asdict(self)
         out["builder"] = self.builder.__name__
+        # where the augmentation runs (numpy in the generator or a layer on the device) is an
+        # execution detail, like the generator's workers: the same draws' distribution, one entry
+        out["augment"] = bool(self.augment)
         return out
 
 
