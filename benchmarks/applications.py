@@ -36,11 +36,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
-from helpers import applications as app, config, plots  # noqa: E402
-from helpers.data import load_dataset  # noqa: E402
-from helpers.models import MODELS, get_spec  # noqa: E402
-from helpers.training import train  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp
+from helpers import applications as app
+from helpers import config, plots
+from helpers.data import load_dataset
+from helpers.models import MODELS, get_spec
+from helpers.training import train
 
 SEEN = tuple(range(8))
 UNSEEN = (8, 9)

@@ -340,7 +340,7 @@ class Gallery:
 
     @classmethod
     def enroll(cls, embeddings, labels, shots: int, classes=None, seed: int = 0, metric: str = "l2",
-               threshold: float | None = None) -> "Gallery":
+               threshold: float | None = None) -> Gallery:
         """Enrol ``shots`` images drawn at random (seeded) for each of ``classes`` (default: all).
 
         ``ids`` of the gallery are the rows of ``embeddings`` that were enrolled.

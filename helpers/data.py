@@ -144,7 +144,7 @@ class Dataset:
             raise DatasetError(f"unknown split {which!r}; valid splits: {', '.join(SPLITS)}")
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
 
-    def subset(self, classes) -> "Dataset":
+    def subset(self, classes) -> Dataset:
         """A copy keeping only the images of ``classes`` in every split (train, val and test).
 
         Labels keep their ids and ``class_names`` stays the full list, so a model trained on the

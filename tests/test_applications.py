@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from helpers import applications as app
-from helpers.applications import ApplicationError, Gallery, UNKNOWN
+from helpers.applications import UNKNOWN, ApplicationError, Gallery
 from helpers.data import Dataset, DatasetError
-
 
 # --- verification: synthetic scores with known answers ---------------------------------------------
 
@@ -238,3 +237,22 @@ def test_registered_models_of_the_applications():
     model, embedding = build_training_model(app.CLASSIFIER_MODEL, num_classes=10)
     assert embedding.output.shape[-1] == 64 and model.output.shape[-1] == 10
     assert embedding.layers[-1].name == "embedding"  # the penultimate layer of the classifier
+
+
+def test_application_plots_draw_and_refuse_mismatched_input():
+    from helpers import plots
+
+    d, same = scores(GENUINE, IMPOSTOR)
+    far, tar, _ = app.roc(d, same)
+    fig = plots.plot_roc_curves({"a": (far, tar, 0.5), "b": (far, tar)})
+    assert [line.get_label() for line in fig.axes[0].get_lines()][:2] == ["a (AUC 0.5000)", "b"]
+    plots.plt.close(fig)
+    images = np.zeros((2, 4, 4, 1))
+    fig = plots.plot_query_neighbours(images, np.zeros((2, 3, 4, 4, 1)), np.ones((2, 3)),
+                                      query_labels=[0, 1], neighbour_labels=[[0, 1, 0], [1, 1, 1]])
+    assert len(fig.axes) == 8 and fig.axes[2].title.get_color() == "red"  # query 0's 2nd match is a 1
+    plots.plt.close(fig)
+    with pytest.raises(ValueError, match="neighbour_images"):
+        plots.plot_query_neighbours(images, np.zeros((2, 3, 4, 4, 1)), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="same shape"):
+        plots.plot_distance_histograms([1.0, 2.0], [True])

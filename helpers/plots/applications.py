@@ -76,7 +76,7 @@ def plot_query_neighbours(query_images, neighbour_images, distances, query_label
             f"got {queries.shape}, {neighbours.shape} and {distances.shape}."
         )
     q, k = distances.shape
-    name = (lambda c: class_names[int(c)]) if class_names is not None else str  # noqa: E731
+    name = (lambda c: class_names[int(c)]) if class_names is not None else str
     fig, axes = plt.subplots(q, k + 1, figsize=(1.6 * (k + 1), 1.8 * q + 0.4), squeeze=False)
     for row in range(q):
         ax = axes[row, 0]
