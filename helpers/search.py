@@ -146,6 +146,7 @@ class EmbeddingIndex:
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self.source: dict | None = None  # where the items came from (dataset, split), for figures
         self.model_cache_dir: str | None = None
+        self.model_dataset: str = "mnist"  # the models_cache/<dataset>/ entry of the model
         self._vectors = np.empty((0, self.dim), np.float32)
         self._labels = np.empty(0, np.int64)
         self._ids = np.empty(0, np.int64)
@@ -178,6 +179,7 @@ class EmbeddingIndex:
                     class_names=class_names if class_names is not None else data.class_names,
                     input_shape=tuple(model.input.shape[1:]), **index_kwargs)
         index.model_cache_dir = str(Path(cache_dir or config.MODELS_CACHE).resolve())
+        index.model_dataset = data.name
         index.add(images, labels, ids)
         return index
 
@@ -400,6 +402,7 @@ class EmbeddingIndex:
             "model_name": self.model_name,
             "model_fingerprint": self.fingerprint,
             "model_cache_dir": self.model_cache_dir,
+            "model_dataset": self.model_dataset,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "source": self.source,
             "faiss_version": faiss.__version__,
@@ -481,6 +484,7 @@ class EmbeddingIndex:
         index._ids = arrays["ids"]
         index._next_id = int(meta.get("next_id", 0))
         index.model_cache_dir = meta.get("model_cache_dir")
+        index.model_dataset = meta.get("model_dataset", "mnist")
         if index.kind == "ivf":
             faiss_index.nprobe = index.params["nprobe"]
         elif index.kind == "hnsw":
@@ -502,7 +506,7 @@ class EmbeddingIndex:
         from helpers.training import read_cache_record
 
         cache_dir = self._model_cache_dir()
-        record = read_cache_record(self.model_name, cache_dir)
+        record = read_cache_record(self.model_name, cache_dir, self.model_dataset)
         if record is None:
             raise ModelMismatchError(
                 f"model {self.model_name!r} that made this index is not in the cache {cache_dir}; "
@@ -522,7 +526,7 @@ class EmbeddingIndex:
             cache_dir = self._check_model()
             try:
                 self._model = load_embedding(self.model_name, input_shape=self.input_shape or (28, 28, 1),
-                                             cache_dir=cache_dir)
+                                             cache_dir=cache_dir, dataset=self.model_dataset)
             except CacheError as exc:
                 raise ModelMismatchError(f"model {self.model_name!r} cannot be loaded: {exc}") from None
         from helpers.evaluation import embed
