@@ -365,6 +365,32 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+@dataclasses.dataclass(frozen=True)
+class GeneratorKind:
+    """A sampler that only a study uses: ``inputs`` images per example (2: pairs, 3: triplets) and
+    ``factory(spec, x, y, batch_size, steps_per_epoch, seed, augment)`` returning the ``PyDataset``
+    (``helpers.training.make_generators`` calls it for the training and the validation split)."""
+
+    inputs: int
+    factory: Callable
+
+
+# generator kinds added by study modules (name -> GeneratorKind); the core kinds are not in here
+GENERATOR_KINDS: dict[str, GeneratorKind] = {}
+_CORE_GENERATORS = ("pairs", "triplets", "triplets_cls", "pk")
+
+
+def register_generator(kind: str, inputs: int, factory: Callable) -> GeneratorKind:
+    """Register a study's generator kind, so ``ModelSpec(generator=kind)`` trains through ``train``."""
+    if kind in _CORE_GENERATORS:
+        raise ValueError(f"{kind!r} is a core generator kind; give the study's sampler another name")
+    if inputs not in (2, 3):
+        raise ValueError(f"inputs must be 2 (pairs) or 3 (triplets), got {inputs!r}")
+    entry = GeneratorKind(int(inputs), factory)
+    GENERATOR_KINDS[kind] = entry
+    return entry
+
+
 def get_spec(name: str) -> ModelSpec:
     """Return the registry entry for ``name`` or raise one clear error listing the valid names."""
     spec = MODELS.get(name) or STUDY_MODELS.get(name)
@@ -403,6 +429,11 @@ def make_loss(spec: ModelSpec):
         return losses.BatchAllTripletLoss(margin=spec.margin, squared=not spec.l2_normalized), None
     if spec.loss == "batch_contrastive":
         return losses.BatchContrastiveLoss(margin=spec.margin), None
+    if spec.loss == "graded_contrastive":  # a study spec with a ``near_margin`` field
+        near = getattr(spec, "near_margin", None)
+        if near is None:
+            raise ValueError(f"model {spec.name!r}: loss 'graded_contrastive' needs a spec with a near_margin")
+        return losses.GradedContrastiveLoss(margin=spec.margin, near_margin=near), None
     if spec.loss in ("triplet_l2_cls", "triplet_center_cls"):
         if spec.loss == "triplet_center_cls":
             triplet = losses.TripletLoss(
@@ -444,7 +475,9 @@ def build_training_model(
     if spec.generator == "pk":  # labelled batches: the loss mines triplets inside each batch
         images = keras.Input(input_shape, name="image")
         return keras.Model(images, embedding(images), name=f"{name}_training"), embedding
-    roles = ["anchor", "positive", "negative"] if spec.generator != "pairs" else ["left", "right"]
+    kind = GENERATOR_KINDS.get(spec.generator)
+    pairs = spec.generator == "pairs" or (kind is not None and kind.inputs == 2)
+    roles = ["left", "right"] if pairs else ["anchor", "positive", "negative"]
     inputs = [keras.Input(input_shape, name=role) for role in roles]
     embeddings = [embedding(x) for x in inputs]
     stacked = StackEmbeddings(name="stacked_embeddings")(embeddings)
