@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from helpers import models
+from helpers import config, models
 from helpers.data import Dataset, load_dataset
 from helpers.generators import GeneratorError, SiamesePairGenerator, TripletGenerator
 from helpers.losses import PAIR_DISSIMILAR, PAIR_NEAR, PAIR_SIMILAR
@@ -36,6 +36,8 @@ CLASS_NAMES = ["4", "9"]
 SHIFTS = (-6, -3, 3, 6)
 NEIGHBORS = 5
 NEGATIVE_REGIMES = ("other_digit", "not_neighbor", "graded")
+# the study's models are cached in their own folder of models_cache (same train() path)
+CACHE_DIR = config.MODELS_CACHE / "09_contrastive_4_vs_9"
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -256,7 +258,8 @@ def _triplet_factory(spec, x, y, batch_size, steps_per_epoch, seed, augment):
 models.register_generator("nn_pairs", 2, _pair_factory)
 models.register_generator("nn_triplets", 3, _triplet_factory)
 
-_BUDGET = dict(epochs=8, steps_per_epoch=25, batch_size=128, embedding_dim=2)
+# about 10 s of CPU per model on 2 cores (160 steps of 64 pairs); the 2-minute notebook budget
+_BUDGET = dict(epochs=4, steps_per_epoch=40, batch_size=64, embedding_dim=2)
 _COMMON = dict(builder=reference_net_4_vs_9, margin=1.0, **_BUDGET)
 
 # name -> what it is, in the order of the notebook's table
@@ -297,6 +300,7 @@ def train_study_model(name: str, study: Study4v9, **kwargs):
 
     if name not in STUDY:
         raise ValueError(f"unknown study model {name!r}; choose one of: {', '.join(STUDY)}")
+    kwargs.setdefault("cache_dir", CACHE_DIR)
     return train(name, training_data(name, study), **kwargs)
 
 
@@ -308,10 +312,13 @@ def embedding_views(embed_fn, study: Study4v9, shifts=SHIFTS) -> dict:
     plain test digits (shift 0) and every shift of ``shifts``. ``embed_fn`` maps images to vectors."""
     x_sh, y_sh, s_sh = study.shifted("test", (0, *shifts))
     d = study.data
+    # one call for every view: one prediction graph instead of one per array size
+    emb = embed_fn(np.concatenate([d.x_train, d.x_test, x_sh]))
+    e_tr, e_te, e_sh = np.split(emb, [len(d.x_train), len(d.x_train) + len(d.x_test)])
     return {
-        "train": (embed_fn(d.x_train), d.y_train, np.zeros(len(d.y_train), np.int64)),
-        "test": (embed_fn(d.x_test), d.y_test, np.zeros(len(d.y_test), np.int64)),
-        "test_shifted": (embed_fn(x_sh), y_sh, s_sh),
+        "train": (e_tr, d.y_train, np.zeros(len(d.y_train), np.int64)),
+        "test": (e_te, d.y_test, np.zeros(len(d.y_test), np.int64)),
+        "test_shifted": (e_sh, y_sh, s_sh),
     }
 
 
@@ -367,3 +374,19 @@ def four_group_labels(digit, shift) -> tuple[np.ndarray, list[str]]:
     for g, (c, s) in enumerate([(c, s) for c in (0, 1) for s in (lo, hi)]):
         group[(digit == c) & (shift == s)] = g
     return group, names
+
+
+def measure(name: str, study: Study4v9, **train_kwargs) -> tuple[dict, dict]:
+    """Train (or load) the study model ``name`` and measure it: ``(row, views)`` where ``row`` holds
+    :func:`separation_metrics` plus ``train_seconds`` / ``from_cache``. ``name="pixels"`` measures
+    the raw-pixel baseline."""
+    from helpers.evaluation import embed
+
+    if name == "pixels":
+        views = pixel_views(study)
+        return {"model": name, **separation_metrics(views)}, views
+    emb, record = train_study_model(name, study, **train_kwargs)
+    views = embedding_views(lambda x: embed(emb, x), study)
+    row = {"model": name, **separation_metrics(views), "train_seconds": float(record["train_seconds"]),
+           "from_cache": bool(record["from_cache"])}
+    return row, views
