@@ -118,7 +118,10 @@ def load_4_vs_9(dataset: str = "mnist", source: str = "auto", seed: int = 42) ->
             raise ValueError(f"the {split} split of {dataset!r} holds no 4s or no 9s; "
                              "the study needs both digits in every split")
     mean, std = float(raw["train"].mean()), float(raw["train"].std())
-    norm = lambda a: ((a - mean) / std).astype(np.float32)  # noqa: E731
+
+    def norm(a):
+        return ((a - mean) / std).astype(np.float32)
+
     data = Dataset(name=f"{full.name}_4_vs_9", source=full.source,
                    x_train=norm(raw["train"]), y_train=labels["train"], x_val=norm(raw["val"]),
                    y_val=labels["val"], x_test=norm(raw["test"]), y_test=labels["test"],
@@ -259,8 +262,8 @@ models.register_generator("nn_pairs", 2, _pair_factory)
 models.register_generator("nn_triplets", 3, _triplet_factory)
 
 # about 10 s of CPU per model on 2 cores (160 steps of 64 pairs); the 2-minute notebook budget
-_BUDGET = dict(epochs=4, steps_per_epoch=40, batch_size=64, embedding_dim=2)
-_COMMON = dict(builder=reference_net_4_vs_9, margin=1.0, **_BUDGET)
+_BUDGET = {"epochs": 4, "steps_per_epoch": 40, "batch_size": 64, "embedding_dim": 2}
+_COMMON = {"builder": reference_net_4_vs_9, "margin": 1.0, **_BUDGET}
 
 # name -> what it is, in the order of the notebook's table
 STUDY: dict[str, RegimeSpec] = {

@@ -9,7 +9,6 @@ from helpers import losses, models
 from helpers.generators import GeneratorError
 from helpers.knn import exact_knn
 
-
 # --- shift transform ---------------------------------------------------------------------------
 
 
@@ -140,7 +139,7 @@ def test_the_same_seed_gives_the_same_pairs_and_images(toy):
     b = c49.NeighbourPairGenerator(x, y, negatives="graded", batch_size=16, seed=7)
     for u, v in zip(a.batch_indices(1), b.batch_indices(1)):
         np.testing.assert_array_equal(u, v)
-    (x0, x1), lab = a[0]
+    (x0, _), lab = a[0]
     np.testing.assert_array_equal(lab, b[0][1])
     assert x0.shape == (16, 6, 6, 1) and lab.dtype == np.float32
 
@@ -220,7 +219,7 @@ def test_train_builds_the_regime_sampler_and_caches_the_model(study, tmp_path):
     train_gen, val_gen = make_generators("c49_nn_regime2", data, batch_size=16, steps_per_epoch=2)
     assert isinstance(train_gen, c49.NeighbourPairGenerator) and train_gen.negatives == "not_neighbor"
     assert len(val_gen.x) == len(data.x_val)
-    kw = dict(epochs=1, steps_per_epoch=2, batch_size=16, cache_dir=tmp_path, verbose=0)
+    kw = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 16, "cache_dir": tmp_path, "verbose": 0}
     emb, record = c49.train_study_model("c49_nn_graded", study, **kw)
     assert not record["from_cache"] and emb.output_shape == (None, 2)
     _, again = c49.train_study_model("c49_nn_graded", study, **kw)
