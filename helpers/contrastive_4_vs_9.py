@@ -333,11 +333,23 @@ def _silhouette(emb, labels) -> float:
     return float(silhouette_score(emb, labels, metric="euclidean"))
 
 
+def _loo_knn_accuracy(emb, labels, k: int) -> float:
+    """Majority vote of each point's ``k`` nearest other points (exact, FAISS), against its label."""
+    from helpers.knn import exact_knn
+
+    idx, _ = exact_knn(emb, emb, k, exclude=np.arange(len(emb)))
+    votes = labels[idx]
+    predicted = np.array([np.bincount(v).argmax() for v in votes])
+    return float((predicted == labels).mean())
+
+
 def separation_metrics(views: dict, k: int = 3) -> dict:
     """Digit and shift separation of one model's :func:`embedding_views`.
 
     - ``knn_plain`` / ``knn_shifted``: ``k``-NN accuracy of the plain / the shifted (every non-zero
       shift) test digits against the plain training digits;
+    - ``knn_shifted_loo``: leave-one-out ``k``-NN accuracy among the shifted test digits themselves
+      (is each shifted digit among digits of its own class, wherever the plain ones lie?);
     - ``sil_plain`` / ``sil_shifted``: silhouette of the labels 4 vs 9 on those same points;
     - ``shift_sil_6``: silhouette of the groups -6 and +6 within each digit, averaged over the digits;
       ``shift_sil_all``: the same over every shift group, 0 included;
@@ -354,6 +366,7 @@ def separation_metrics(views: dict, k: int = 3) -> dict:
         "knn_plain": knn_accuracy(e_tr, y_tr, e_te, y_te, k=k),
         "sil_plain": _silhouette(e_te, y_te),
         "knn_shifted": knn_accuracy(e_tr, y_tr, e_sh[moved], y_sh[moved], k=k),
+        "knn_shifted_loo": _loo_knn_accuracy(e_sh[moved], y_sh[moved], k),
         "sil_shifted": _silhouette(e_sh[moved], y_sh[moved]),
         "shift_sil_6": float(np.mean([_silhouette(e_sh[far & (y_sh == c)], s_sh[far & (y_sh == c)])
                                       for c in np.unique(y_sh)])),

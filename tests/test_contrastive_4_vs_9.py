@@ -244,7 +244,7 @@ def test_separation_metrics_see_four_clusters_and_a_collapsed_shift():
         "test_shifted": (centre + rng.normal(0, 0.1, centre.shape), digit, shift),
     }
     m = c49.separation_metrics(views)
-    assert m["knn_plain"] == 1.0 and m["knn_shifted"] == 1.0
+    assert m["knn_plain"] == 1.0 and m["knn_shifted"] == 1.0 and m["knn_shifted_loo"] == 1.0
     assert m["four_cluster_sil"] > 0.8 and m["shift_sil_6"] > 0.9
     # the same digits with the shift erased: shift groups overlap
     flat = centre.copy()
@@ -252,3 +252,11 @@ def test_separation_metrics_see_four_clusters_and_a_collapsed_shift():
     views["test_shifted"] = (flat + rng.normal(0, 0.1, centre.shape), digit, shift)
     m = c49.separation_metrics(views)
     assert m["sil_shifted"] > 0.9 and abs(m["shift_sil_6"]) < 0.1
+    # shifted digits of one class moved onto the other class's plain place: the train references
+    # call them wrong, their own neighbours (all of their class) call them right
+    swapped = centre.copy()
+    swapped[:, 0] = np.where(shift == 0, digit * 10.0, (1 - digit) * 10.0)
+    swapped[:, 1] = np.where(shift == 0, 0.0, 50.0)
+    views["test_shifted"] = (swapped + rng.normal(0, 0.1, centre.shape), digit, shift)
+    m = c49.separation_metrics(views)
+    assert m["knn_shifted"] == 0.0 and m["knn_shifted_loo"] == 1.0
