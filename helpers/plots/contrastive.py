@@ -46,14 +46,15 @@ def plot_shift_views(views: dict, class_names=("4", "9"), title: str = ""):
     return fig
 
 
-def plot_separation_bars(rows, metrics=("knn_shifted", "sil_shifted", "shift_sil_6", "four_cluster_sil"),
+def plot_separation_bars(rows, metrics=("knn_shifted", "knn_shifted_loo", "sil_shifted", "shift_sil_6",
+                                       "four_cluster_sil"),
                          title: str = "Digit and shift separation"):
     """Grouped bars of ``metrics`` for each row ``{"model": ..., metric: value}``."""
     rows = list(rows)
     if not rows:
         raise ValueError("rows is empty; pass one dict of separation metrics per model.")
     names = [r["model"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(rows) * len(metrics) / 2), 4))
+    fig, ax = plt.subplots(figsize=(min(14, 3 + 1.2 * len(rows)), 4))
     width = 0.8 / len(metrics)
     x = np.arange(len(rows))
     for j, m in enumerate(metrics):
