@@ -5,11 +5,11 @@ Two layers:
 - plain functions of embeddings returning the **per-example** loss, shape ``(batch,)``:
   :func:`contrastive`, :func:`triplet`, :func:`triplet_l2_norm`, :func:`triplet_l2_norm_safe`,
   :func:`triplet_center_reg`, :func:`batch_hard_triplet`, :func:`batch_semi_hard_triplet`,
-  :func:`batch_all_triplet`, :func:`batch_contrastive`;
+  :func:`batch_all_triplet`, :func:`batch_contrastive`, :func:`graded_contrastive`;
 - ``keras.losses.Loss`` subclasses for ``model.compile`` (registered under the ``"helpers"`` package
   so saved models reload): :class:`ContrastiveLoss`, :class:`TripletLoss`,
   :class:`BatchHardTripletLoss`, :class:`BatchSemiHardTripletLoss`, :class:`BatchAllTripletLoss`,
-  :class:`BatchContrastiveLoss`, also by name in the registry :data:`LOSSES` (:func:`get`);
+  :class:`BatchContrastiveLoss`, :class:`GradedContrastiveLoss`, also by name in the registry :data:`LOSSES` (:func:`get`);
 
 plus :func:`triplet_with_classification`, the compile arguments of the combined
 triplet + sparse categorical cross-entropy objective.
@@ -39,6 +39,7 @@ __all__ = [
     "batch_semi_hard_triplet",
     "batch_all_triplet",
     "batch_contrastive",
+    "graded_contrastive",
     "triplet_with_classification",
     "ContrastiveLoss",
     "TripletLoss",
@@ -48,6 +49,7 @@ __all__ = [
     "BatchAllTripletLoss",
     "LOSSES",
     "get",
+    "GradedContrastiveLoss",
 ]
 
 _EPS = 1e-12
@@ -126,6 +128,30 @@ def contrastive(x0, x1, y, margin: float = 1.0):
     d2 = _sq_dist(x0, x1)
     d = safe_sqrt(d2)
     return 0.5 * y * d2 + 0.5 * (1.0 - y) * ops.square(ops.relu(margin - d))
+
+
+# pair kinds of graded_contrastive
+PAIR_DISSIMILAR, PAIR_SIMILAR, PAIR_NEAR = 0, 1, 2
+
+
+def graded_contrastive(x0, x1, kind, margin: float = 1.0, near_margin: float = 0.5):
+    """Contrastive loss with three kinds of pair, per pair ``(batch,)``.
+
+    ``kind`` 1 (similar): ``0.5 * d^2``; 0 (dissimilar): ``0.5 * max(0, margin - d)^2``;
+    2 (near, e.g. the same class but not a nearest neighbour): ``0.5 * max(0, near_margin - d)^2``,
+    with ``d = ||x0 - x1||`` (safe sqrt). With no kind-2 pair it equals :func:`contrastive`.
+    """
+    if not 0.0 <= near_margin <= margin:
+        raise ValueError(f"near_margin must be in [0, margin={margin}], got {near_margin}; "
+                         "the near pairs are pushed apart less than the dissimilar ones.")
+    x0 = ops.convert_to_tensor(x0)
+    x1 = ops.convert_to_tensor(x1, dtype=x0.dtype)
+    kind = ops.reshape(ops.cast(kind, "int32"), (-1,))
+    d2 = _sq_dist(x0, x1)
+    d = safe_sqrt(d2)
+    target = ops.where(ops.equal(kind, PAIR_NEAR), near_margin, margin)
+    push = ops.square(ops.relu(ops.cast(target, x0.dtype) - d))
+    return 0.5 * ops.where(ops.equal(kind, PAIR_SIMILAR), d2, push)
 
 
 def triplet(a, p, n, margin: float = 1.0, squared: bool = True):
@@ -329,6 +355,29 @@ class ContrastiveLoss(keras.losses.Loss):
         return {**super().get_config(), "margin": self.margin}
 
 
+@keras.saving.register_keras_serializable(package="helpers")
+class GradedContrastiveLoss(keras.losses.Loss):
+    """Keras wrapper of :func:`graded_contrastive`.
+
+    ``y_true``: ``(batch,)`` pair kinds (1 similar, 0 dissimilar, 2 near); ``y_pred``: ``(batch, 2, d)``.
+    """
+
+    def __init__(self, margin: float = 1.0, near_margin: float = 0.5, name: str = "graded_contrastive_loss",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not 0.0 <= near_margin <= margin:
+            raise ValueError(f"near_margin must be in [0, margin={margin}], got {near_margin}.")
+        self.margin = float(margin)
+        self.near_margin = float(near_margin)
+
+    def call(self, y_true, y_pred):
+        x0, x1 = _unstack(y_pred, 2, "GradedContrastiveLoss")
+        return graded_contrastive(x0, x1, y_true, margin=self.margin, near_margin=self.near_margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "near_margin": self.near_margin}
+
+
 _TRIPLET_VARIANTS = ("plain", "l2", "l2_safe", "center")
 
 
@@ -458,6 +507,7 @@ LOSSES: dict[str, type[keras.losses.Loss]] = {
     "batch_semi_hard_triplet": BatchSemiHardTripletLoss,
     "batch_all_triplet": BatchAllTripletLoss,
     "batch_contrastive": BatchContrastiveLoss,
+    "graded_contrastive": GradedContrastiveLoss,
 }
 
 

@@ -323,8 +323,18 @@ LOSS_SETTINGS: dict[str, tuple[str, Callable[..., dict]]] = {
     "batch_contrastive": ("batch_contrastive", lambda s: {}),
     "triplet_l2_cls": ("triplet", lambda s: {"variant": "l2_safe"}),
     "triplet_center_cls": ("triplet", lambda s: {"variant": "center", "center_reg_weight": s.center_reg_weight}),
+    # a study spec (helpers.contrastive_4_vs_9) adds the ``near_margin`` field
+    "graded_contrastive": ("graded_contrastive", lambda s: {"near_margin": _near_margin(s)}),
 }
 CLASS_HEAD_LOSSES = ("triplet_l2_cls", "triplet_center_cls")
+
+
+def _near_margin(spec) -> float:
+    near = getattr(spec, "near_margin", None)
+    if near is None:
+        raise ValueError(f"model {spec.name!r}: loss 'graded_contrastive' needs a spec with a near_margin")
+    return near
+
 #: ``ModelSpec.loss`` of plain classifiers (trained on labelled P x K batches, no metric loss).
 CLASSIFIER_LOSSES: dict[str, Callable[[], keras.losses.Loss]] = {
     "cross_entropy": keras.losses.SparseCategoricalCrossentropy,
@@ -396,7 +406,7 @@ class ModelSpec:
     def __post_init__(self):
         """Check every name the spec holds against its registry, so a typo fails here at once."""
         choices = {
-            "loss": {**LOSS_SETTINGS, **CLASSIFIER_LOSSES}, "generator": generators.GENERATORS, "mining": generators.MINING,
+            "loss": {**LOSS_SETTINGS, **CLASSIFIER_LOSSES}, "generator": {**generators.GENERATORS, **GENERATOR_KINDS}, "mining": generators.MINING,
             "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "augment": AUGMENT_MODES,
         }
         for field, valid in choices.items():
@@ -483,6 +493,31 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+@dataclasses.dataclass(frozen=True)
+class GeneratorKind:
+    """A sampler that only a study uses: ``inputs`` images per example (2: pairs, 3: triplets) and
+    ``factory(spec, x, y, batch_size, steps_per_epoch, seed, augment)`` returning the ``PyDataset``
+    (``helpers.training.make_generators`` calls it for the training and the validation split)."""
+
+    inputs: int
+    factory: Callable
+
+
+# generator kinds added by study modules (name -> GeneratorKind); the core kinds are not in here
+GENERATOR_KINDS: dict[str, GeneratorKind] = {}
+
+
+def register_generator(kind: str, inputs: int, factory: Callable) -> GeneratorKind:
+    """Register a study's generator kind, so ``ModelSpec(generator=kind)`` trains through ``train``."""
+    if kind in generators.GENERATORS:
+        raise ValueError(f"{kind!r} is a core generator kind; give the study's sampler another name")
+    if inputs not in (2, 3):
+        raise ValueError(f"inputs must be 2 (pairs) or 3 (triplets), got {inputs!r}")
+    entry = GeneratorKind(int(inputs), factory)
+    GENERATOR_KINDS[kind] = entry
+    return entry
+
+
 def get_spec(name: str) -> ModelSpec:
     """Return the registry entry for ``name`` or raise one clear error listing the valid names."""
     spec = MODELS.get(name) or STUDY_MODELS.get(name)
@@ -546,7 +581,9 @@ def build_training_model(
         if spec.loss in CLASSIFIER_LOSSES:  # a plain classifier: the embedding is its penultimate layer
             outputs = layers.Dense(num_classes, activation="softmax", name="class_head")(outputs)
         return keras.Model(images, outputs, name=f"{name}_training"), embedding
-    roles = ["anchor", "positive", "negative"] if spec.generator != "pairs" else ["left", "right"]
+    kind = GENERATOR_KINDS.get(spec.generator)
+    pairs = spec.generator == "pairs" or (kind is not None and kind.inputs == 2)
+    roles = ["left", "right"] if pairs else ["anchor", "positive", "negative"]
     inputs = [keras.Input(input_shape, name=role) for role in roles]
     embeddings = [embedding(augment(x)) for x in inputs]
     stacked = StackEmbeddings(name="stacked_embeddings")(embeddings)

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from helpers import config
-from helpers.models import build_training_model, compile_training_model, get_spec
+from helpers.models import GENERATOR_KINDS, build_training_model, compile_training_model, get_spec
 
 CACHE_FORMAT = 2
 # The modules whose code decides the trained weights beyond the registry entry and the architecture
@@ -182,6 +182,10 @@ def make_generators(name: str, data, batch_size: int, steps_per_epoch: int, seed
 
     spec = get_spec(name)
     val_steps = max(1, min(steps_per_epoch, len(data.x_val) // batch_size))
+    kind = GENERATOR_KINDS.get(spec.generator)
+    if kind is not None:  # a study's own sampler, registered by its module
+        return (kind.factory(spec, data.x_train, data.y_train, batch_size, steps_per_epoch, seed, spec.augment),
+                kind.factory(spec, data.x_val, data.y_val, batch_size, val_steps, seed + 10_000, False))
     if spec.generator == "pk":
         per_class = max(2, batch_size // spec.classes_per_batch)
         make = lambda x, y, steps, s, augment: generators.PKBatchGenerator(  # noqa: E731
