@@ -37,6 +37,9 @@ from helpers import generators
 
 EMBEDDING_DIM = 64
 AUGMENT_MODES = (False, True, "host", "device")
+# generator kinds added by study modules (name -> GeneratorKind, see register_generator); the core
+# kinds are helpers.generators.GENERATORS
+GENERATOR_KINDS: dict[str, GeneratorKind] = {}
 # Keras' default 0.99 needs hundreds of steps before the moving statistics used at inference
 # match the batches; our budgets are a few hundred steps, and with 0.99 the validation loss of
 # the early epochs measured a mis-normalised network (ReduceLROnPlateau then cut the rate).
@@ -503,8 +506,6 @@ class GeneratorKind:
     factory: Callable
 
 
-# generator kinds added by study modules (name -> GeneratorKind); the core kinds are not in here
-GENERATOR_KINDS: dict[str, GeneratorKind] = {}
 
 
 def register_generator(kind: str, inputs: int, factory: Callable) -> GeneratorKind:

@@ -55,7 +55,13 @@ def test_every_registered_name_builds():
 
     base = models.MODELS["cnn_simple_v1"]
     for name in models.LOSS_SETTINGS:
-        loss, weights = models.make_loss(dataclasses.replace(base, loss=name))
+        spec = dataclasses.replace(base, loss=name)
+        if name == "graded_contrastive":  # a study spec carries its near_margin
+            from helpers.contrastive_4_vs_9 import RegimeSpec
+
+            fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+            spec = RegimeSpec(**{**fields, "loss": name, "generator": "pairs"})
+        loss, weights = models.make_loss(spec)
         if name in models.CLASS_HEAD_LOSSES:
             assert isinstance(loss[1], keras.losses.SparseCategoricalCrossentropy) and len(weights) == 2
         else:
