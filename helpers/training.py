@@ -231,7 +231,7 @@ class EpochLog(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        shown = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "loss" in k)
+        shown = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "loss" in k or "accuracy" in k)
         print(f"[{self.name}] epoch {epoch + 1}/{self.total} {shown} "
               f"({time.perf_counter() - self._start:.1f}s)", flush=True)
 
@@ -361,12 +361,16 @@ def train(
         # and overwrites its history entry, instead of losing it
         history_cb,
         AtomicBackupAndRestore(str(work / "backup"), save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(str(work / "best.weights.h5"), monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True),
+        # spec.monitor: val_loss, or val_accuracy (mode max) for a cross_entropy classifier
+        keras.callbacks.EarlyStopping(monitor=spec.monitor, mode=spec.monitor_mode, patience=patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(str(work / "best.weights.h5"), monitor=spec.monitor,
+                                        mode=spec.monitor_mode, save_best_only=True, save_weights_only=True),
     ]
     if spec.lr_schedule == "plateau":  # a cosine schedule lives in the optimizer instead
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=3, min_lr=1e-6))
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=spec.monitor, mode=spec.monitor_mode,
+                                                     factor=spec.plateau_factor,
+                                                     patience=spec.plateau_patience, min_lr=1e-6))
     if verbose == "auto":
         cbs.append(EpochLog(name, params["epochs"]))
     cbs.extend(callbacks or [])
@@ -376,7 +380,7 @@ def train(
               verbose=keras_verbose)
     seconds = time.perf_counter() - start
     best = work / "best.weights.h5"
-    if best.exists():  # the epoch with the lowest validation loss, as ModelCheckpoint saw it
+    if best.exists():  # the epoch with the best spec.monitor, as ModelCheckpoint saw it
         try:
             _load_weights(model, best)
         except CacheError as exc:  # killed while ModelCheckpoint wrote it: keep the last weights
