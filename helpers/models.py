@@ -313,10 +313,10 @@ def cnn_with_attention_vit_style_v1(input_shape=(28, 28, 1), embedding_dim=EMBED
 def _dense_layer(x, growth_rate, dropout, name):
     """DenseNet-BC bottleneck: BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k)-Dropout, concatenated to ``x``."""
     he = keras.initializers.HeNormal()
-    h = layers.BatchNormalization(name=f"{name}_bn1")(x)
+    h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
     h = layers.Activation("relu", name=f"{name}_relu1")(h)
     h = layers.Conv2D(4 * growth_rate, 1, use_bias=False, kernel_initializer=he, name=f"{name}_conv1")(h)
-    h = layers.BatchNormalization(name=f"{name}_bn2")(h)
+    h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(h)
     h = layers.Activation("relu", name=f"{name}_relu2")(h)
     h = layers.Conv2D(growth_rate, 3, padding="same", use_bias=False, kernel_initializer=he,
                       name=f"{name}_conv2")(h)
@@ -333,7 +333,8 @@ def densenet_bc(input_shape=(28, 28, 1), embedding_dim=None, growth_rate=12, blo
     data stay in [0, 1]. A 3x3 convolution to ``initial_channels``; dense blocks of ``blocks``
     bottleneck layers of growth rate ``growth_rate``; between blocks a transition (BN-ReLU-Conv1x1
     with ``compression`` of the channels, 2x2 average pooling); then BN-ReLU and global average
-    pooling: the ``features`` vector (192-d for the defaults). He initialisation. The 10-class
+    pooling: the ``features`` vector (192-d for the defaults). He initialisation; BatchNormalization
+    momentum 0.9 (PyTorch's default 0.1 in its convention, as the reference). The 10-class
     softmax is the ``class_head`` that ``build_training_model`` adds for ``loss="cross_entropy"``.
     ``embedding_dim`` is accepted for the registry's builder signature and must be None or the
     computed feature size.
@@ -348,12 +349,12 @@ def densenet_bc(input_shape=(28, 28, 1), embedding_dim=None, growth_rate=12, blo
             x = _dense_layer(x, growth_rate, dropout, name=f"block{b}_layer{i}")
         if b < len(blocks):
             channels = int(x.shape[-1] * compression)
-            x = layers.BatchNormalization(name=f"transition{b}_bn")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"transition{b}_bn")(x)
             x = layers.Activation("relu", name=f"transition{b}_relu")(x)
             x = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=he,
                               name=f"transition{b}_conv")(x)
             x = layers.AveragePooling2D(pool_size=2, name=f"transition{b}_pool")(x)
-    x = layers.BatchNormalization(name="final_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="final_bn")(x)
     x = layers.Activation("relu", name="final_relu")(x)
     features = layers.GlobalAveragePooling2D(name="features")(x)
     if embedding_dim is not None and embedding_dim != features.shape[-1]:

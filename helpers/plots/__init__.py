@@ -1,7 +1,8 @@
 """Every figure of the suite, by topic. Each function returns a matplotlib Figure; ``save_figure``
 writes it. Functions compute nothing beyond what they draw: metrics come from ``helpers.evaluation``.
 
-Topics: ``data`` (01), ``generators`` (02), ``training`` (04), ``latent_space`` (05), ``explain`` (06);
+Topics: ``data`` (01), ``generators`` (02), ``training`` (04), ``latent_space`` (05), ``explain`` (06),
+``densenet`` (08);
 a new notebook adds its own module here and re-exports its public names below, so callers keep
 writing ``plots.plot_xxx``.
 """
@@ -25,3 +26,6 @@ from helpers.plots.generators import plot_pairs, plot_triplets, plot_triplets_cl
 from helpers.plots.training import plot_history, plot_histories, small_multiples  # noqa: E402,F401
 from helpers.plots.latent_space import plot_latent_space, plot_latent_grid, plot_metric_bars  # noqa: E402,F401
 from helpers.plots.explain import plot_feature_maps, plot_filter_images, plot_input_image  # noqa: E402,F401
+from helpers.plots.densenet import (  # noqa: E402,F401
+    plot_accuracy_history, plot_confusion_matrix, plot_per_class_scores, plot_query_neighbours,
+)
