@@ -4,7 +4,7 @@
 Self-contained and backend-agnostic: run from the repository root, on a GPU with JAX::
 
     KERAS_BACKEND=jax python benchmarks/densenet_fashion_mnist.py --profile full \\
-        --fashion-dir /usr/share/datasets/fashion-mnist --out OUT_DIR --time-budget 150
+        --fashion-dir /usr/share/datasets/fashion-mnist --out OUT_DIR --time-budget 150 --no-data-cache
 
 ``--time-budget SECONDS`` stops the classifier's training cleanly at an epoch end (or after the
 batch that crosses it) and still evaluates; ``--epochs N`` overrides the profile's epochs. One line
@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     parser.add_argument("--time-budget", type=float, help="seconds of classifier training, then stop cleanly")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--force", action="store_true", help="retrain even when cached")
+    parser.add_argument("--no-data-cache", action="store_true",
+                        help="read the IDX files without writing the prepared .npz (a one-off machine)")
     args = parser.parse_args(argv)
 
     params = densenet_study.profile_params(args.profile, epochs=args.epochs)
@@ -54,7 +56,8 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     study = densenet_study.run_study(params, seed=args.seed, cache_dir=cache_dir, force=args.force,
-                                     callbacks=callbacks, fashion_dir=args.fashion_dir, with_tsne=False)
+                                     callbacks=callbacks, fashion_dir=args.fashion_dir, with_tsne=False,
+                                     data_cache=not args.no_data_cache)
     report, rows, record = study["report"], study["rows"], study["record"]
     history = record["history"]
     print_table(study["rows"], ["representation", "dim", "silhouette", "davies_bouldin", "calinski_harabasz",
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
         "profile": args.profile,
         "params": params,
         "seed": args.seed,
-        "sizes": {split: int(len(getattr(data, f"y_{split}"))) for split in ("train", "val", "test")},
+        "sizes": {split: len(getattr(data, f"y_{split}")) for split in ("train", "val", "test")},
         "test_accuracy": report["accuracy"],
         "target_accuracy": TARGET_ACCURACY if args.profile == "full" else None,
         "per_class": report["per_class"],

@@ -57,10 +57,10 @@ REFERENCE_SILHOUETTE = {"raw pixels": 0.15, "DenseNet features": 0.35, "Siamese 
 PROFILES = {
     "smoke": dict(train=300, val=100, test=200, epochs=1, steps_per_epoch=2, batch_size=40,
                   head_epochs=1, head_steps=2, head_batch=64, sample=200, tsne_iter=250),
-    "default": dict(train=1500, val=300, test=500, epochs=1, steps_per_epoch=15, batch_size=60,
+    "default": dict(train=1500, val=300, test=500, epochs=1, steps_per_epoch=25, batch_size=60,
                     head_epochs=3, head_steps=30, head_batch=128, sample=400, tsne_iter=500),
     "full": dict(train=None, val=None, test=None, epochs=30, steps_per_epoch=421, batch_size=128,
-                 head_epochs=20, head_steps=200, head_batch=256, sample=3000, tsne_iter=1000),
+                 head_epochs=10, head_steps=100, head_batch=256, sample=3000, tsne_iter=1000),
 }
 
 
@@ -93,11 +93,12 @@ def subset(data: Dataset, train=None, val=None, test=None, seed: int = 0) -> Dat
     return Dataset(name=data.name, source=data.source, class_names=list(data.class_names), **parts)
 
 
-def study_data(params: dict, seed: int = 42, source: str = "auto", fashion_dir=None, verbose=True) -> Dataset:
+def study_data(params: dict, seed: int = 42, source: str = "auto", fashion_dir=None, verbose=True,
+               use_cache: bool = True) -> Dataset:
     """Fashion-MNIST on its official split (10 % of train for validation), cut to the profile's sizes."""
     kwargs = {"fashion_dir": fashion_dir} if fashion_dir else {}
     data = load_dataset("fashion_mnist", source=source, seed=seed, split="official", val_fraction=0.1,
-                        verbose=verbose, **kwargs)
+                        verbose=verbose, use_cache=use_cache, **kwargs)
     return subset(data, params.get("train"), params.get("val"), params.get("test"), seed=seed)
 
 
@@ -278,12 +279,14 @@ def search(query_emb, ref_emb, k: int = 5):
 
 
 def run_study(params: dict, seed: int = 42, cache_dir=None, force: bool = False, callbacks=None,
-              source: str = "auto", fashion_dir=None, with_tsne: bool = True, verbose: bool = True) -> dict:
+              source: str = "auto", fashion_dir=None, with_tsne: bool = True, verbose: bool = True,
+              data_cache: bool = True) -> dict:
     """Data, classifier, report, features, Siamese head, three representations compared (and their
     t-SNE). Returns every intermediate the notebook and the benchmark show."""
     timings = {}
     start = time.perf_counter()
-    data = study_data(params, seed=seed, source=source, fashion_dir=fashion_dir, verbose=verbose)
+    data = study_data(params, seed=seed, source=source, fashion_dir=fashion_dir, verbose=verbose,
+                      use_cache=data_cache)
     features_model, classifier, record = train_classifier(data, params, seed=0, cache_dir=cache_dir,
                                                           force=force, callbacks=callbacks)
     timings["classifier_train_seconds"] = record["train_seconds"]

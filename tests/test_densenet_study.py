@@ -116,7 +116,7 @@ def test_classifier_trains_caches_and_resumes_through_the_shared_path(tmp_path):
         ds.train_classifier(data, params, cache_dir=tmp_path, name=TINY.name,
                             callbacks=[_StopAfterFirstEpoch()])
     assert not training.cache_paths(TINY.name, tmp_path)["history"].exists()
-    features, classifier, record = ds.train_classifier(data, params, cache_dir=tmp_path, name=TINY.name)
+    features, _, record = ds.train_classifier(data, params, cache_dir=tmp_path, name=TINY.name)
     assert not record["from_cache"] and record["resumed_from_epoch"] == 1
     assert record["history"]["epoch"] == [0, 1] and "val_accuracy" in record["history"]
     # a second call loads the cache: same weights, no training
@@ -157,7 +157,7 @@ def test_head_trains_on_vectors_and_is_l2_normalised(tmp_path):
         y = np.repeat(np.arange(10), 4)
         parts[f"x_{split}"], parts[f"y_{split}"] = rng.normal(size=(40, 192)).astype(np.float32), y
     feats = Dataset(name="feats", source="synthetic", class_names=[str(c) for c in range(10)], **parts)
-    head, record = ds.train_head(feats, {"head_epochs": 1, "head_steps": 2, "head_batch": 16}, cache_dir=tmp_path)
+    head, _ = ds.train_head(feats, {"head_epochs": 1, "head_steps": 2, "head_batch": 16}, cache_dir=tmp_path)
     emb = ds.representations(np.zeros((40, 28, 28, 1)), feats.x_test, head)
     np.testing.assert_allclose(np.linalg.norm(emb["Siamese embeddings"], axis=1), 1.0, atol=1e-5)
     assert emb["raw pixels"].shape == (40, 784) and emb["Siamese embeddings"].shape == (40, 128)
