@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     report, rows, record = study["report"], study["rows"], study["record"]
     history = record["history"]
     print_table(study["rows"], ["representation", "dim", "silhouette", "davies_bouldin", "calinski_harabasz",
-                                "3nn_accuracy", "map_at_r", "reference_silhouette"])
+                                "3nn_accuracy", "precision_at_1", "map_at_r",
+                                "reference_silhouette"])
     print_table(report["per_class"], ["class", "precision", "recall", "f1", "support"])
     print(f"[densenet] test accuracy {report['accuracy']:.4f} (target {TARGET_ACCURACY} in the full profile); "
           f"silhouette order raw < features < Siamese: {densenet_study.order_matches_reference(rows)}")

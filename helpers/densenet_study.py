@@ -224,8 +224,8 @@ def representations(x, features, head) -> dict[str, np.ndarray]:
 
 def compare(queries: dict, query_labels, refs: dict, ref_labels, seed: int = 0, k: int = 3) -> list[dict]:
     """One row per representation: silhouette, Davies-Bouldin, Calinski-Harabasz of the queries
-    (the test sample), and ``k``-NN accuracy and MAP@R of the queries searched among ``refs``
-    (a training sample embedded the same way)."""
+    (the test sample), and ``k``-NN accuracy, precision@1 (top-1 search accuracy) and MAP@R of the
+    queries searched among ``refs`` (the training images embedded the same way)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # KMeans / k-NN: one thread is faster on a shared 2-core machine
@@ -242,7 +242,7 @@ def _compare_one(name, emb, query_labels, ref_emb, ref_labels, seed, k):
         "silhouette": clusters["silhouette"], "davies_bouldin": clusters["davies_bouldin"],
         "calinski_harabasz": clusters["calinski_harabasz"],
         f"{k}nn_accuracy": evaluation.knn_accuracy(ref_emb, ref_labels, emb, query_labels, k=k),
-        "map_at_r": retrieval["map_at_r"],
+        "precision_at_1": retrieval["precision_at_1"], "map_at_r": retrieval["map_at_r"],
         "reference_silhouette": REFERENCE_SILHOUETTE.get(name),
     }
 
