@@ -78,6 +78,11 @@ DATASETS = tuple(SOURCES)
 IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 SPLITS = ("train", "val", "test")
+
+#: ``split="official"``: the size of each dataset's original training set (the readers return the
+#: original train images first, then the test images).
+OFFICIAL_TRAIN_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
+SPLIT_MODES = ("random", "official")
 _ARRAY_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 # IDX file names (Debian's dataset-fashion-mnist and the original distribution use the same names).
@@ -170,7 +175,8 @@ class Dataset:
 # --------------------------------------------------------------------------------------------------
 
 
-def prepare(images, labels, class_names, seed: int = 42, image_shape=(28, 28, 1)) -> dict:
+def prepare(images, labels, class_names, seed: int = 42, image_shape=(28, 28, 1), split: str = "random",
+            n_train: int | None = None, val_fraction: float = 0.1) -> dict:
     """Scale, reshape, encode and split images the way the reference project does.
 
     Parameters
@@ -185,6 +191,11 @@ def prepare(images, labels, class_names, seed: int = 42, image_shape=(28, 28, 1)
         ``random_state`` of both stratified ``train_test_split`` calls (60/40, then 40 -> 20/20).
     image_shape : tuple of int, default=(28, 28, 1)
         Expected ``(H, W, C)`` of one image.
+    split : {"random", "official"}, default="random"
+        ``"random"``: the stratified 60/20/20 split of everything. ``"official"``: the first
+        ``n_train`` images are the original training set, the rest the original test set (kept as
+        the test split); ``val_fraction`` of the training set, stratified with ``seed``, is the
+        validation split.
 
     Returns
     -------
@@ -218,6 +229,10 @@ def prepare(images, labels, class_names, seed: int = 42, image_shape=(28, 28, 1)
         )
 
     x = images.astype(np.float32) / np.float32(255.0)
+    if split == "official":
+        return _official_split(x, y, n_train, val_fraction, seed)
+    if split != "random":
+        raise DatasetError(f"unknown split {split!r}; valid splits: {', '.join(SPLIT_MODES)}")
     x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, random_state=seed, stratify=y)
     x_val, x_test, y_val, y_test = train_test_split(
         x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest
@@ -263,6 +278,44 @@ def _one_label_per_image(labels, n_images: int) -> np.ndarray:
     labels = checks.labels_1d(labels, DatasetError, message)
     checks.same_length(len(labels), n_images, DatasetError, message.replace("{shape}", str(labels.shape)))
     return labels
+
+
+def _official_split(x, y, n_train, val_fraction, seed) -> dict:
+    """The original train/test split, with ``val_fraction`` of train (stratified) for validation."""
+    from sklearn.model_selection import train_test_split
+
+    if n_train is None or not 0 < int(n_train) < len(x):
+        raise DatasetError(f"split='official' needs 0 < n_train < {len(x)} (the size of the original "
+                           f"training set), got n_train={n_train}")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_train = int(n_train)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x[:n_train], y[:n_train], test_size=float(val_fraction), random_state=seed, stratify=y[:n_train]
+    )
+    return {
+        "x_train": np.ascontiguousarray(x_train),
+        "y_train": y_train,
+        "x_val": np.ascontiguousarray(x_val),
+        "y_val": y_val,
+        "x_test": np.ascontiguousarray(x[n_train:]),
+        "y_test": y[n_train:],
+    }
+
+
+def _official_train_size(name: str, source: str, fashion_dir) -> int:
+    """How many of a source's images are the original training set (train images come first)."""
+    if source == "bundled":
+        raise DatasetError("the bundled MNIST subset has no official train/test split; use split='random' "
+                           "or source='keras' / 'kaggle'")
+    if source == "idx":  # a folder of IDX files (possibly a small fixture): count the train labels
+        folder = Path(fashion_dir)
+        stem = _IDX_FILES["y_train"]
+        file = next((folder / n for n in (stem + ".gz", stem) if (folder / n).is_file()), None)
+        if file is None:
+            raise DatasetError(f"{stem}[.gz] not found in {folder}")
+        return len(_read_idx(file))
+    return OFFICIAL_TRAIN_SIZES[name]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -469,10 +522,12 @@ def _describe(exc: BaseException, limit: int = 160) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def cache_path(name: str, source: str, seed: int, cache_dir=None) -> Path:
-    """Path of the cache file of ``(name, source, seed)`` for the current format version."""
+def cache_path(name: str, source: str, seed: int, cache_dir=None, split: str = "random",
+               val_fraction: float = 0.1) -> Path:
+    """Path of the cache file of ``(name, source, seed[, split])`` for the current format version."""
     folder = Path(cache_dir) if cache_dir is not None else config.DATA_CACHE
-    return folder / f"{name}-{source}-seed{int(seed)}-v{CACHE_FORMAT_VERSION}.npz"
+    tag = "" if split == "random" else f"-{split}{round(float(val_fraction) * 100):02d}"
+    return folder / f"{name}-{source}-seed{int(seed)}{tag}-v{CACHE_FORMAT_VERSION}.npz"
 
 
 def _write_cache(path: Path, ds: Dataset) -> None:
@@ -516,6 +571,8 @@ def load_dataset(
     use_cache: bool = True,
     verbose: bool = True,
     fashion_dir=DEFAULT_FASHION_DIR,
+    split: str = "random",
+    val_fraction: float = 0.1,
 ) -> Dataset:
     """Load a dataset, prepare it (scale, encode, split 60/20/20 stratified) and cache the result.
 
@@ -536,6 +593,11 @@ def load_dataset(
         Print the source used, why others failed and cache events (one line each).
     fashion_dir : path, default="/usr/share/datasets/fashion-mnist"
         Folder of the IDX files for ``fashion_mnist`` with ``source="idx"``.
+    split : {"random", "official"}, default="random"
+        ``"official"`` keeps the original train/test split (60,000 / 10,000 for (Fashion-)MNIST) and
+        takes ``val_fraction`` of train, stratified with ``seed``, for validation. Cached separately.
+    val_fraction : float, default=0.1
+        Share of the original training set used for validation with ``split="official"``.
 
     Returns
     -------
@@ -548,18 +610,20 @@ def load_dataset(
         fallback), or invalid data (wrong CSV columns, image shape, NaN pixels).
     """
     say = print if verbose else (lambda *a, **k: None)
-    candidates = _candidates(name, source)
+    candidates = _candidates(name, source, split)
+    split_args = {"split": split, "val_fraction": val_fraction}
     if use_cache:
-        ds = _load_cached(name, candidates, seed, cache_dir, say)
+        ds = _load_cached(name, candidates, seed, cache_dir, say, split_args)
         if ds is not None:
             return ds
     failures = []
     for cand in candidates:
-        ds = _load_source(name, cand, seed, fashion_dir, strict=source != "auto", failures=failures, say=say)
+        ds = _load_source(name, cand, seed, fashion_dir, strict=source != "auto", failures=failures, say=say,
+                          split_args=split_args)
         if ds is None:
             continue
         if use_cache:
-            path = cache_path(name, cand, seed, cache_dir)
+            path = cache_path(name, cand, seed, cache_dir, **split_args)
             _write_cache(path, ds)
             say(f"[data] cached to {path}")
         return ds
@@ -567,7 +631,7 @@ def load_dataset(
     raise DatasetError(f"no source of {name!r} worked ({reasons}). {_FALLBACK_HINTS[name]}")
 
 
-def _candidates(name: str, source: str) -> tuple:
+def _candidates(name: str, source: str, split: str = "random") -> tuple:
     """The concrete sources to try for ``(name, source)``, in order; unknown names fail here."""
     if name not in SOURCES:
         raise DatasetError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
@@ -576,13 +640,18 @@ def _candidates(name: str, source: str) -> tuple:
         raise DatasetError(
             f"unknown source {source!r} for dataset {name!r}; valid sources: {', '.join(('auto',) + valid)}"
         )
-    return valid if source == "auto" else (source,)
+    candidates = valid if source == "auto" else (source,)
+    if split not in SPLIT_MODES:
+        raise DatasetError(f"unknown split {split!r}; valid splits: {', '.join(SPLIT_MODES)}")
+    if split == "official" and source == "auto":  # the bundled subset has no official split
+        candidates = tuple(c for c in candidates if c != "bundled")
+    return candidates
 
 
-def _load_cached(name: str, candidates, seed: int, cache_dir, say) -> Dataset | None:
+def _load_cached(name: str, candidates, seed: int, cache_dir, say, split_args: dict) -> Dataset | None:
     """The first readable cache file among ``candidates``; a corrupt one is deleted and skipped."""
     for cand in candidates:
-        path = cache_path(name, cand, seed, cache_dir)
+        path = cache_path(name, cand, seed, cache_dir, **split_args)
         if not path.exists():
             continue
         start = time.perf_counter()
@@ -597,7 +666,8 @@ def _load_cached(name: str, candidates, seed: int, cache_dir, say) -> Dataset | 
     return None
 
 
-def _load_source(name: str, cand: str, seed: int, fashion_dir, strict: bool, failures: list, say):
+def _load_source(name: str, cand: str, seed: int, fashion_dir, strict: bool, failures: list, say,
+                 split_args: dict):
     """Read and prepare source ``cand``; a Dataset, or None after recording why in ``failures``.
 
     ``strict`` (an explicitly requested source) raises instead, naming the offline fallback.
@@ -614,7 +684,9 @@ def _load_source(name: str, cand: str, seed: int, fashion_dir, strict: bool, fai
             raise DatasetError(f"source={cand!r} failed ({_describe(exc)}): {_FALLBACK_HINTS[name]}") from exc
         return _failed(name, cand, exc, "unavailable", failures, say)
     try:
-        arrays = prepare(images, labels, CLASS_NAMES[name], seed=seed, image_shape=IMAGE_SHAPES[name])
+        n_train = _official_train_size(name, cand, fashion_dir) if split_args["split"] == "official" else None
+        arrays = prepare(images, labels, CLASS_NAMES[name], seed=seed, image_shape=IMAGE_SHAPES[name],
+                         n_train=n_train, **split_args)
     except DatasetError as exc:
         if strict:
             raise DatasetError(f"source={cand!r}: {exc}") from exc

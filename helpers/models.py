@@ -345,8 +345,8 @@ CLASSIFIER_LOSSES: dict[str, Callable[[], keras.losses.Loss]] = {
 
 #: ``ModelSpec.optimizer`` -> the Keras optimizer built with a learning rate (or schedule).
 OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
-    "adam": lambda lr: keras.optimizers.Adam(learning_rate=lr),
-    "adamw": lambda lr: keras.optimizers.AdamW(learning_rate=lr, weight_decay=1e-4),
+    "adam": lambda lr, spec: keras.optimizers.Adam(learning_rate=lr),
+    "adamw": lambda lr, spec: keras.optimizers.AdamW(learning_rate=lr, weight_decay=spec.weight_decay),
 }
 
 #: ``ModelSpec.lr_schedule``: Keras' ReduceLROnPlateau callback, or a cosine decay in the optimizer.
@@ -356,6 +356,71 @@ LR_SCHEDULES = ("plateau", "cosine")
 def _alternatives(valid) -> str:
     quoted = [repr(v) for v in valid]
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+# --- study architectures (registered by their study modules, e.g. helpers.densenet_study) ----------
+
+
+def _dense_layer(x, growth_rate, dropout, name):
+    """DenseNet-BC bottleneck: BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k)-Dropout, concatenated to ``x``."""
+    he = keras.initializers.HeNormal()
+    h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
+    h = layers.Activation("relu", name=f"{name}_relu1")(h)
+    h = layers.Conv2D(4 * growth_rate, 1, use_bias=False, kernel_initializer=he, name=f"{name}_conv1")(h)
+    h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(h)
+    h = layers.Activation("relu", name=f"{name}_relu2")(h)
+    h = layers.Conv2D(growth_rate, 3, padding="same", use_bias=False, kernel_initializer=he,
+                      name=f"{name}_conv2")(h)
+    if dropout:
+        h = layers.Dropout(dropout, name=f"{name}_drop")(h)
+    return layers.Concatenate(name=f"{name}_concat")([x, h])
+
+
+def densenet_bc(input_shape=(28, 28, 1), embedding_dim=None, growth_rate=12, blocks=(6, 12, 8),
+                initial_channels=24, compression=0.5, dropout=0.2):
+    """DenseNet-BC for small grey images, the reference's architecture; returns images -> ``features``.
+
+    Inputs in [0, 1] are mapped to [-1, 1] inside the model (``Rescaling``), so augmentation and the
+    data stay in [0, 1]. A 3x3 convolution to ``initial_channels``; dense blocks of ``blocks``
+    bottleneck layers of growth rate ``growth_rate``; between blocks a transition (BN-ReLU-Conv1x1
+    with ``compression`` of the channels, 2x2 average pooling); then BN-ReLU and global average
+    pooling: the ``features`` vector (192-d for the defaults). He initialisation; BatchNormalization
+    momentum 0.9 (PyTorch's default 0.1 in its convention, as the reference). The 10-class
+    softmax is the ``class_head`` that ``build_training_model`` adds for ``loss="cross_entropy"``.
+    ``embedding_dim`` is accepted for the registry's builder signature and must be None or the
+    computed feature size.
+    """
+    he = keras.initializers.HeNormal()
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(inputs)
+    x = layers.Conv2D(initial_channels, 3, padding="same", use_bias=False, kernel_initializer=he,
+                      name="stem_conv")(x)
+    for b, n_layers in enumerate(blocks, start=1):
+        for i in range(1, n_layers + 1):
+            x = _dense_layer(x, growth_rate, dropout, name=f"block{b}_layer{i}")
+        if b < len(blocks):
+            channels = int(x.shape[-1] * compression)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"transition{b}_bn")(x)
+            x = layers.Activation("relu", name=f"transition{b}_relu")(x)
+            x = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=he,
+                              name=f"transition{b}_conv")(x)
+            x = layers.AveragePooling2D(pool_size=2, name=f"transition{b}_pool")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="final_bn")(x)
+    x = layers.Activation("relu", name="final_relu")(x)
+    features = layers.GlobalAveragePooling2D(name="features")(x)
+    if embedding_dim is not None and embedding_dim != features.shape[-1]:
+        raise ValueError(f"densenet_bc computes {features.shape[-1]}-d features with these settings, "
+                         f"not embedding_dim={embedding_dim}; register it with embedding_dim={features.shape[-1]}")
+    return keras.Model(inputs, features, name="densenet_bc")
+
+
+def siamese_head(input_shape=(192,), embedding_dim=128):
+    """The Siamese head on frozen backbone features: Dense(128)-ReLU-Dense(128) (L2-normalised by the
+    registry when ``l2_normalized=True``). Its input is a feature vector, not an image."""
+    inputs = keras.Input(input_shape, name="features")
+    x = layers.Dense(embedding_dim, activation="relu", name="head_dense1")(inputs)
+    outputs = layers.Dense(embedding_dim, name="embedding")(x)
+    return keras.Model(inputs, outputs, name="siamese_head")
 
 
 # --- the registry ----------------------------------------------------------------------------------
@@ -378,6 +443,9 @@ class ModelSpec:
     the run's steps). ``augment`` applies the generators' small shifts, rotations and noise to the
     training batches: ``True`` / ``"host"`` in the generator (numpy), ``"device"`` in the training
     graph (:class:`DeviceAugment`, for accelerators).
+    The study fields (``monitor``, ``plateau_factor``, ``plateau_patience``, ``weight_decay``,
+    ``augment_params``) serve the studies' classifiers; at their defaults they leave the six models'
+    fingerprints unchanged.
     """
 
     name: str
@@ -400,6 +468,16 @@ class ModelSpec:
     classes_per_batch: int = 10
     augment: bool | str = False
     lr_schedule: str = "plateau"
+    monitor: str = "val_loss"
+    plateau_factor: float = 0.1
+    plateau_patience: int = 3
+    weight_decay: float = 1e-4
+    augment_params: dict | None = None
+
+    @property
+    def monitor_mode(self) -> str:
+        """``"max"`` for an accuracy monitor, ``"min"`` for a loss."""
+        return "max" if "accuracy" in self.monitor else "min"
 
     @property
     def augment_on_host(self) -> bool:
@@ -418,6 +496,11 @@ class ModelSpec:
                 raise ValueError(
                     f"model {self.name!r}: {field} must be {_alternatives(list(valid))}, got {value!r}"
                 )
+        if self.monitor not in ("val_loss", "val_accuracy"):
+            raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {self.monitor!r}")
+        if self.monitor == "val_accuracy" and self.loss != "cross_entropy":
+            raise ValueError("monitor='val_accuracy' needs loss='cross_entropy' (the only model with an "
+                             "accuracy metric)")
 
     def config(self) -> dict:
         """A JSON-able view of the spec (the builder by name), used in cache fingerprints."""
@@ -426,7 +509,13 @@ class ModelSpec:
         # where the augmentation runs (numpy in the generator or a layer on the device) is an
         # execution detail, like the generator's workers: the same draws' distribution, one entry
         out["augment"] = bool(self.augment)
+        for f in dataclasses.fields(self):  # study fields at their defaults: fingerprints unchanged
+            if f.name in _STUDY_FIELDS and out[f.name] == f.default:
+                del out[f.name]
         return out
+
+
+_STUDY_FIELDS = ("monitor", "plateau_factor", "plateau_patience", "weight_decay", "augment_params")
 
 
 # Budgets: about one to four minutes per model on 2 CPU cores (TensorFlow). Every model trains on
@@ -560,7 +649,7 @@ def make_optimizer(spec: ModelSpec, learning_rate: float | None = None, total_st
     lr = spec.learning_rate if learning_rate is None else learning_rate
     if spec.lr_schedule == "cosine" and total_steps:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=int(total_steps), alpha=0.01)
-    return OPTIMIZERS[spec.optimizer](lr)
+    return OPTIMIZERS[spec.optimizer](lr, spec)
 
 
 def build_training_model(
@@ -575,7 +664,8 @@ def build_training_model(
     spec = get_spec(name)
     if embedding is None:
         embedding = build_embedding(name, input_shape)
-    augment = DeviceAugment(name="device_augment") if spec.augment == "device" else (lambda x: x)
+    augment = (DeviceAugment(name="device_augment", **(spec.augment_params or {}))
+               if spec.augment == "device" else (lambda x: x))
     if spec.generator == "pk":  # labelled batches: the loss mines triplets inside each batch
         images = keras.Input(input_shape, name="image")
         outputs = embedding(augment(images))
@@ -601,6 +691,8 @@ def compile_training_model(model: keras.Model, name: str, learning_rate: float |
     spec = get_spec(name)
     loss, weights = make_loss(spec)
     kwargs = {"loss_weights": weights} if weights is not None else {}
+    if spec.loss == "cross_entropy":  # a classifier: val_accuracy for the monitor and the logs
+        kwargs["metrics"] = ["accuracy"]
     model.compile(optimizer=make_optimizer(spec, learning_rate, total_steps), loss=loss, **kwargs)
     return model
 

@@ -254,10 +254,11 @@ class HistoryCheckpoint(keras.callbacks.Callback):
         self.epochs[int(epoch)] = record
         config.write_json(self.path, {str(k): v for k, v in sorted(self.epochs.items())})
 
-    def best(self, monitor: str = "val_loss") -> float | None:
-        """The lowest ``monitor`` of the epochs recorded so far (None before the first)."""
+    def best(self, monitor: str = "val_loss", mode: str = "min") -> float | None:
+        """The best (``mode`` "min": lowest, "max": highest) ``monitor`` of the epochs recorded so far
+        (None before the first)."""
         values = [rec[monitor] for rec in self.epochs.values() if monitor in rec]
-        return min(values) if values else None
+        return (max if mode == "max" else min)(values) if values else None
 
     def as_history(self) -> dict[str, list]:
         """Column view: {"loss": [...], "val_loss": [...], ..., "epoch": [...]}."""
@@ -342,19 +343,19 @@ def _read_epoch_stamp(path: Path) -> int | None:
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Save the weights of the epoch with the lowest ``monitor`` atomically (what Keras'
-    ``ModelCheckpoint(save_best_only=True)`` does in place). ``best`` carries the lowest value of
-    the epochs before a resume, so a resumed run does not take its first epoch for the best."""
+    """Save the weights of the epoch with the best ``monitor`` (``mode`` "min" or "max") atomically
+    (what Keras' ``ModelCheckpoint(save_best_only=True)`` does in place). ``best`` carries the best
+    value of the epochs before a resume, so a resumed run does not take its first epoch for the best."""
 
-    def __init__(self, path: Path, monitor: str = "val_loss", best: float | None = None):
+    def __init__(self, path: Path, monitor: str = "val_loss", best: float | None = None, mode: str = "min"):
         super().__init__()
-        self.path, self.monitor = Path(path), monitor
-        self.best = float("inf") if best is None else float(best)
+        self.path, self.monitor, self.sign = Path(path), monitor, (-1.0 if mode == "max" else 1.0)
+        self.best = float("inf") if best is None else self.sign * float(best)  # kept as "lower is better"
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is not None and float(value) < self.best:
-            self.best = float(value)
+        if value is not None and self.sign * float(value) < self.best:
+            self.best = self.sign * float(value)
             with config.atomic_path(self.path) as tmp:
                 self.model.save_weights(tmp)
 
@@ -378,7 +379,7 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
         self._seconds.append(seconds)
-        shown = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "loss" in k)
+        shown = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "loss" in k or "accuracy" in k)
         # the first epoch includes tracing and compilation: leave it out once others are measured
         left = (self.total - epoch - 1) * float(np.mean(self._seconds[1:] or self._seconds))
         eta = f"; ~{format_seconds(left)} left" if epoch + 1 < self.total else ""
@@ -514,19 +515,25 @@ def _work_folder(paths: dict, fingerprint: str, force: bool) -> Path:
 
 
 def _callbacks(name, params, work, train_gen, history_cb, verbose, extra) -> list:
-    """Seeding, history, backup, early stopping, best weights, the LR plateau, the epoch log."""
+    """Seeding, history, backup, early stopping, best weights, the LR plateau, the epoch log.
+
+    Each watches the spec's ``monitor`` (``val_loss``, or ``val_accuracy`` maximised for a classifier).
+    """
+    spec = get_spec(name)
+    monitor, mode = spec.monitor, spec.monitor_mode
     cbs = [
         EpochSeed(train_gen),
         # the history is written before the backup: a kill between the two retrains that epoch
         # and overwrites its history entry, instead of losing it
         history_cb,
         AtomicBackupAndRestore(str(work / "backup"), save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=params["patience"],
                                       restore_best_weights=True),
-        BestWeights(work / "best.weights.h5", best=history_cb.best("val_loss")),
+        BestWeights(work / "best.weights.h5", monitor=monitor, best=history_cb.best(monitor, mode), mode=mode),
     ]
-    if get_spec(name).lr_schedule == "plateau":  # a cosine schedule lives in the optimizer instead
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=3, min_lr=1e-6))
+    if spec.lr_schedule == "plateau":  # a cosine schedule lives in the optimizer instead
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=spec.plateau_factor,
+                                                     patience=spec.plateau_patience, min_lr=1e-6))
     if verbose == "auto":
         cbs.append(EpochLog(name, params["epochs"]))
     return cbs + list(extra or [])
@@ -549,7 +556,7 @@ def _fit(name, model, embedding, data, params, work, verbose,
               verbose=1 if verbose == 1 else 0)
     seconds = time.perf_counter() - start
     best = work / "best.weights.h5"
-    if best.exists():  # the epoch with the lowest validation loss
+    if best.exists():  # the epoch with the best validation monitor
         try:
             _load_weights(model, best)
         except CacheError as exc:

@@ -2,7 +2,7 @@
 writes it. Functions compute nothing beyond what they draw: metrics come from ``helpers.evaluation``.
 
 Topics: ``data`` (01), ``generators`` (02), ``training`` (04), ``latent_space`` (05), ``explain`` (06),
-``applications`` (07), ``contrastive`` (09);
+``applications`` (07), ``densenet`` (08), ``contrastive`` (09);
 a new notebook adds its own module here and re-exports its public names below, so callers keep
 writing ``plots.plot_xxx``.
 """
@@ -30,3 +30,6 @@ from helpers.plots.generators import plot_pairs, plot_triplets, plot_triplets_cl
 from helpers.plots.latent_space import plot_latent_grid, plot_latent_space, plot_metric_bars  # noqa: E402,F401
 from helpers.plots.training import plot_histories, plot_history, small_multiples  # noqa: E402,F401
 from helpers.plots.contrastive import plot_shift_views, plot_separation_bars  # noqa: E402,F401
+from helpers.plots.densenet import (  # noqa: E402,F401
+    plot_accuracy_history, plot_confusion_matrix, plot_labelled_neighbours, plot_per_class_scores,
+)

@@ -1,0 +1,315 @@
+"""Study: a DenseNet-BC classifier on Fashion-MNIST, a Siamese head on its frozen features, and three
+representations of the same test images compared (raw pixels, DenseNet features, Siamese embeddings).
+
+Notebook 08 tells the story and ``benchmarks/densenet_fashion_mnist.py`` measures it; both call the
+functions here. The two models are study entries of the registry (:data:`CLASSIFIER`, :data:`HEAD`,
+registered on import) and train through the suite's one cached, resumable path,
+:func:`helpers.training.train`:
+
+- ``densenet_bc_fashion``: :func:`helpers.models.densenet_bc` plus a softmax ``class_head``
+  (``loss="cross_entropy"``), augmentation in the training graph (:class:`~helpers.models.DeviceAugment`,
+  rotation up to 10 degrees, shift up to 2.8 px = 10 %), AdamW (lr 1e-3, weight decay 1e-4),
+  ReduceLROnPlateau on validation accuracy (factor 0.5, patience 3) and the best weights by
+  validation accuracy, as the reference.
+- ``densenet_siamese_head``: :func:`helpers.models.siamese_head` (Dense 128 ReLU, Dense 128,
+  L2-normalised), triplet loss with margin 0.5 on random triplets of :mod:`helpers.generators`. Its
+  inputs are the DenseNet features of the training images, embedded once: only the head trains.
+
+Data: the official 60,000 / 10,000 split with 10 % of train for validation
+(``load_dataset("fashion_mnist", split="official")``); the smoke and default profiles take a
+stratified subset of it. Pixels stay in [0, 1]: the DenseNet maps them to [-1, 1] with its first
+layer, so the augmentation (which clips to [0, 1]) and the raw-pixel baseline see the usual data.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from helpers import evaluation, models, training
+from helpers.data import Dataset, load_dataset
+
+CLASSIFIER = models.register(models.ModelSpec(
+    "densenet_bc_fashion", models.densenet_bc, loss="cross_entropy", margin=0.0, generator="pk",
+    description="DenseNet-BC (k=12, blocks 6/12/8) classifier; its GAP features are the embedding",
+    epochs=30, steps_per_epoch=421, batch_size=128, learning_rate=1e-3, optimizer="adamw",
+    weight_decay=1e-4, embedding_dim=192, augment="device",
+    augment_params={"shift": 2.8, "rotation": 10.0, "noise": 0.0},
+    monitor="val_accuracy", plateau_factor=0.5, plateau_patience=3,
+))
+HEAD = models.register(models.ModelSpec(
+    "densenet_siamese_head", models.siamese_head, loss="triplet", margin=0.5, generator="triplets",
+    description="Siamese head on frozen DenseNet features: Dense 128 ReLU, Dense 128, L2; triplet loss",
+    epochs=20, steps_per_epoch=200, batch_size=256, learning_rate=1e-3, l2_normalized=True,
+    embedding_dim=128,
+))
+
+REPRESENTATIONS = ("raw pixels", "DenseNet features", "Siamese embeddings")
+#: The reference's "expected" silhouette scores of the three representations.
+REFERENCE_SILHOUETTE = {"raw pixels": 0.15, "DenseNet features": 0.35, "Siamese embeddings": 0.52}
+
+# train/val/test: images of the official split kept (None = all); epochs/steps/batch of the
+# classifier; head_*: the Siamese head; sample: test images compared (t-SNE, metrics), searched
+# among all the (kept) training images. On 2 CPU cores the default notebook runs in 58 s (65 CPU s,
+# half of it tracing the DenseNet's graph) and reaches 0.374 test accuracy: a few dozen DenseNet
+# steps learn the easy classes only. smoke takes ~45 s, nearly all of it the graph tracing.
+PROFILES = {
+    "smoke": dict(train=300, val=100, test=200, epochs=1, steps_per_epoch=2, batch_size=40,
+                  head_epochs=1, head_steps=2, head_batch=64, sample=200, tsne_iter=500),
+    "default": dict(train=1500, val=300, test=500, epochs=1, steps_per_epoch=25, batch_size=60,
+                    head_epochs=3, head_steps=30, head_batch=128, sample=400, tsne_iter=500),
+    "full": dict(train=None, val=None, test=None, epochs=30, steps_per_epoch=421, batch_size=128,
+                 head_epochs=10, head_steps=100, head_batch=256, sample=3000, tsne_iter=1000),
+}
+
+
+def profile_params(profile: str, **overrides) -> dict:
+    """The knobs of ``profile`` (``"smoke"``, ``"default"``, ``"full"``), with non-None overrides."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    return {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+
+def _stratified(x, y, n, seed):
+    if n is None or n >= len(y):
+        return x, y
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(len(y)), train_size=int(n), random_state=seed, stratify=y)
+    idx = np.sort(idx)
+    return x[idx], y[idx]
+
+
+def subset(data: Dataset, train=None, val=None, test=None, seed: int = 0) -> Dataset:
+    """A stratified subset of each split of ``data`` (None keeps a split whole); same seed, same subset."""
+    parts = {}
+    for split, n in (("train", train), ("val", val), ("test", test)):
+        x, y = _stratified(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), n, seed)
+        parts[f"x_{split}"], parts[f"y_{split}"] = x, y
+    return Dataset(name=data.name, source=data.source, class_names=list(data.class_names), **parts)
+
+
+def study_data(params: dict, seed: int = 42, source: str = "auto", fashion_dir=None, verbose=True,
+               use_cache: bool = True) -> Dataset:
+    """Fashion-MNIST on its official split (10 % of train for validation), cut to the profile's sizes."""
+    kwargs = {"fashion_dir": fashion_dir} if fashion_dir else {}
+    data = load_dataset("fashion_mnist", source=source, seed=seed, split="official", val_fraction=0.1,
+                        verbose=verbose, use_cache=use_cache, **kwargs)
+    return subset(data, params.get("train"), params.get("val"), params.get("test"), seed=seed)
+
+
+# --- the classifier -------------------------------------------------------------------------------------
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training cleanly once ``seconds`` have passed: at an epoch's end when the next epoch
+    would not fit (judged by the longest epoch so far), else after the batch that crosses the
+    budget. Validation, checkpoints and the cache still run, so the model is evaluated as usual."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.start = None
+        self.longest = 0.0
+        self._epoch_start = None
+        self.stopped = False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self.start > self.seconds:
+            self.model.stop_training = self.stopped = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self._epoch_start)
+        if now - self.start + self.longest > self.seconds:
+            self.model.stop_training = self.stopped = True
+            print(f"[time budget] stopping after epoch {epoch + 1} ({now - self.start:.0f}s of "
+                  f"{self.seconds:.0f}s)", flush=True)
+
+
+def train_classifier(data: Dataset, params: dict, seed: int = 0, cache_dir=None, force: bool = False,
+                     callbacks=None, name: str = CLASSIFIER.name):
+    """Train (or load from the cache) the DenseNet classifier through :func:`helpers.training.train`.
+
+    Returns ``(features_model, classifier, record)``: images -> 192-d features, images -> class
+    probabilities, and the training record (history, timings, ``from_cache``). ``name`` is another
+    registered classifier of the same kind (the tests train a tiny one).
+    """
+    features, record = training.train(
+        name, data, epochs=params["epochs"], steps_per_epoch=params["steps_per_epoch"],
+        batch_size=params["batch_size"], seed=seed, cache_dir=cache_dir, force=force, callbacks=callbacks,
+    )
+    classifier, _ = models.build_training_model(name, data.num_classes, tuple(data.x_train.shape[1:]),
+                                                embedding=features)
+    training._load_weights(classifier, training.cache_paths(name, cache_dir)["weights"])
+    return features, classifier, record
+
+
+def predict_classes(classifier, features) -> np.ndarray:
+    """Class ids from already computed DenseNet ``features`` through the classifier's ``class_head``
+    (a matrix product: the backbone is not run, nor traced, a second time)."""
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in classifier.get_layer("class_head").weights)
+    return np.argmax(np.asarray(features, np.float32) @ kernel + bias, axis=1)
+
+
+def classification_report(y, pred, class_names) -> dict:
+    """Accuracy, confusion matrix and per-class precision / recall / F1 (scikit-learn) of ``pred``."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    y, pred = np.asarray(y), np.asarray(pred)
+    if y.shape != pred.shape:
+        raise ValueError(f"labels {y.shape} and predictions {pred.shape} differ in shape")
+    labels = np.arange(len(class_names))
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    rows = [{"class": class_names[c], "precision": float(precision[c]), "recall": float(recall[c]),
+             "f1": float(f1[c]), "support": int(support[c])} for c in labels]
+    return {"accuracy": float(accuracy_score(y, pred)), "confusion": confusion_matrix(y, pred, labels=labels),
+            "per_class": rows}
+
+
+def confused_pairs(confusion, class_names, top: int = 5) -> list[dict]:
+    """The ``top`` class pairs most often mistaken for each other (both directions summed)."""
+    cm = np.asarray(confusion)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(class_names):
+        raise ValueError(f"confusion must be ({len(class_names)}, {len(class_names)}), got {cm.shape}")
+    sym = cm + cm.T
+    i, j = np.triu_indices(len(cm), k=1)
+    order = np.argsort(-sym[i, j], kind="stable")[:top]
+    return [{"pair": f"{class_names[i[o]]} / {class_names[j[o]]}", "errors": int(sym[i[o], j[o]])}
+            for o in order]
+
+
+# --- the Siamese head ------------------------------------------------------------------------------------
+
+
+def feature_dataset(features_model, data: Dataset) -> Dataset:
+    """``data`` with every split's images replaced by their frozen DenseNet features (embedded once)."""
+    parts = {}
+    for split in ("train", "val", "test"):
+        parts[f"x_{split}"] = evaluation.embed(features_model, getattr(data, f"x_{split}"))
+        parts[f"y_{split}"] = getattr(data, f"y_{split}")
+    return Dataset(name=f"{data.name}-densenet-features", source=data.source,
+                   class_names=list(data.class_names), **parts)
+
+
+def train_head(features: Dataset, params: dict, seed: int = 0, cache_dir=None, force: bool = False):
+    """Train (or load) the Siamese head on feature vectors; returns ``(head, record)``."""
+    return training.train(HEAD.name, features, epochs=params["head_epochs"],
+                          steps_per_epoch=params["head_steps"], batch_size=params["head_batch"],
+                          seed=seed, cache_dir=cache_dir, force=force)
+
+
+# --- three representations --------------------------------------------------------------------------------
+
+
+def representations(x, features, head) -> dict[str, np.ndarray]:
+    """Raw pixels (flattened), DenseNet features and Siamese embeddings of the images ``x``, whose
+    DenseNet ``features`` (from :func:`feature_dataset`) are given."""
+    if len(features) != len(x):
+        raise ValueError(f"{len(x)} images but {len(features)} feature vectors; pass the features of x")
+    return {"raw pixels": np.asarray(x, np.float32).reshape(len(x), -1),
+            "DenseNet features": np.asarray(features, np.float32),
+            "Siamese embeddings": evaluation.embed(head, features)}
+
+
+def compare(queries: dict, query_labels, refs: dict, ref_labels, seed: int = 0, k: int = 3) -> list[dict]:
+    """One row per representation: silhouette, Davies-Bouldin, Calinski-Harabasz of the queries
+    (the test sample), and ``k``-NN accuracy, precision@1 (top-1 search accuracy) and MAP@R of the
+    queries searched among ``refs`` (the training images embedded the same way)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # KMeans / k-NN: one thread is faster on a shared 2-core machine
+        rows = [_compare_one(name, emb, query_labels, refs[name], ref_labels, seed, k)
+                for name, emb in queries.items()]
+    return rows
+
+
+def _compare_one(name, emb, query_labels, ref_emb, ref_labels, seed, k):
+    clusters = evaluation.cluster_metrics(emb, query_labels, seed=seed)
+    retrieval = evaluation.retrieval_metrics(emb, query_labels, ref_emb, ref_labels, ks=(1,))
+    return {
+        "representation": name, "dim": int(emb.shape[1]),
+        "silhouette": clusters["silhouette"], "davies_bouldin": clusters["davies_bouldin"],
+        "calinski_harabasz": clusters["calinski_harabasz"],
+        f"{k}nn_accuracy": evaluation.knn_accuracy(ref_emb, ref_labels, emb, query_labels, k=k),
+        "precision_at_1": retrieval["precision_at_1"], "map_at_r": retrieval["map_at_r"],
+        "reference_silhouette": REFERENCE_SILHOUETTE.get(name),
+    }
+
+
+def order_matches_reference(rows: list[dict]) -> bool:
+    """Whether the measured silhouettes rise raw < features < Siamese, as the reference expects."""
+    by_name = {r["representation"]: r["silhouette"] for r in rows}
+    values = [by_name[name] for name in REPRESENTATIONS]
+    return bool(values[0] < values[1] < values[2])
+
+
+def tsne(reps: dict, seed: int = 42, perplexity: float = 40.0, max_iter: int = 1000) -> dict:
+    """t-SNE of each representation (PCA to 50 dimensions first when wider, as the reference)."""
+    from threadpoolctl import threadpool_limits
+
+    out = {}
+    with threadpool_limits(1):  # 6x faster than the default threads on a shared 2-core machine
+        for name, emb in reps.items():
+            perp = min(float(perplexity), (len(emb) - 1) / 3.0)
+            out[name] = evaluation.project_2d(emb, method="tsne", seed=seed, perplexity=perp,
+                                              max_iter=max_iter)
+    return out
+
+
+def search(query_emb, ref_emb, k: int = 5):
+    """Indices ``(n_queries, k)`` of each query's ``k`` nearest references (``helpers.knn.exact_knn``)."""
+    from helpers.knn import exact_knn
+
+    idx, _ = exact_knn(query_emb, ref_emb, k)
+    return idx
+
+
+# --- the whole study -----------------------------------------------------------------------------------------
+
+
+def run_study(params: dict, seed: int = 42, cache_dir=None, force: bool = False, callbacks=None,
+              source: str = "auto", fashion_dir=None, with_tsne: bool = True, verbose: bool = True,
+              data_cache: bool = True) -> dict:
+    """Data, classifier, report, features, Siamese head, three representations compared (and their
+    t-SNE). Returns every intermediate the notebook and the benchmark show."""
+    timings = {}
+    start = time.perf_counter()
+    data = study_data(params, seed=seed, source=source, fashion_dir=fashion_dir, verbose=verbose,
+                      use_cache=data_cache)
+    features_model, classifier, record = train_classifier(data, params, seed=0, cache_dir=cache_dir,
+                                                          force=force, callbacks=callbacks)
+    timings["classifier_train_seconds"] = record["train_seconds"]
+    t = time.perf_counter()
+    feats = feature_dataset(features_model, data)
+    timings["feature_seconds"] = time.perf_counter() - t
+    report = classification_report(data.y_test, predict_classes(classifier, feats.x_test), data.class_names)
+    head, head_record = train_head(feats, params, seed=0, cache_dir=cache_dir, force=force)
+    timings["head_train_seconds"] = head_record["train_seconds"]
+    idx = _stratified(np.arange(len(data.y_test)), data.y_test, params["sample"], seed)[0]
+    queries = representations(data.x_test[idx], feats.x_test[idx], head)
+    refs = representations(data.x_train, feats.x_train, head)
+    t = time.perf_counter()
+    rows = compare(queries, data.y_test[idx], refs, data.y_train, seed=seed)
+    timings["compare_seconds"] = time.perf_counter() - t
+    points = None
+    if with_tsne:
+        t = time.perf_counter()
+        points = tsne(queries, seed=seed, max_iter=params["tsne_iter"])
+        timings["tsne_seconds"] = time.perf_counter() - t
+    timings["total_seconds"] = time.perf_counter() - start
+    return {"data": data, "features": feats, "features_model": features_model, "classifier": classifier,
+            "record": record, "head": head, "head_record": head_record, "report": report,
+            "sample_index": idx, "queries": queries, "refs": refs, "rows": rows, "tsne": points,
+            "timings": timings}
