@@ -15,7 +15,8 @@ Data: the embedded MNIST split (3000/1000/1000, split seed 42), models trained w
   closed-set accuracy (all ten classes enrolled) and the open-set detection and identification rate at
   FAR 1 % with three classes left out (their queries are the strangers); mean over 20 seeded draws.
 - Unseen classes: ``cnn_simple_v1``'s recipe trained on digits 0-7 only (300 steps), against the same
-  recipe on all ten digits (600 steps, the registry's, and 300), the transfer embedding and raw pixels: verification AUC of pairs whose first image
+  recipe on all ten digits (600 steps, the registry's, and 300), the transfer embedding and raw
+  pixels: verification AUC of pairs whose first image
   is an 8 or a 9, 1- and 5-shot identification of the test 8s and 9s in a gallery of all ten digits,
   and their P@1 against the whole train split.
 - Transfer embedding: the penultimate layer of a plain softmax classifier of ``cnn_simple_v1``'s size
@@ -45,8 +46,19 @@ from helpers.training import train
 
 SEEN = tuple(range(8))
 UNSEEN = (8, 9)
-VERIFICATION_COLUMNS = ["model", "auc", "eer", "threshold", "test_far", "test_frr", "tar_at_far",
-                        "closed_1shot", "closed_5shot", "dir_1shot", "dir_5shot"]
+VERIFICATION_COLUMNS = [
+    "model",
+    "auc",
+    "eer",
+    "threshold",
+    "test_far",
+    "test_frr",
+    "tar_at_far",
+    "closed_1shot",
+    "closed_5shot",
+    "dir_1shot",
+    "dir_5shot",
+]
 UNSEEN_COLUMNS = ["model", "trained_on", "auc", "1shot", "5shot", "p_at_1"]
 
 
@@ -54,7 +66,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=str(config.MODELS_CACHE))
     parser.add_argument("--target-far", type=float, default=0.01)
-    parser.add_argument("--pairs", type=int, default=5000, help="genuine (and as many impostor) pairs per split")
+    parser.add_argument(
+        "--pairs", type=int, default=5000, help="genuine (and as many impostor) pairs per split"
+    )
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--epochs", type=int, help="override every trained model's epochs (a quick check)")
     parser.add_argument("--steps-per-epoch", type=int)
@@ -63,10 +77,21 @@ def main(argv=None):
 
     data = load_dataset("mnist", source="auto", seed=42)
     seen = data.subset(SEEN)
-    budget = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "cache_dir": args.cache_dir,
-              "verbose": 0}
-    settings = {"target_far": args.target_far, "pairs": args.pairs, "episodes": args.episodes,
-                "shots": [1, 5], "unknown_classes": 3, "unseen": list(UNSEEN), "data": data.source}
+    budget = {
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "cache_dir": args.cache_dir,
+        "verbose": 0,
+    }
+    settings = {
+        "target_far": args.target_far,
+        "pairs": args.pairs,
+        "episodes": args.episodes,
+        "shots": [1, 5],
+        "unknown_classes": 3,
+        "unseen": list(UNSEEN),
+        "data": data.source,
+    }
 
     embeddings, seconds = {}, {}
     for name in [*MODELS, app.CLASSIFIER_MODEL]:
@@ -78,12 +103,14 @@ def main(argv=None):
     rows, curves = [], {}
     for name, emb in embeddings.items():
         start = time.perf_counter()
-        row, (far, tar) = app.application_figures(emb, data, target_far=args.target_far, n_pairs=args.pairs,
-                                                  episodes=args.episodes)
+        row, (far, tar) = app.application_figures(
+            emb, data, target_far=args.target_far, n_pairs=args.pairs, episodes=args.episodes
+        )
         rows.append({"model": name, **row, "eval_seconds": time.perf_counter() - start})
         curves[name] = (far, tar, row["auc"])
-    print("\nVerification and identification (test split; threshold chosen on val at FAR "
-          f"{args.target_far:g})")
+    print(
+        f"\nVerification and identification (test split; threshold chosen on val at FAR {args.target_far:g})"
+    )
     print_table(rows, VERIFICATION_COLUMNS)
 
     # unseen classes: the same recipes on digits 0-7 only, at the study models' budget (300 steps);
@@ -93,7 +120,9 @@ def main(argv=None):
     if args.epochs is None:
         same_budget["epochs"] = short.epochs
     model, record = train("cnn_simple_v1", data, **same_budget)
-    short_name = f"cnn_simple_v1 ({same_budget['epochs'] * (args.steps_per_epoch or short.steps_per_epoch)} steps)"
+    short_name = (
+        f"cnn_simple_v1 ({same_budget['epochs'] * (args.steps_per_epoch or short.steps_per_epoch)} steps)"
+    )
     seconds[short_name] = record["train_seconds"]
     embeddings[short_name] = app.embed_splits(model, data, splits=("train", "test"))
     for name in (app.UNSEEN_MODEL, app.UNSEEN_CLASSIFIER_MODEL):
@@ -117,9 +146,17 @@ def main(argv=None):
 
     fig = plots.plot_roc_curves(curves, target_far=args.target_far)
     config.save_figure(fig, args.out.with_name(args.out.stem + "_roc.png"))
-    config.write_json(args.out, {**stamp(), "settings": settings, "verification": rows, "unseen": unseen_rows,
-                                 "train_seconds": seconds,
-                                 "budgets": {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch}})
+    config.write_json(
+        args.out,
+        {
+            **stamp(),
+            "settings": settings,
+            "verification": rows,
+            "unseen": unseen_rows,
+            "train_seconds": seconds,
+            "budgets": {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch},
+        },
+    )
     print(f"\nwrote {args.out}")
     return 0
 

@@ -31,8 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
 from helpers import config  # noqa: E402
 
-METRICS = ["knn_plain", "sil_plain", "knn_shifted", "knn_shifted_loo", "sil_shifted", "shift_sil_6",
-           "shift_sil_all", "four_cluster_sil"]
+METRICS = [
+    "knn_plain",
+    "sil_plain",
+    "knn_shifted",
+    "knn_shifted_loo",
+    "sil_shifted",
+    "shift_sil_6",
+    "shift_sil_all",
+    "four_cluster_sil",
+]
 NOTEBOOK = config.NOTEBOOKS / "09_contrastive_4_vs_9.ipynb"
 TARGET_SECONDS = {"default": 120}
 
@@ -68,14 +76,36 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def time_notebook(profile: str, models_cache: Path) -> dict:
     """Wall and CPU seconds of one papermill run of notebook 09 with ``models_cache`` as the cache."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(config.ROOT), "MPLBACKEND": "Agg",
-           "SIMSUITE_MODELS_CACHE": str(models_cache)}
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(config.ROOT),
+        "MPLBACKEND": "Agg",
+        "SIMSUITE_MODELS_CACHE": str(models_cache),
+    }
     out = models_cache / f"09_{profile}.ipynb"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOK), str(out), "--cwd",
-                           str(config.NOTEBOOKS), "-p", "profile", profile, *_profile_args(profile),
-                           "--no-progress-bar"], env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(NOTEBOOK),
+            str(out),
+            "--cwd",
+            str(config.NOTEBOOKS),
+            "-p",
+            "profile",
+            profile,
+            *_profile_args(profile),
+            "--no-progress-bar",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -109,8 +139,12 @@ def main(argv=None):
         rows = measure_seeds(args.seeds, config.ROOT / ".cache" / "bench_contrastive_4_vs_9")
         summary = summarise(rows)
         print_table(summary, ["model", "seeds", *METRICS])
-        result.update(runs=rows, summary=summary, measured=stamp(),
-                      data="mnist bundled, split seed 42; digits 4 and 9 only (600/200/200)")
+        result.update(
+            runs=rows,
+            summary=summary,
+            measured=stamp(),
+            data="mnist bundled, split seed 42; digits 4 and 9 only (600/200/200)",
+        )
     if args.notebook or args.notebook_only:
         timings = {}
         for profile in ("default", "smoke"):
@@ -118,9 +152,12 @@ def main(argv=None):
                 cold = time_notebook(profile, Path(tmp))
                 cached = time_notebook(profile, Path(tmp))
             timings[profile] = {"cold": cold, "cached": cached, "target_seconds": TARGET_SECONDS.get(profile)}
-            print(f"notebook 09 {profile}: cold {cold['wall_seconds']} s wall ({cold['cpu_seconds']} s CPU), "
-                  f"cached {cached['wall_seconds']} s wall ({cached['cpu_seconds']} s CPU); "
-                  f"load average {cold['load_average']}", flush=True)
+            print(
+                f"notebook 09 {profile}: cold {cold['wall_seconds']} s wall ({cold['cpu_seconds']} s CPU), "
+                f"cached {cached['wall_seconds']} s wall ({cached['cpu_seconds']} s CPU); "
+                f"load average {cold['load_average']}",
+                flush=True,
+            )
         result.update(notebook_time=timings, notebook_timed=stamp())
     config.write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -35,37 +35,68 @@ TARGET_ACCURACY = 0.94
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=tuple(densenet_study.PROFILES), default="default")
-    parser.add_argument("--fashion-dir", help="folder of the Fashion-MNIST IDX files "
-                        "(default: the Debian package's, else keras.datasets)")
+    parser.add_argument(
+        "--fashion-dir",
+        help="folder of the Fashion-MNIST IDX files (default: the Debian package's, else keras.datasets)",
+    )
     parser.add_argument("--out", help="folder of the JSON (default benchmarks/results)")
-    parser.add_argument("--cache-dir", help="trained models (default OUT/models_cache or .cache/densenet_bench)")
+    parser.add_argument(
+        "--cache-dir", help="trained models (default OUT/models_cache or .cache/densenet_bench)"
+    )
     parser.add_argument("--epochs", type=int, help="override the profile's classifier epochs")
     parser.add_argument("--time-budget", type=float, help="seconds of classifier training, then stop cleanly")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--force", action="store_true", help="retrain even when cached")
-    parser.add_argument("--no-data-cache", action="store_true",
-                        help="read the IDX files without writing the prepared .npz (a one-off machine)")
+    parser.add_argument(
+        "--no-data-cache",
+        action="store_true",
+        help="read the IDX files without writing the prepared .npz (a one-off machine)",
+    )
     args = parser.parse_args(argv)
 
     params = densenet_study.profile_params(args.profile, epochs=args.epochs)
     out_dir = Path(args.out) if args.out else RESULTS_DIR
-    cache_dir = Path(args.cache_dir or (out_dir / "models_cache" if args.out
-                                        else config.ROOT / ".cache" / "densenet_bench" / args.profile))
+    cache_dir = Path(
+        args.cache_dir
+        or (
+            out_dir / "models_cache" if args.out else config.ROOT / ".cache" / "densenet_bench" / args.profile
+        )
+    )
     callbacks = [densenet_study.TimeBudget(args.time_budget)] if args.time_budget else None
     print(f"[densenet] profile={args.profile} {params} cache={cache_dir}", flush=True)
 
     start = time.perf_counter()
-    study = densenet_study.run_study(params, seed=args.seed, cache_dir=cache_dir, force=args.force,
-                                     callbacks=callbacks, fashion_dir=args.fashion_dir, with_tsne=False,
-                                     data_cache=not args.no_data_cache)
+    study = densenet_study.run_study(
+        params,
+        seed=args.seed,
+        cache_dir=cache_dir,
+        force=args.force,
+        callbacks=callbacks,
+        fashion_dir=args.fashion_dir,
+        with_tsne=False,
+        data_cache=not args.no_data_cache,
+    )
     report, rows, record = study["report"], study["rows"], study["record"]
     history = record["history"]
-    print_table(study["rows"], ["representation", "dim", "silhouette", "davies_bouldin", "calinski_harabasz",
-                                "3nn_accuracy", "precision_at_1", "map_at_r",
-                                "reference_silhouette"])
+    print_table(
+        study["rows"],
+        [
+            "representation",
+            "dim",
+            "silhouette",
+            "davies_bouldin",
+            "calinski_harabasz",
+            "3nn_accuracy",
+            "precision_at_1",
+            "map_at_r",
+            "reference_silhouette",
+        ],
+    )
     print_table(report["per_class"], ["class", "precision", "recall", "f1", "support"])
-    print(f"[densenet] test accuracy {report['accuracy']:.4f} (target {TARGET_ACCURACY} in the full profile); "
-          f"silhouette order raw < features < Siamese: {densenet_study.order_matches_reference(rows)}")
+    print(
+        f"[densenet] test accuracy {report['accuracy']:.4f} (target {TARGET_ACCURACY} in the full profile); "
+        f"silhouette order raw < features < Siamese: {densenet_study.order_matches_reference(rows)}"
+    )
 
     data = study["data"]
     result = {
@@ -84,12 +115,15 @@ def main(argv=None) -> int:
         "classifier": {
             "epochs_run": len(history.get("epoch", [])),
             "best_val_accuracy": max(history.get("val_accuracy") or [float("nan")]),
-            "train_seconds": record["train_seconds"], "from_cache": record["from_cache"],
+            "train_seconds": record["train_seconds"],
+            "from_cache": record["from_cache"],
             "stopped_by_time_budget": bool(callbacks and callbacks[0].stopped),
             "history": history,
         },
-        "head": {"train_seconds": study["head_record"]["train_seconds"],
-                 "epochs_run": len(study["head_record"]["history"].get("epoch", []))},
+        "head": {
+            "train_seconds": study["head_record"]["train_seconds"],
+            "epochs_run": len(study["head_record"]["history"].get("epoch", [])),
+        },
         "timings": study["timings"],
         "wall_seconds": time.perf_counter() - start,
     }

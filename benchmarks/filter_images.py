@@ -48,8 +48,9 @@ def main(argv=None) -> int:
     embedding, _ = train(args.model, data)
     layer = explain.conv_layers(embedding)[args.layer]
     filters = range(min(args.filters, int(layer.filters)))
-    before = explain.filter_images(embedding, layer, filters, steps=args.steps, seed=args.seed,
-                                   border=0, jitter=0)
+    before = explain.filter_images(
+        embedding, layer, filters, steps=args.steps, seed=args.seed, border=0, jitter=0
+    )
     after = explain.filter_images(embedding, layer, filters, steps=args.steps, seed=args.seed)
     title = f"{args.model} - conv layer {args.layer % len(explain.conv_layers(embedding))}"
     for name, images in (("before", before), ("after", explain.deprocess_image(after))):
@@ -57,17 +58,30 @@ def main(argv=None) -> int:
         config.save_figure(fig, OUT / f"{name}.png", dpi=60)
         plots.plt.close(fig)
 
-    rows = [{"images": name, "frame share mean": float(frame_share(images).mean()),
-             "frame share max": float(frame_share(images).max())}
-            for name, images in (("before (whole map, no jitter)", before),
-                                 ("after (interior, jitter 1)", after))]
+    rows = [
+        {
+            "images": name,
+            "frame share mean": float(frame_share(images).mean()),
+            "frame share max": float(frame_share(images).max()),
+        }
+        for name, images in (("before (whole map, no jitter)", before), ("after (interior, jitter 1)", after))
+    ]
     print_table(rows, ["images", "frame share mean", "frame share max"])
-    config.write_json(RESULTS_DIR / "filter_images.json", {
-        **stamp(), "model": args.model, "layer": args.layer, "filters": len(filters),
-        "steps": args.steps, "seed": args.seed, "ring_pixels": 2,
-        "ring_area_share": 1 - 24 * 24 / (28 * 28), "rows": rows,
-        "images": [str((OUT / f"{n}.png").relative_to(config.ROOT)) for n in ("before", "after")],
-    })
+    config.write_json(
+        RESULTS_DIR / "filter_images.json",
+        {
+            **stamp(),
+            "model": args.model,
+            "layer": args.layer,
+            "filters": len(filters),
+            "steps": args.steps,
+            "seed": args.seed,
+            "ring_pixels": 2,
+            "ring_area_share": 1 - 24 * 24 / (28 * 28),
+            "rows": rows,
+            "images": [str((OUT / f"{n}.png").relative_to(config.ROOT)) for n in ("before", "after")],
+        },
+    )
     return 0
 
 

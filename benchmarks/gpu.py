@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -103,9 +102,15 @@ def reembed(args, out: Path) -> int:
                     new.add(path, arcname=f"{name}/{path.name}")
                 new.add(weights, arcname=f"{name}/{weights.name}")
                 print(f"[gpu] re-embedded {name}", flush=True)
-    config.write_json(out / "gpu_reembed.json", dict(stamp(), reembed=str(args.reembed),
-                                                      dataset="fashion_mnist idx" if not args.smoke else "mnist bundled",
-                                                      reference_images=REFERENCE_IMAGES))
+    config.write_json(
+        out / "gpu_reembed.json",
+        dict(
+            stamp(),
+            reembed=str(args.reembed),
+            dataset="fashion_mnist idx" if not args.smoke else "mnist bundled",
+            reference_images=REFERENCE_IMAGES,
+        ),
+    )
     return 0
 
 
@@ -141,17 +146,34 @@ def bench_generator(x, y, batch_sizes, threads, deadline, batches=20):
             gen[0]
             for n_threads in (1, threads):
                 if deadline.left() < 0:
-                    rows.append(dict(section="gpu_generator", batch_size=bs, augment=augment,
-                                     threads=n_threads, skipped="time budget"))
+                    rows.append(
+                        dict(
+                            section="gpu_generator",
+                            batch_size=bs,
+                            augment=augment,
+                            threads=n_threads,
+                            skipped="time budget",
+                        )
+                    )
                     continue
                 start = time.perf_counter()
                 with ThreadPoolExecutor(n_threads) as pool:
                     list(pool.map(gen.__getitem__, range(1, batches + 1)))
                 seconds = time.perf_counter() - start
-                rows.append(dict(section="gpu_generator", batch_size=bs, augment=augment,
-                                 threads=n_threads, triplets_per_s=batches * bs / seconds))
-                print(f"[gpu] generator batch {bs} augment={augment} threads={n_threads}: "
-                      f"{rows[-1]['triplets_per_s']:,.0f} triplets/s", flush=True)
+                rows.append(
+                    dict(
+                        section="gpu_generator",
+                        batch_size=bs,
+                        augment=augment,
+                        threads=n_threads,
+                        triplets_per_s=batches * bs / seconds,
+                    )
+                )
+                print(
+                    f"[gpu] generator batch {bs} augment={augment} threads={n_threads}: "
+                    f"{rows[-1]['triplets_per_s']:,.0f} triplets/s",
+                    flush=True,
+                )
     return rows
 
 
@@ -201,11 +223,20 @@ def bench_training_one(name, data, batch_size, steps, workers=1, augment=None):
         MODELS[name] = original
     inputs = len(model.inputs)
     spec = MODELS[name]
-    return dict(section="gpu_training", model=name, batch_size=batch_size, steps=steps,
-                inputs_per_sample=inputs, augment=augment if augment is not None else spec.augment,
-                workers=workers, warmup_s=compile_s, images_per_s=steps * batch_size * inputs / real_s,
-                compute_images_per_s=steps * batch_size * inputs / compute_s,
-                step_ms=1e3 * real_s / steps, data_wait_share=max(0.0, 1.0 - compute_s / real_s))
+    return dict(
+        section="gpu_training",
+        model=name,
+        batch_size=batch_size,
+        steps=steps,
+        inputs_per_sample=inputs,
+        augment=augment if augment is not None else spec.augment,
+        workers=workers,
+        warmup_s=compile_s,
+        images_per_s=steps * batch_size * inputs / real_s,
+        compute_images_per_s=steps * batch_size * inputs / compute_s,
+        step_ms=1e3 * real_s / steps,
+        data_wait_share=max(0.0, 1.0 - compute_s / real_s),
+    )
 
 
 def bench_training(data, models, batch_sizes, steps, workers, deadline, augment=None):
@@ -215,20 +246,33 @@ def bench_training(data, models, batch_sizes, steps, workers, deadline, augment=
     plan = [(name, bs, 1, augment) for name in models for bs in batch_sizes]
     if augment is None and "cnn_simple_v2" in models:
         plan.remove(("cnn_simple_v2", big, 1, None))
-        plan = [("cnn_simple_v2", big, 1, None), ("cnn_simple_v2", big, workers, None),
-                ("cnn_simple_v2", big, 1, "device")] + plan
+        plan = [
+            ("cnn_simple_v2", big, 1, None),
+            ("cnn_simple_v2", big, workers, None),
+            ("cnn_simple_v2", big, 1, "device"),
+        ] + plan
     rows = []
     for name, bs, n_workers, augment in plan:
         if deadline.left() < 0:
-            rows.append(dict(section="gpu_training", model=name, batch_size=bs, workers=n_workers,
-                             augment=augment, skipped="time budget"))
+            rows.append(
+                dict(
+                    section="gpu_training",
+                    model=name,
+                    batch_size=bs,
+                    workers=n_workers,
+                    augment=augment,
+                    skipped="time budget",
+                )
+            )
             continue
         row = bench_training_one(name, data, bs, steps, workers=n_workers, augment=augment)
         rows.append(row)
-        print(f"[gpu] {name} batch {bs} augment={row['augment']} workers={n_workers}: "
-              f"{row['images_per_s']:,.0f} images/s, data wait {row['data_wait_share']:.1%} "
-              f"(compute-only {row['compute_images_per_s']:,.0f}; warm-up {row['warmup_s']:.1f}s)",
-              flush=True)
+        print(
+            f"[gpu] {name} batch {bs} augment={row['augment']} workers={n_workers}: "
+            f"{row['images_per_s']:,.0f} images/s, data wait {row['data_wait_share']:.1%} "
+            f"(compute-only {row['compute_images_per_s']:,.0f}; warm-up {row['warmup_s']:.1f}s)",
+            flush=True,
+        )
     return rows
 
 
@@ -261,10 +305,19 @@ def train_worker(args) -> int:
         if args.augment:
             MODELS[name] = dataclasses.replace(MODELS[name], augment=args.augment)
         start = time.perf_counter()
-        _, record = train(name, data, epochs=params["epochs"], steps_per_epoch=params["steps_per_epoch"],
-                          batch_size=params["batch_size"], cache_dir=args.cache_dir)
-        print(f"[gpu] trained {name} in {time.perf_counter() - start:.0f}s "
-              f"({len(record['history']['epoch'])} epochs)", flush=True)
+        _, record = train(
+            name,
+            data,
+            epochs=params["epochs"],
+            steps_per_epoch=params["steps_per_epoch"],
+            batch_size=params["batch_size"],
+            cache_dir=args.cache_dir,
+        )
+        print(
+            f"[gpu] trained {name} in {time.perf_counter() - start:.0f}s "
+            f"({len(record['history']['epoch'])} epochs)",
+            flush=True,
+        )
     return 0
 
 
@@ -275,9 +328,18 @@ def run_full(args, deadline, out: Path):
 
     names = args.full_models or list(MODELS)
     groups = [names[i :: args.jobs] for i in range(args.jobs)]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--cache-dir", str(args.cache_dir),
-           "--fashion-dir", str(args.fashion_dir)] + (["--smoke"] if args.smoke else []) + \
-          (["--augment", args.augment] if args.augment else [])
+    cmd = (
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--cache-dir",
+            str(args.cache_dir),
+            "--fashion-dir",
+            str(args.fashion_dir),
+        ]
+        + (["--smoke"] if args.smoke else [])
+        + (["--augment", args.augment] if args.augment else [])
+    )
     start = time.perf_counter()
     procs = [subprocess.Popen(cmd + ["--train-worker", ",".join(g)]) for g in groups if g]
     for proc in procs:
@@ -311,13 +373,18 @@ def run_full(args, deadline, out: Path):
 
 def tiled(data, size):
     reps = int(np.ceil(size / len(data.x_train)))
-    return dataclasses.replace(data, x_train=np.tile(data.x_train, (reps, 1, 1, 1))[:size],
-                               y_train=np.tile(data.y_train, reps)[:size])
+    return dataclasses.replace(
+        data,
+        x_train=np.tile(data.x_train, (reps, 1, 1, 1))[:size],
+        y_train=np.tile(data.y_train, reps)[:size],
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", config.ROOT / ".cache" / "gpu_out")))
+    parser.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT", config.ROOT / ".cache" / "gpu_out"))
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--steps", type=int, default=40, help="timed steps per training measurement")
     parser.add_argument("--dataset-size", type=int, default=60_000)
@@ -325,20 +392,37 @@ def main(argv=None):
     parser.add_argument("--full-models", nargs="*", help="registry names for the full profile (default: all)")
     parser.add_argument("--workers", type=int, default=8, help="generator threads in the workers variant")
     parser.add_argument("--jobs", type=int, default=3, help="training processes sharing the GPU (full)")
-    parser.add_argument("--augment", choices=("host", "device"), default="device",
-                        help="how the full profile augments (device: keeps the GPU busy)")
-    parser.add_argument("--training-augment", choices=("host", "device"),
-                        help="every training row augments this way (default: each model's registry "
-                             "setting, plus the three ways for cnn_simple_v2)")
+    parser.add_argument(
+        "--augment",
+        choices=("host", "device"),
+        default="device",
+        help="how the full profile augments (device: keeps the GPU busy)",
+    )
+    parser.add_argument(
+        "--training-augment",
+        choices=("host", "device"),
+        help="every training row augments this way (default: each model's registry "
+        "setting, plus the three ways for cnn_simple_v2)",
+    )
     parser.add_argument("--parts", nargs="+", default=["generator", "training", "full"])
-    parser.add_argument("--budgets", type=float, nargs=3, default=[20, 160, 270],
-                        metavar=("GENERATOR", "TRAINING", "FULL"), help="seconds per part")
+    parser.add_argument(
+        "--budgets",
+        type=float,
+        nargs=3,
+        default=[20, 160, 270],
+        metavar=("GENERATOR", "TRAINING", "FULL"),
+        help="seconds per part",
+    )
     parser.add_argument("--fashion-dir", type=Path, default=config.ROOT / ".gpu" / "fashion-mnist")
     parser.add_argument("--cache-dir", type=Path, default=config.ROOT / ".cache" / "gpu_models")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a CPU rehearsal")
     parser.add_argument("--train-worker", help=argparse.SUPPRESS)
-    parser.add_argument("--reembed", type=Path, metavar="TAR",
-                        help="only embed the reference images again with the weights of a gpu_weights.tar")
+    parser.add_argument(
+        "--reembed",
+        type=Path,
+        metavar="TAR",
+        help="only embed the reference images again with the weights of a gpu_weights.tar",
+    )
     args = parser.parse_args(argv)
     if args.train_worker:
         return train_worker(args)
@@ -360,25 +444,36 @@ def main(argv=None):
     if "generator" in args.parts:
         t = time.perf_counter()
         results["sections"]["gpu_generator"] = bench_generator(
-            data60k.x_train, data60k.y_train, args.batch_sizes, args.workers, Deadline(args.budgets[0]))
+            data60k.x_train, data60k.y_train, args.batch_sizes, args.workers, Deadline(args.budgets[0])
+        )
         results["seconds"]["generator"] = time.perf_counter() - t
         save()
     if "training" in args.parts:
         t = time.perf_counter()
         results["sections"]["gpu_training"] = bench_training(
-            data60k, args.models or list(MODELS), args.batch_sizes, args.steps, args.workers,
-            Deadline(args.budgets[1]), augment=args.training_augment)
+            data60k,
+            args.models or list(MODELS),
+            args.batch_sizes,
+            args.steps,
+            args.workers,
+            Deadline(args.budgets[1]),
+            augment=args.training_augment,
+        )
         results["seconds"]["training"] = time.perf_counter() - t
         save()
     if "full" in args.parts:
         t = time.perf_counter()
         rows, members, train_wall_s = run_full(args, Deadline(args.budgets[2]), args.out)
         results["sections"]["full_profile"] = rows
-        results["full_profile"] = dict(params=full_profile_params(args), augment=args.augment,
-                                       dataset="mnist bundled" if args.smoke else "fashion_mnist idx",
-                                       reference_images=REFERENCE_IMAGES,
-                                       jobs=args.jobs, train_wall_seconds=train_wall_s,
-                                       seconds=time.perf_counter() - t)
+        results["full_profile"] = dict(
+            params=full_profile_params(args),
+            augment=args.augment,
+            dataset="mnist bundled" if args.smoke else "fashion_mnist idx",
+            reference_images=REFERENCE_IMAGES,
+            jobs=args.jobs,
+            train_wall_seconds=train_wall_s,
+            seconds=time.perf_counter() - t,
+        )
         with tarfile.open(args.out / "gpu_weights.tar", "w") as tar:
             for name, paths in members.items():
                 for path in paths:

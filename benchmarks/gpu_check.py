@@ -84,8 +84,11 @@ def merge(results: dict, check_rows: list[dict], source: Path, weights: Path | N
     gpu_stamp["command"] = gpu_command(results.get("argv", []))
     argv = results.get("argv", [])
     # a run with --training-augment X measures every model that way: its own section
-    training = "gpu_training" if "--training-augment" not in argv else \
-        f"gpu_training_{argv[argv.index('--training-augment') + 1]}"
+    training = (
+        "gpu_training"
+        if "--training-augment" not in argv
+        else f"gpu_training_{argv[argv.index('--training-augment') + 1]}"
+    )
     throughput_path = RESULTS_DIR / "throughput.json"
     throughput = json.loads(throughput_path.read_text()) if throughput_path.exists() else {}
     sections = dict(throughput.get("sections", {}))
@@ -98,13 +101,16 @@ def merge(results: dict, check_rows: list[dict], source: Path, weights: Path | N
     throughput.update(sections=sections, section_stamps=section_stamps)
     config.write_json(throughput_path, throughput)
     if "full_profile" in results["sections"]:
-        config.write_json(RESULTS_DIR / "quality_full.json", {
-            **gpu_stamp,
-            "rows": results["sections"]["full_profile"],
-            "full_profile": results["full_profile"],
-            "seconds": results["seconds"],
-            "cpu_check": {"rows": check_rows, **stamp(), "gpu_embeddings": gpu_embeddings_stamp},
-        })
+        config.write_json(
+            RESULTS_DIR / "quality_full.json",
+            {
+                **gpu_stamp,
+                "rows": results["sections"]["full_profile"],
+                "full_profile": results["full_profile"],
+                "seconds": results["seconds"],
+                "cpu_check": {"rows": check_rows, **stamp(), "gpu_embeddings": gpu_embeddings_stamp},
+            },
+        )
     print(f"merged {source} into {throughput_path.name} and quality_full.json")
 
 
@@ -112,8 +118,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", type=Path, required=True)
     parser.add_argument("--atol", type=float, default=1e-4)
-    parser.add_argument("--weights", type=Path,
-                        help="the tar of weights and embeddings (default: FOLDER/gpu_weights.tar)")
+    parser.add_argument(
+        "--weights", type=Path, help="the tar of weights and embeddings (default: FOLDER/gpu_weights.tar)"
+    )
     parser.add_argument("--no-merge", action="store_true", help="only check, write nothing")
     args = parser.parse_args(argv)
     results_path = args.source / "gpu_results.json"
@@ -125,8 +132,18 @@ def main(argv=None):
     weights = args.weights or args.source / "gpu_weights.tar"
     if "full_profile" in results and weights.exists():
         check_rows = check_weights(results, weights, args.atol)
-        print_table(check_rows, ["model", "images", "max_abs_diff", "max_abs_diff_default_precision",
-                                 "atol", "backend_here", "same"])
+        print_table(
+            check_rows,
+            [
+                "model",
+                "images",
+                "max_abs_diff",
+                "max_abs_diff_default_precision",
+                "atol",
+                "backend_here",
+                "same",
+            ],
+        )
     if not args.no_merge:
         merge(results, check_rows, args.source, weights)
     return 0 if all(r["same"] for r in check_rows) else 1

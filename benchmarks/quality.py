@@ -39,16 +39,24 @@ from helpers.models import MODELS  # noqa: E402
 from helpers.training import train  # noqa: E402
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1", "train_seconds")
-TARGETS = {"best 3nn_accuracy": 0.99, "best silhouette": 0.80, "best map_at_r": 0.95,
-           "every model 3nn_accuracy": 0.95}
+TARGETS = {
+    "best 3nn_accuracy": 0.99,
+    "best silhouette": 0.80,
+    "best map_at_r": 0.95,
+    "every model 3nn_accuracy": 0.95,
+}
 
 
 def run_seed(data, name, seed, cache_dir):
     model, record = train(name, data, seed=seed, cache_dir=cache_dir, verbose=0)
     train_emb, test_emb = evaluation.embed(model, data.x_train), evaluation.embed(model, data.x_test)
     row = evaluation.evaluate_embeddings(name, train_emb, data.y_train, test_emb, data.y_test, seed=seed)
-    row.update(seed=seed, train_seconds=record["train_seconds"], from_cache=record["from_cache"],
-               epochs=len(record["history"]["loss"]))
+    row.update(
+        seed=seed,
+        train_seconds=record["train_seconds"],
+        from_cache=record["from_cache"],
+        epochs=len(record["history"]["loss"]),
+    )
     return row
 
 
@@ -75,16 +83,22 @@ def check_targets(summary):
     worst = min(models, key=lambda s: s["3nn_accuracy"])
     checks = {
         "best 3nn_accuracy": (best["model"], best["3nn_accuracy"]),
-        "best silhouette": (max(models, key=lambda s: s["silhouette"])["model"],
-                            max(s["silhouette"] for s in models)),
-        "best map_at_r": (max(models, key=lambda s: s["map_at_r"])["model"],
-                          max(s["map_at_r"] for s in models)),
+        "best silhouette": (
+            max(models, key=lambda s: s["silhouette"])["model"],
+            max(s["silhouette"] for s in models),
+        ),
+        "best map_at_r": (
+            max(models, key=lambda s: s["map_at_r"])["model"],
+            max(s["map_at_r"] for s in models),
+        ),
         "every model 3nn_accuracy": (worst["model"], worst["3nn_accuracy"]),
     }
     # accuracies are k/1000, and a mean of them carries float error: 0.989, 0.992, 0.989 average to
     # 0.98999999999999999 in float, 2970/3000 = 0.99 exactly
-    return {k: {"model": m, "value": v, "target": TARGETS[k], "met": bool(v >= TARGETS[k] - 1e-9)}
-            for k, (m, v) in checks.items()}
+    return {
+        k: {"model": m, "value": v, "target": TARGETS[k], "met": bool(v >= TARGETS[k] - 1e-9)}
+        for k, (m, v) in checks.items()
+    }
 
 
 def apply_overrides(names, assignments):
@@ -109,12 +123,20 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--cache-dir", default=str(config.ROOT / ".cache" / "benchmark_models"))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a registry field of the benchmarked models, e.g. "
-                             "--set steps_per_epoch=150 --set augment=true (a budget study)")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the other models' runs from the existing --out file (re-measure a "
-                             "few models without retraining all)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a registry field of the benchmarked models, e.g. "
+        "--set steps_per_epoch=150 --set augment=true (a budget study)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other models' runs from the existing --out file (re-measure a "
+        "few models without retraining all)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "quality.json")
     args = parser.parse_args(argv)
     overrides = apply_overrides(args.models, args.set)
@@ -126,9 +148,12 @@ def main(argv=None):
     for name in args.models:
         for seed in args.seeds:
             row = run_seed(data, name, seed, Path(args.cache_dir) / f"seed{seed}")
-            print(f"[quality] {name} seed {seed}: 3nn={row['3nn_accuracy']:.4f} "
-                  f"silhouette={row['silhouette']:.3f} map@r={row['map_at_r']:.4f} "
-                  f"({row['train_seconds']:.0f}s{', cached' if row['from_cache'] else ''})", flush=True)
+            print(
+                f"[quality] {name} seed {seed}: 3nn={row['3nn_accuracy']:.4f} "
+                f"silhouette={row['silhouette']:.3f} map@r={row['map_at_r']:.4f} "
+                f"({row['train_seconds']:.0f}s{', cached' if row['from_cache'] else ''})",
+                flush=True,
+            )
             rows.append(row)
 
     commands = [stamp()["command"]]
@@ -140,17 +165,41 @@ def main(argv=None):
         commands = list(dict.fromkeys(previous.get("commands", [previous.get("command")]) + commands))
     summary = summarise(rows)
     print()
-    print_table(summary, ["model", "seeds", "3nn_accuracy", "3nn_accuracy_std", "3nn_accuracy_min",
-                          "silhouette", "silhouette_std", "map_at_r", "map_at_r_std",
-                          "precision_at_1", "train_seconds"])
+    print_table(
+        summary,
+        [
+            "model",
+            "seeds",
+            "3nn_accuracy",
+            "3nn_accuracy_std",
+            "3nn_accuracy_min",
+            "silhouette",
+            "silhouette_std",
+            "map_at_r",
+            "map_at_r_std",
+            "precision_at_1",
+            "train_seconds",
+        ],
+    )
     targets = check_targets(summary)
     print()
     for key, check in targets.items():
-        print(f"{'PASS' if check['met'] else 'MISS'}  {key}: {check['value']:.4f} "
-              f"({check['model']}) target >= {check['target']}")
-    config.write_json(args.out, {"summary": summary, "targets": targets, "runs": rows,
-                                 "registry_overrides": overrides, "commands": commands,
-                                 "data": "mnist bundled, split seed 42 (3000/1000/1000)", **stamp()})
+        print(
+            f"{'PASS' if check['met'] else 'MISS'}  {key}: {check['value']:.4f} "
+            f"({check['model']}) target >= {check['target']}"
+        )
+    config.write_json(
+        args.out,
+        {
+            "summary": summary,
+            "targets": targets,
+            "runs": rows,
+            "registry_overrides": overrides,
+            "commands": commands,
+            "data": "mnist bundled, split seed 42 (3000/1000/1000)",
+            **stamp(),
+        },
+    )
     print(f"wrote {args.out}")
     return summary
 

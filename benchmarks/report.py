@@ -1,6 +1,6 @@
 """Print the README's benchmark tables (markdown) from ``benchmarks/results/*.json``.
 
-    .venv/bin/python benchmarks/report.py
+.venv/bin/python benchmarks/report.py
 """
 
 from __future__ import annotations
@@ -19,25 +19,33 @@ def _load(name):
 
 def _machine(d):
     m = d["machine"]
-    return f"{m['cores']} cores, {m['device']}, Keras {m.get('keras', '')} / {m['keras_backend']}, {d['date']}"
+    return (
+        f"{m['cores']} cores, {m['device']}, Keras {m.get('keras', '')} / {m['keras_backend']}, {d['date']}"
+    )
 
 
 def quality(d, title):
     commands = " then ".join(f"`{c}`" for c in (d.get("commands") or [d["command"]]))
-    out = [f"**{title}** — {commands} ({_machine(d)}; {d['data']})", "",
-           "| model | seeds | 3-NN accuracy mean ± std (min–max) | silhouette | MAP@R | P@1 |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        f"**{title}** — {commands} ({_machine(d)}; {d['data']})",
+        "",
+        "| model | seeds | 3-NN accuracy mean ± std (min–max) | silhouette | MAP@R | P@1 |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in d["summary"]:
         out.append(
             f"| {s['model']} | {s['seeds']} | {s['3nn_accuracy']:.4f} ± {s['3nn_accuracy_std']:.4f} "
             f"({s['3nn_accuracy_min']:.3f}–{s['3nn_accuracy_max']:.3f}) | {s['silhouette']:.3f} ± "
             f"{s['silhouette_std']:.3f} | {s['map_at_r']:.4f} ± {s['map_at_r_std']:.4f} | "
-            f"{s['precision_at_1']:.4f} |")
+            f"{s['precision_at_1']:.4f} |"
+        )
     if d.get("targets"):
         out += ["", "| target | value | model | met |", "|---|---|---|---|"]
         for key, t in d["targets"].items():
-            out.append(f"| {key} ≥ {t['target']} | {t['value']:.4f} | {t['model']} | "
-                       f"{'yes' if t['met'] else '**no**'} |")
+            out.append(
+                f"| {key} ≥ {t['target']} | {t['value']:.4f} | {t['model']} | "
+                f"{'yes' if t['met'] else '**no**'} |"
+            )
     return out
 
 
@@ -50,17 +58,24 @@ def throughput(d):
         if "generator" in stamps:
             out += [f"Generator: `{stamps['generator']['command']}` ({stamps['generator']['date']})", ""]
         out += ["| sampler | batch | triplets/s | ratio |", "|---|---|---|---|"]
-        out += [f"| {r['sampler']} | {r['batch_size']} | {r['triplets_per_s']:,.0f} | {r['speedup']:.1f}x |"
-                for r in gen]
+        out += [
+            f"| {r['sampler']} | {r['batch_size']} | {r['triplets_per_s']:,.0f} | {r['speedup']:.1f}x |"
+            for r in gen
+        ]
         out.append("")
     train = d["sections"].get("training", [])
     if train:
         if "training" in stamps:
             out += [f"Training: `{stamps['training']['command']}` ({stamps['training']['date']})", ""]
-        out += ["| model (training, one epoch after warm-up) | batch | images/s | s/step | data wait share |",
-                "|---|---|---|---|---|"]
-        out += [f"| {r['model']} | {r['batch_size']} | {r['images_per_s']:,.0f} | {r['step_s']:.3f} | "
-                f"{r['data_wait_share']:.1%} |" for r in train]
+        out += [
+            "| model (training, one epoch after warm-up) | batch | images/s | s/step | data wait share |",
+            "|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['model']} | {r['batch_size']} | {r['images_per_s']:,.0f} | {r['step_s']:.3f} | "
+            f"{r['data_wait_share']:.1%} |"
+            for r in train
+        ]
     return out
 
 
@@ -71,31 +86,50 @@ def gpu(d):
     gen = d["sections"].get("gpu_generator", [])
     if gen:
         st = stamps["gpu_generator"]
-        out += [f"GPU generator alone: `{st['command']}` ({_gpu_machine(st)})", "",
-                "| batch | augmentation | threads | triplets/s |", "|---|---|---|---|"]
-        out += [f"| {r['batch_size']} | {'numpy' if r['augment'] else 'none'} | {r['threads']} | "
-                f"{r['triplets_per_s']:,.0f} |" for r in gen]
+        out += [
+            f"GPU generator alone: `{st['command']}` ({_gpu_machine(st)})",
+            "",
+            "| batch | augmentation | threads | triplets/s |",
+            "|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['batch_size']} | {'numpy' if r['augment'] else 'none'} | {r['threads']} | "
+            f"{r['triplets_per_s']:,.0f} |"
+            for r in gen
+        ]
         out.append("")
-    for section, title in (("gpu_training", "GPU training, each model as registered (numpy augmentation "
-                            "in the generator), and cnn_simple_v2 three ways"),
-                           ("gpu_training_device", "GPU training, every model with on-device augmentation")):
+    for section, title in (
+        (
+            "gpu_training",
+            "GPU training, each model as registered (numpy augmentation "
+            "in the generator), and cnn_simple_v2 three ways",
+        ),
+        ("gpu_training_device", "GPU training, every model with on-device augmentation"),
+    ):
         rows = d["sections"].get(section, [])
         if not rows:
             continue
         st = stamps[section]
-        out += [f"{title}: `{st['command']}` ({_gpu_machine(st)}; 60,000 images, {rows[0]['steps']} "
-                "timed steps after a warm-up)", "",
-                "| model | batch | augmentation | workers | images/s | compute-only images/s | data wait share |",
-                "|---|---|---|---|---|---|---|"]
-        out += [f"| {r['model']} | {r['batch_size']} | {_augment(r['augment'])} | {r['workers']} | "
-                f"{r['images_per_s']:,.0f} | {r['compute_images_per_s']:,.0f} | {r['data_wait_share']:.1%} |"
-                for r in rows]
+        out += [
+            f"{title}: `{st['command']}` ({_gpu_machine(st)}; 60,000 images, {rows[0]['steps']} "
+            "timed steps after a warm-up)",
+            "",
+            "| model | batch | augmentation | workers | images/s | compute-only images/s | data wait share |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['model']} | {r['batch_size']} | {_augment(r['augment'])} | {r['workers']} | "
+            f"{r['images_per_s']:,.0f} | {r['compute_images_per_s']:,.0f} | {r['data_wait_share']:.1%} |"
+            for r in rows
+        ]
         out.append("")
     return out
 
 
 def _augment(value):
-    return {True: "numpy (host)", "host": "numpy (host)", "device": "on device", False: "none"}.get(value, value)
+    return {True: "numpy (host)", "host": "numpy (host)", "device": "on device", False: "none"}.get(
+        value, value
+    )
 
 
 def _gpu_machine(st):
@@ -106,48 +140,68 @@ def _gpu_machine(st):
 def quality_full(d):
     fp = d["full_profile"]
     p = fp["params"]
-    out = [f"**The `full` profile on a GPU** — `{d['command']}` ({_gpu_machine(d)}): the six models on "
-           f"Fashion-MNIST (42,000 / 14,000 / 14,000), {p['epochs']} epochs x {p['steps_per_epoch']} steps, "
-           f"batch {p['batch_size']}, augmentation {_augment(fp['augment'])}, {fp['jobs']} training processes "
-           f"sharing the GPU: training {fp['train_wall_seconds']:.0f} s wall, the whole part "
-           f"{fp['seconds']:.0f} s with evaluation.", "",
-           "| model | 3-NN | MAP@R | silhouette | P@1 | train s (own process) |", "|---|---|---|---|---|---|"]
+    out = [
+        f"**The `full` profile on a GPU** — `{d['command']}` ({_gpu_machine(d)}): the six models on "
+        f"Fashion-MNIST (42,000 / 14,000 / 14,000), {p['epochs']} epochs x {p['steps_per_epoch']} steps, "
+        f"batch {p['batch_size']}, augmentation {_augment(fp['augment'])}, {fp['jobs']} training processes "
+        f"sharing the GPU: training {fp['train_wall_seconds']:.0f} s wall, the whole part "
+        f"{fp['seconds']:.0f} s with evaluation.",
+        "",
+        "| model | 3-NN | MAP@R | silhouette | P@1 | train s (own process) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in d["rows"]:
         train_s = f"{r['train_seconds']:.0f}" if "train_seconds" in r else ""
-        out.append(f"| {r['model']} | {r['3nn_accuracy']:.4f} | {r['map_at_r']:.4f} | {r['silhouette']:.3f} | "
-                   f"{r['precision_at_1']:.4f} | {train_s} |")
+        out.append(
+            f"| {r['model']} | {r['3nn_accuracy']:.4f} | {r['map_at_r']:.4f} | {r['silhouette']:.3f} | "
+            f"{r['precision_at_1']:.4f} | {train_s} |"
+        )
     check = d.get("cpu_check")
     if check and check["rows"]:
         worst = max(check["rows"], key=lambda r: r["max_abs_diff"])
         default = max(r.get("max_abs_diff_default_precision", 0.0) for r in check["rows"])
-        out += ["", f"Weights trained there load here ({check['machine']['keras_backend']}, "
-                f"{check['machine']['device']}): `{check['command']}` — the {len(check['rows'])} models' embeddings "
-                f"of {worst['images']} test images agree with the GPU's to {worst['max_abs_diff']:.1e} at most "
-                f"({worst['model']}; target {worst['atol']:g}), with the GPU computing in full float32 "
-                f"(`{check['gpu_embeddings']['command'] if check.get('gpu_embeddings') else ''}`). With the GPU's "
-                f"default TF32 arithmetic the difference is up to {default:.1e}: the arithmetic, not the weights."]
+        out += [
+            "",
+            f"Weights trained there load here ({check['machine']['keras_backend']}, "
+            f"{check['machine']['device']}): `{check['command']}` — the {len(check['rows'])} models' embeddings "
+            f"of {worst['images']} test images agree with the GPU's to {worst['max_abs_diff']:.1e} at most "
+            f"({worst['model']}; target {worst['atol']:g}), with the GPU computing in full float32 "
+            f"(`{check['gpu_embeddings']['command'] if check.get('gpu_embeddings') else ''}`). With the GPU's "
+            f"default TF32 arithmetic the difference is up to {default:.1e}: the arithmetic, not the weights.",
+        ]
     return out
 
 
 def studies(d):
-    out = ["**Single-seed studies** that chose the defaults (seed 0; each row's command reproduces it at "
-           "the named commit, whose registry is the base of its `--set` overrides)", "",
-           "| study | model | 3-NN | silhouette | MAP@R | train s | commit | command |",
-           "|---|---|---|---|---|---|---|---|"]
-    out += [f"| {r['study']} | {r['model']} | {r['3nn_accuracy']:.3f} | {r['silhouette']:.3f} | "
-            f"{r['map_at_r']:.4f} | {r['train_seconds']:.0f} | {r['commit']} | `{r['command']}` |"
-            for r in d["studies"]]
+    out = [
+        "**Single-seed studies** that chose the defaults (seed 0; each row's command reproduces it at "
+        "the named commit, whose registry is the base of its `--set` overrides)",
+        "",
+        "| study | model | 3-NN | silhouette | MAP@R | train s | commit | command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {r['study']} | {r['model']} | {r['3nn_accuracy']:.3f} | {r['silhouette']:.3f} | "
+        f"{r['map_at_r']:.4f} | {r['train_seconds']:.0f} | {r['commit']} | `{r['command']}` |"
+        for r in d["studies"]
+    ]
     return out
 
 
 def suite(docs):
-    out = ["**Suite run time** (all notebooks, all six models; `python -m helpers.run` from an empty "
-           "cache, then again with everything cached)", "",
-           "| profile | command | cold | cached | target |", "|---|---|---|---|---|"]
+    out = [
+        "**Suite run time** (all notebooks, all six models; `python -m helpers.run` from an empty "
+        "cache, then again with everything cached)",
+        "",
+        "| profile | command | cold | cached | target |",
+        "|---|---|---|---|---|",
+    ]
     for d in docs:
         for profile, p in d["profiles"].items():
-            out.append(f"| {profile} | `{d['command']}` | {p['cold']['seconds']:.0f} s | "
-                       f"{p['cached']['seconds']:.0f} s | ≤ {p['target_seconds']} s |")
+            out.append(
+                f"| {profile} | `{d['command']}` | {p['cold']['seconds']:.0f} s | "
+                f"{p['cached']['seconds']:.0f} s | ≤ {p['target_seconds']} s |"
+            )
     return out
 
 

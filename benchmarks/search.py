@@ -55,22 +55,22 @@ def numpy_knn(x: np.ndarray, q: np.ndarray, k: int = K, query_chunk: int = 64, b
     x_sq = (x * x).sum(1)
     out = np.empty((len(q), k), np.int64)
     for qs in range(0, len(q), query_chunk):
-        qq = q[qs:qs + query_chunk]
+        qq = q[qs : qs + query_chunk]
         best_d = np.full((len(qq), 0), np.inf, np.float32)
         best_i = np.empty((len(qq), 0), np.int64)
         for bs in range(0, len(x), base_chunk):
-            d = x_sq[bs:bs + base_chunk] - 2.0 * (qq @ x[bs:bs + base_chunk].T)
+            d = x_sq[bs : bs + base_chunk] - 2.0 * (qq @ x[bs : bs + base_chunk].T)
             part = np.argpartition(d, k, axis=1)[:, :k]
             best_d = np.hstack([best_d, np.take_along_axis(d, part, 1)])
             best_i = np.hstack([best_i, part + bs])
         order = np.argsort(best_d, axis=1)[:, :k]
-        out[qs:qs + query_chunk] = np.take_along_axis(best_i, order, 1)
+        out[qs : qs + query_chunk] = np.take_along_axis(best_i, order, 1)
     return out
 
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
     k = exact.shape[1]
-    hits = sum(len(np.intersect1d(a[:k], b)) for a, b in zip(found, exact))
+    hits = sum(len(np.intersect1d(a[:k], b)) for a, b in zip(found, exact, strict=False))
     return hits / exact.size
 
 
@@ -98,8 +98,11 @@ def run(args) -> dict:
     faiss = import_faiss()
     t0 = time.perf_counter()
     x, q = make_data(args.size, args.queries)
-    print(f"data: {x.shape} vectors, {q.shape} queries ({time.perf_counter() - t0:.1f}s); "
-          f"FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads", flush=True)
+    print(
+        f"data: {x.shape} vectors, {q.shape} queries ({time.perf_counter() - t0:.1f}s); "
+        f"FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads",
+        flush=True,
+    )
     rows = []
 
     # FAISS flat: the exact reference
@@ -108,8 +111,16 @@ def run(args) -> dict:
     flat.add(x)
     build = time.perf_counter() - start
     exact, qps = timed_search(flat, q, repeat=2)
-    rows.append({"method": "faiss flat", "build_s": build, "memory_mb": index_bytes(flat) / 2**20,
-                 "qps": qps, "recall@10": 1.0, "params": {}})
+    rows.append(
+        {
+            "method": "faiss flat",
+            "build_s": build,
+            "memory_mb": index_bytes(flat) / 2**20,
+            "qps": qps,
+            "recall@10": 1.0,
+            "params": {},
+        }
+    )
     print(f"faiss flat: {qps:,.0f} q/s", flush=True)
     del flat
     gc.collect()
@@ -119,11 +130,20 @@ def run(args) -> dict:
     start = time.perf_counter()
     found = numpy_knn(x, q[:nq])
     seconds = time.perf_counter() - start
-    rows.append({"method": "numpy brute force", "build_s": 0.0, "memory_mb": x.nbytes / 2**20,
-                 "qps": nq / seconds, "recall@10": recall_at_k(found, exact[:nq]),
-                 "params": {"queries_timed": nq}})
-    print(f"numpy: {nq / seconds:,.1f} q/s on {nq} queries, recall vs faiss flat "
-          f"{rows[-1]['recall@10']:.4f}", flush=True)
+    rows.append(
+        {
+            "method": "numpy brute force",
+            "build_s": 0.0,
+            "memory_mb": x.nbytes / 2**20,
+            "qps": nq / seconds,
+            "recall@10": recall_at_k(found, exact[:nq]),
+            "params": {"queries_timed": nq},
+        }
+    )
+    print(
+        f"numpy: {nq / seconds:,.1f} q/s on {nq} queries, recall vs faiss flat {rows[-1]['recall@10']:.4f}",
+        flush=True,
+    )
 
     for efc in args.ef_construction:
         start = time.perf_counter()
@@ -136,9 +156,16 @@ def run(args) -> dict:
         for efs in args.ef_search:
             index.hnsw.efSearch = efs
             ids, qps = timed_search(index, q, repeat=args.repeat)
-            rows.append({"method": f"hnsw M={args.hnsw_m} efC={efc}", "build_s": build, "memory_mb": memory,
-                         "qps": qps, "recall@10": recall_at_k(ids, exact),
-                         "params": {"M": args.hnsw_m, "efConstruction": efc, "efSearch": efs}})
+            rows.append(
+                {
+                    "method": f"hnsw M={args.hnsw_m} efC={efc}",
+                    "build_s": build,
+                    "memory_mb": memory,
+                    "qps": qps,
+                    "recall@10": recall_at_k(ids, exact),
+                    "params": {"M": args.hnsw_m, "efConstruction": efc, "efSearch": efs},
+                }
+            )
             print(f"  efSearch={efs}: {qps:,.0f} q/s, recall {rows[-1]['recall@10']:.4f}", flush=True)
         del index
         gc.collect()
@@ -154,16 +181,24 @@ def run(args) -> dict:
         index.add(x)
         build = time.perf_counter() - start
         memory = index_bytes(index) / 2**20
-        print(f"ivf nlist={nlist}: trained on {train_n} and built in {build:.1f}s, {memory:.0f} MiB",
-              flush=True)
+        print(
+            f"ivf nlist={nlist}: trained on {train_n} and built in {build:.1f}s, {memory:.0f} MiB", flush=True
+        )
         for nprobe in args.nprobe:
             if nprobe > nlist:
                 continue
             index.nprobe = nprobe
             ids, qps = timed_search(index, q, repeat=args.repeat)
-            rows.append({"method": f"ivf nlist={nlist}", "build_s": build, "memory_mb": memory, "qps": qps,
-                         "recall@10": recall_at_k(ids, exact),
-                         "params": {"nlist": nlist, "nprobe": nprobe, "train_size": train_n}})
+            rows.append(
+                {
+                    "method": f"ivf nlist={nlist}",
+                    "build_s": build,
+                    "memory_mb": memory,
+                    "qps": qps,
+                    "recall@10": recall_at_k(ids, exact),
+                    "params": {"nlist": nlist, "nprobe": nprobe, "train_size": train_n},
+                }
+            )
             print(f"  nprobe={nprobe}: {qps:,.0f} q/s, recall {rows[-1]['recall@10']:.4f}", flush=True)
         del index, quantizer
         gc.collect()
@@ -171,12 +206,25 @@ def run(args) -> dict:
     numpy_qps = rows[1]["qps"]
     for row in rows:
         row["speedup_vs_numpy"] = row["qps"] / numpy_qps
-        row["setting"] = ", ".join(f"{k}={v}" for k, v in row["params"].items()
-                                   if k in ("efSearch", "nprobe", "queries_timed"))
-    return {"rows": rows, "numpy_qps": numpy_qps, "targets": targets(rows),
-            "data": {"size": args.size, "queries": args.queries, "dim": 64, "clusters": 1000,
-                     "centre_std": 2.0, "noise_std": 1.0, "seed": 0, "k": K},
-            "faiss": {"version": faiss.__version__, "threads": faiss.omp_get_max_threads()}}
+        row["setting"] = ", ".join(
+            f"{k}={v}" for k, v in row["params"].items() if k in ("efSearch", "nprobe", "queries_timed")
+        )
+    return {
+        "rows": rows,
+        "numpy_qps": numpy_qps,
+        "targets": targets(rows),
+        "data": {
+            "size": args.size,
+            "queries": args.queries,
+            "dim": 64,
+            "clusters": 1000,
+            "centre_std": 2.0,
+            "noise_std": 1.0,
+            "seed": 0,
+            "k": K,
+        },
+        "faiss": {"version": faiss.__version__, "threads": faiss.omp_get_max_threads()},
+    }
 
 
 def targets(rows: list[dict]) -> dict:
@@ -212,20 +260,31 @@ def plot(result: dict, path: Path) -> None:
         ax.plot([r["recall@10"] for r in pts], [r["qps"] for r in pts], "o-", ms=4, label=method)
         for r in pts:
             value = r["params"].get("efSearch", r["params"].get("nprobe"))
-            ax.annotate(str(value), (r["recall@10"], r["qps"]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                str(value), (r["recall@10"], r["qps"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
+            )
     for r, marker in ((rows[0], "s"), (rows[1], "D")):
-        ax.plot([r["recall@10"]], [r["qps"]], marker, ms=7, color="k" if marker == "D" else "0.5",
-                label=f"{r['method']} ({r['qps']:,.0f} q/s)")
-    ax.axhline(TARGET_SPEEDUP * result["numpy_qps"], color="r", lw=0.8, ls="--",
-               label=f"{TARGET_SPEEDUP:.0f}x numpy")
+        ax.plot(
+            [r["recall@10"]],
+            [r["qps"]],
+            marker,
+            ms=7,
+            color="k" if marker == "D" else "0.5",
+            label=f"{r['method']} ({r['qps']:,.0f} q/s)",
+        )
+    ax.axhline(
+        TARGET_SPEEDUP * result["numpy_qps"], color="r", lw=0.8, ls="--", label=f"{TARGET_SPEEDUP:.0f}x numpy"
+    )
     ax.axvline(TARGET_RECALL, color="r", lw=0.8, ls=":")
     ax.set_yscale("log")
     ax.set_xlabel("recall@10")
     ax.set_ylabel("queries / s (log)")
     d = result["data"]
-    ax.set_title(f"{d['size']:,} vectors x {d['dim']}, {d['queries']:,} queries, "
-                 f"{result['faiss']['threads']} threads (labels: efSearch / nprobe)", fontsize=9)
+    ax.set_title(
+        f"{d['size']:,} vectors x {d['dim']}, {d['queries']:,} queries, "
+        f"{result['faiss']['threads']} threads (labels: efSearch / nprobe)",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(True, which="both", alpha=0.3)
     config.save_figure(fig, path)
@@ -236,17 +295,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--numpy-queries", type=int, default=0,
-                        help="time numpy on the first N queries only (0: all)")
+    parser.add_argument(
+        "--numpy-queries", type=int, default=0, help="time numpy on the first N queries only (0: all)"
+    )
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, nargs="+", default=[40, 80])
     parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
     parser.add_argument("--nlist", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
-    parser.add_argument("--train-per-cell", type=int, default=50,
-                        help="IVF training sample: this many vectors per cell (at most --size)")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="at most this many searches per setting, 2 at least (the fastest is kept)")
+    parser.add_argument(
+        "--train-per-cell",
+        type=int,
+        default=50,
+        help="IVF training sample: this many vectors per cell (at most --size)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="at most this many searches per setting, 2 at least (the fastest is kept)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "search.json")
     args = parser.parse_args(argv)
 
@@ -256,9 +324,11 @@ def main(argv=None) -> int:
     print_table(result["rows"], cols)
     t = result["targets"]
     best = t["fastest_at_recall_target"]
-    print(f"\ntarget recall@10 >= {TARGET_RECALL} at >= {TARGET_SPEEDUP:.0f}x numpy: "
-          f"{'met' if t['met'] else 'NOT met'}; fastest at the recall target: "
-          + (f"{best['method']} {best['params']} {best['speedup_vs_numpy']:.1f}x" if best else "none"))
+    print(
+        f"\ntarget recall@10 >= {TARGET_RECALL} at >= {TARGET_SPEEDUP:.0f}x numpy: "
+        f"{'met' if t['met'] else 'NOT met'}; fastest at the recall target: "
+        + (f"{best['method']} {best['params']} {best['speedup_vs_numpy']:.1f}x" if best else "none")
+    )
     print(f"FAISS flat vs numpy: {t['flat_speedup']:.2f}x")
     config.write_json(args.out, result)
     figure = args.out.with_name(args.out.stem + "_recall_qps.png")

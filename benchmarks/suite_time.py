@@ -33,8 +33,21 @@ def run_profile(profile: str, root: Path) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(config.ROOT)}
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "helpers.run", "--profile", profile, "--output-root", str(root),
-         "--run-dir", str(root / "run")], cwd=config.ROOT, env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "helpers.run",
+            "--profile",
+            profile,
+            "--output-root",
+            str(root),
+            "--run-dir",
+            str(root / "run"),
+        ],
+        cwd=config.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
@@ -55,15 +68,30 @@ def main(argv=None):
             warm = run_profile(profile, Path(tmp))
         results[profile] = {"cold": cold, "cached": warm, "target_seconds": TARGET_SECONDS.get(profile)}
         for name in cold["notebooks"]:
-            rows.append({"profile": profile, "notebook": name, "cold_s": cold["notebooks"][name],
-                         "cached_s": warm["notebooks"].get(name, float("nan"))})
-        rows.append({"profile": profile, "notebook": "TOTAL (process wall time)",
-                     "cold_s": cold["seconds"], "cached_s": warm["seconds"]})
+            rows.append(
+                {
+                    "profile": profile,
+                    "notebook": name,
+                    "cold_s": cold["notebooks"][name],
+                    "cached_s": warm["notebooks"].get(name, float("nan")),
+                }
+            )
+        rows.append(
+            {
+                "profile": profile,
+                "notebook": "TOTAL (process wall time)",
+                "cold_s": cold["seconds"],
+                "cached_s": warm["seconds"],
+            }
+        )
         target = TARGET_SECONDS.get(profile)
         if target:
-            print(f"{profile}: {cold['seconds']:.0f}s from an empty cache "
-                  f"({'within' if cold['seconds'] <= target else 'OVER'} the {target}s target), "
-                  f"{warm['seconds']:.0f}s cached", flush=True)
+            print(
+                f"{profile}: {cold['seconds']:.0f}s from an empty cache "
+                f"({'within' if cold['seconds'] <= target else 'OVER'} the {target}s target), "
+                f"{warm['seconds']:.0f}s cached",
+                flush=True,
+            )
     print_table(rows, ["profile", "notebook", "cold_s", "cached_s"])
     config.write_json(args.out, {"profiles": results, **stamp()})
     print(f"wrote {args.out}")

@@ -59,7 +59,9 @@ class ReferenceTripletSampler:
             anchors.append(self.x[a_idx])
             positives.append(self.x[p_idx])
             negatives.append(self.x[n_idx])
-        return (np.stack(anchors), np.stack(positives), np.stack(negatives)), np.zeros(self.batch_size, np.float32)
+        return (np.stack(anchors), np.stack(positives), np.stack(negatives)), np.zeros(
+            self.batch_size, np.float32
+        )
 
 
 def _load_mnist_train(seed=42):
@@ -70,8 +72,15 @@ def _load_mnist_train(seed=42):
         return ds.x_train, ds.y_train, "mnist bundled train split"
     except Exception as exc:  # data module unavailable: same shapes, random content
         rng = np.random.default_rng(seed)
-        print(f"[bench] bundled MNIST unavailable ({type(exc).__name__}: {exc}); using random data", file=sys.stderr)
-        return rng.random((60000, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 60000), "random (60000, 28, 28, 1)"
+        print(
+            f"[bench] bundled MNIST unavailable ({type(exc).__name__}: {exc}); using random data",
+            file=sys.stderr,
+        )
+        return (
+            rng.random((60000, 28, 28, 1), dtype=np.float32),
+            rng.integers(0, 10, 60000),
+            "random (60000, 28, 28, 1)",
+        )
 
 
 def _time_batches(sampler, n_batches, budget_s):
@@ -94,14 +103,23 @@ def bench_generator(batch_size=256, n_batches=50, budget_s=5.0, seed=0):
     np.random.seed(seed)
     samplers = {
         "reference per-sample loop": ReferenceTripletSampler(x, y, batch_size),
-        "TripletGenerator (vectorised)": TripletGenerator(x, y, batch_size=batch_size, seed=seed, steps_per_epoch=10_000),
+        "TripletGenerator (vectorised)": TripletGenerator(
+            x, y, batch_size=batch_size, seed=seed, steps_per_epoch=10_000
+        ),
     }
     rows = []
     for name, sampler in samplers.items():
         s, done = _time_batches(sampler, n_batches, budget_s)
         rows.append(
-            dict(section="generator", sampler=name, data=data_desc, batch_size=batch_size, batches=done,
-                 s_per_batch=s, triplets_per_s=batch_size / s)
+            dict(
+                section="generator",
+                sampler=name,
+                data=data_desc,
+                batch_size=batch_size,
+                batches=done,
+                s_per_batch=s,
+                triplets_per_s=batch_size / s,
+            )
         )
     ref = rows[0]["triplets_per_s"]
     for row in rows:
@@ -157,9 +175,18 @@ def bench_training(models=None, batch_sizes=(None,), steps=10, dataset_size=None
                 gen[i]
             data_s = time.perf_counter() - t0
             images = steps * bs * len(model.inputs)
-            rows.append(dict(section="training", model=name, data=desc, batch_size=bs, steps=steps,
-                             images_per_s=images / epoch_s, step_s=epoch_s / steps,
-                             data_wait_share=data_s / epoch_s))
+            rows.append(
+                dict(
+                    section="training",
+                    model=name,
+                    data=desc,
+                    batch_size=bs,
+                    steps=steps,
+                    images_per_s=images / epoch_s,
+                    step_s=epoch_s / steps,
+                    data_wait_share=data_s / epoch_s,
+                )
+            )
             print(f"[bench] {name} batch {bs}: {images / epoch_s:,.0f} images/s", flush=True)
     return rows
 
@@ -174,11 +201,20 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=50, help="batches per generator sampler (max)")
     parser.add_argument("--budget", type=float, default=5.0, help="seconds per generator sampler (max)")
     parser.add_argument("--models", nargs="*", help="registry names (default: all six)")
-    parser.add_argument("--train-batch-sizes", type=int, nargs="*", default=[0],
-                        help="training batch sizes (0: each model's registry default)")
+    parser.add_argument(
+        "--train-batch-sizes",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="training batch sizes (0: each model's registry default)",
+    )
     parser.add_argument("--train-steps", type=int, default=10, help="steps per timed epoch")
-    parser.add_argument("--dataset-size", type=int, default=0,
-                        help="tile the embedded training split to this many images (e.g. 60000)")
+    parser.add_argument(
+        "--dataset-size",
+        type=int,
+        default=0,
+        help="tile the embedded training split to this many images (e.g. 60000)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -186,11 +222,28 @@ def main(argv=None):
     if args.only in ("generator", "all"):
         rows += bench_generator(batch_size=args.batch_size, n_batches=args.batches, budget_s=args.budget)
     if args.only in ("training", "all"):
-        rows += bench_training(models=args.models,
-                               batch_sizes=[b or None for b in args.train_batch_sizes],
-                               steps=args.train_steps, dataset_size=args.dataset_size or None)
-    print_table(rows, ["section", "sampler", "model", "batch_size", "batches", "s_per_batch",
-                       "triplets_per_s", "speedup", "images_per_s", "step_s", "data_wait_share"])
+        rows += bench_training(
+            models=args.models,
+            batch_sizes=[b or None for b in args.train_batch_sizes],
+            steps=args.train_steps,
+            dataset_size=args.dataset_size or None,
+        )
+    print_table(
+        rows,
+        [
+            "section",
+            "sampler",
+            "model",
+            "batch_size",
+            "batches",
+            "s_per_batch",
+            "triplets_per_s",
+            "speedup",
+            "images_per_s",
+            "step_s",
+            "data_wait_share",
+        ],
+    )
 
     previous = {}
     if args.out.exists():  # keep the other section's figures when running one section

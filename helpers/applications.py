@@ -136,8 +136,8 @@ def make_pairs(labels, n_genuine: int = 5000, n_impostor: int = 5000, seed: int 
     # genuine: an anchor of a class with >= 2 images, then another image of its class
     order = np.argsort(y, kind="stable")
     offsets = np.searchsorted(y[order], values)
-    size = dict(zip(values.tolist(), counts.tolist()))
-    start = dict(zip(values.tolist(), offsets.tolist()))
+    size = dict(zip(values.tolist(), counts.tolist(), strict=False))
+    start = dict(zip(values.tolist(), offsets.tolist(), strict=False))
     candidates = pool[np.array([size[c] >= 2 for c in y[pool].tolist()], dtype=bool)]
     if len(candidates) == 0:
         raise ApplicationError("genuine pairs need a class with at least two images.")
@@ -339,8 +339,16 @@ class Gallery:
             raise ApplicationError(f"ids has {len(self.ids)} entries for {len(self.embeddings)} images.")
 
     @classmethod
-    def enroll(cls, embeddings, labels, shots: int, classes=None, seed: int = 0, metric: str = "l2",
-               threshold: float | None = None) -> Gallery:
+    def enroll(
+        cls,
+        embeddings,
+        labels,
+        shots: int,
+        classes=None,
+        seed: int = 0,
+        metric: str = "l2",
+        threshold: float | None = None,
+    ) -> Gallery:
         """Enrol ``shots`` images drawn at random (seeded) for each of ``classes`` (default: all).
 
         ``ids`` of the gallery are the rows of ``embeddings`` that were enrolled.
@@ -440,9 +448,18 @@ def open_set_rates(gallery: Gallery, known_queries, known_labels, unknown_querie
     }
 
 
-def identification_report(gallery_emb, gallery_labels, query_emb, query_labels, shots=(1, 5),
-                          unknown_classes=3, target_far: float = 0.01, episodes: int = 10,
-                          seed: int = 0, metric: str = "l2") -> dict:
+def identification_report(
+    gallery_emb,
+    gallery_labels,
+    query_emb,
+    query_labels,
+    shots=(1, 5),
+    unknown_classes=3,
+    target_far: float = 0.01,
+    episodes: int = 10,
+    seed: int = 0,
+    metric: str = "l2",
+) -> dict:
     """Closed- and open-set identification, averaged over ``episodes`` seeded enrolments.
 
     Each episode enrols ``shots`` images per class from ``(gallery_emb, gallery_labels)`` (the
@@ -474,7 +491,9 @@ def identification_report(gallery_emb, gallery_labels, query_emb, query_labels, 
             out.setdefault(f"closed_{s}shot", []).append(float((pred == qy).mean()))
             unknown = rng.choice(classes, size=int(unknown_classes), replace=False)
             known = np.setdiff1d(classes, unknown)
-            open_gallery = Gallery.enroll(g, gy, s, classes=known, seed=int(rng.integers(2**31)), metric=metric)
+            open_gallery = Gallery.enroll(
+                g, gy, s, classes=known, seed=int(rng.integers(2**31)), metric=metric
+            )
             is_known = np.isin(qy, known)
             rates = open_set_rates(open_gallery, q[is_known], qy[is_known], q[~is_known], target_far)
             out.setdefault(f"dir_{s}shot", []).append(rates["dir"])
@@ -500,8 +519,16 @@ def precision_at_1(query_emb, query_labels, ref_emb, ref_labels, metric: str = "
     return float((ry[idx[:, 0]] == qy).mean())
 
 
-def unseen_class_report(embeddings: dict, labels: dict, unseen=(8, 9), shots=(1, 5), episodes: int = 20,
-                        n_pairs: int = 2000, seed: int = 0, metric: str = "l2") -> dict:
+def unseen_class_report(
+    embeddings: dict,
+    labels: dict,
+    unseen=(8, 9),
+    shots=(1, 5),
+    episodes: int = 20,
+    n_pairs: int = 2000,
+    seed: int = 0,
+    metric: str = "l2",
+) -> dict:
     """How well an embedding separates classes it (may have) never seen in training.
 
     ``embeddings`` and ``labels`` map ``"train"`` and ``"test"`` to arrays of the *full* dataset
@@ -513,7 +540,10 @@ def unseen_class_report(embeddings: dict, labels: dict, unseen=(8, 9), shots=(1,
       train images of *every* class (mean over ``episodes`` enrolments; ``_std`` beside it);
     - ``p_at_1``: P@1 of the unseen test images against the whole train split.
     """
-    e_tr, e_te = _vectors(embeddings["train"], "train embeddings"), _vectors(embeddings["test"], "test embeddings")
+    e_tr, e_te = (
+        _vectors(embeddings["train"], "train embeddings"),
+        _vectors(embeddings["test"], "test embeddings"),
+    )
     y_tr = _labels(labels["train"], len(e_tr), "train labels")
     y_te = _labels(labels["test"], len(e_te), "test labels")
     unseen = np.asarray(list(unseen), dtype=np.int64)
@@ -525,8 +555,13 @@ def unseen_class_report(embeddings: dict, labels: dict, unseen=(8, 9), shots=(1,
     for s in shots:
         accuracies = []
         for e in range(int(episodes)):
-            gallery = Gallery.enroll(e_tr, y_tr, s, seed=int(np.random.default_rng([seed, int(s), e]).integers(2**31)),
-                                     metric=metric)
+            gallery = Gallery.enroll(
+                e_tr,
+                y_tr,
+                s,
+                seed=int(np.random.default_rng([seed, int(s), e]).integers(2**31)),
+                metric=metric,
+            )
             pred, _ = gallery.identify(e_te[mask], threshold=None)
             accuracies.append(float((pred == y_te[mask]).mean()))
         report[f"{s}shot"] = float(np.mean(accuracies))
@@ -570,20 +605,37 @@ def _register_models():
     # with benchmarks/applications.py (which also trains cnn_simple_v1 itself at this budget).
     short = {"epochs": 3, "steps_per_epoch": base.steps_per_epoch, "batch_size": base.batch_size}
     # the same recipe as cnn_simple_v1 on 8 classes: P x K batches need P <= the classes present
-    unseen = register(dataclasses.replace(
-        base, name="cnn_simple_v1_digits_0_7", classes_per_batch=8, **short,
-        description="cnn_simple_v1's recipe on digits 0-7 only (P=8 classes x K=40 per batch)",
-    ))
-    classifier = register(ModelSpec(
-        "cnn_softmax_classifier", cnn_softmax_classifier, loss="cross_entropy", margin=0.0,
-        generator="pk", description="plain softmax classifier of cnn_simple_v1's size; embedding = "
-                                    "its penultimate (ReLU Dense 64) layer",
-        augment=True, lr_schedule="cosine", **short,
-    ))
-    unseen_classifier = register(dataclasses.replace(
-        classifier, name="cnn_softmax_classifier_digits_0_7", classes_per_batch=8,
-        description="cnn_softmax_classifier on digits 0-7 only (P=8 classes x K=40 per batch)",
-    ))
+    unseen = register(
+        dataclasses.replace(
+            base,
+            name="cnn_simple_v1_digits_0_7",
+            classes_per_batch=8,
+            **short,
+            description="cnn_simple_v1's recipe on digits 0-7 only (P=8 classes x K=40 per batch)",
+        )
+    )
+    classifier = register(
+        ModelSpec(
+            "cnn_softmax_classifier",
+            cnn_softmax_classifier,
+            loss="cross_entropy",
+            margin=0.0,
+            generator="pk",
+            description="plain softmax classifier of cnn_simple_v1's size; embedding = "
+            "its penultimate (ReLU Dense 64) layer",
+            augment=True,
+            lr_schedule="cosine",
+            **short,
+        )
+    )
+    unseen_classifier = register(
+        dataclasses.replace(
+            classifier,
+            name="cnn_softmax_classifier_digits_0_7",
+            classes_per_batch=8,
+            description="cnn_softmax_classifier on digits 0-7 only (P=8 classes x K=40 per batch)",
+        )
+    )
     return unseen.name, classifier.name, unseen_classifier.name
 
 
@@ -604,14 +656,25 @@ def embed_splits(model, data, splits=("train", "val", "test"), batch_size: int =
     out = {}
     for which in splits:
         x, _ = data.split(which)
-        out[which] = (np.asarray(x, np.float32).reshape(len(x), -1) if model is None
-                      else embed(model, x, batch_size=batch_size))
+        out[which] = (
+            np.asarray(x, np.float32).reshape(len(x), -1)
+            if model is None
+            else embed(model, x, batch_size=batch_size)
+        )
     return out
 
 
-def application_figures(embeddings: dict, data, target_far: float = 0.01, n_pairs: int = 5000,
-                        shots=(1, 5), episodes: int = 10, unknown_classes: int = 3, seed: int = 0,
-                        metric: str = "l2") -> tuple[dict, tuple]:
+def application_figures(
+    embeddings: dict,
+    data,
+    target_far: float = 0.01,
+    n_pairs: int = 5000,
+    shots=(1, 5),
+    episodes: int = 10,
+    unknown_classes: int = 3,
+    seed: int = 0,
+    metric: str = "l2",
+) -> tuple[dict, tuple]:
     """Verification and identification figures of one embedding of ``data``'s splits.
 
     Verification pairs (``n_pairs`` genuine + ``n_pairs`` impostor, seeded) come from the
@@ -623,12 +686,26 @@ def application_figures(embeddings: dict, data, target_far: float = 0.01, n_pair
     -------
     (row, (far, tar)) : the flat dict of figures and the test ROC curve
     """
-    val_d, val_same = verification_scores(embeddings["val"], data.y_val, n_pairs, n_pairs, seed=seed, metric=metric)
-    test_d, test_same = verification_scores(embeddings["test"], data.y_test, n_pairs, n_pairs, seed=seed + 1,
-                                            metric=metric)
+    val_d, val_same = verification_scores(
+        embeddings["val"], data.y_val, n_pairs, n_pairs, seed=seed, metric=metric
+    )
+    test_d, test_same = verification_scores(
+        embeddings["test"], data.y_test, n_pairs, n_pairs, seed=seed + 1, metric=metric
+    )
     row = verification_report(val_d, val_same, test_d, test_same, target_far)
-    row.update(identification_report(embeddings["train"], data.y_train, embeddings["test"], data.y_test,
-                                     shots=shots, unknown_classes=unknown_classes, target_far=target_far,
-                                     episodes=episodes, seed=seed, metric=metric))
+    row.update(
+        identification_report(
+            embeddings["train"],
+            data.y_train,
+            embeddings["test"],
+            data.y_test,
+            shots=shots,
+            unknown_classes=unknown_classes,
+            target_far=target_far,
+            episodes=episodes,
+            seed=seed,
+            metric=metric,
+        )
+    )
     far, tar, _ = roc(test_d, test_same)
     return row, (far, tar)

@@ -93,15 +93,20 @@ class Study4v9:
         _, y = self.data.split(split)
         raw = self.raw[split]
         xs = [self.normalize(shift_images(raw, s)) for s in shifts]
-        return (np.concatenate(xs), np.tile(y, len(shifts)),
-                np.repeat(np.asarray(shifts, np.int64), len(y)))
+        return (np.concatenate(xs), np.tile(y, len(shifts)), np.repeat(np.asarray(shifts, np.int64), len(y)))
 
     def with_shifted_training(self, shifts=SHIFTS) -> Dataset:
         """The dataset whose train and validation splits also hold their images shifted by ``shifts``."""
         x_train, y_train, _ = self.shifted("train", (0, *shifts))
         x_val, y_val, _ = self.shifted("val", (0, *shifts))
-        return dataclasses.replace(self.data, name=f"{self.data.name}_shifted", x_train=x_train,
-                                   y_train=y_train, x_val=x_val, y_val=y_val)
+        return dataclasses.replace(
+            self.data,
+            name=f"{self.data.name}_shifted",
+            x_train=x_train,
+            y_train=y_train,
+            x_val=x_val,
+            y_val=y_val,
+        )
 
 
 def load_4_vs_9(dataset: str = "mnist", source: str = "auto", seed: int = 42) -> Study4v9:
@@ -115,17 +120,26 @@ def load_4_vs_9(dataset: str = "mnist", source: str = "auto", seed: int = 42) ->
         raw[split] = x[keep].astype(np.float32)
         labels[split] = (y[keep] == DIGITS[1]).astype(np.int64)
         if not keep.any() or len(np.unique(labels[split])) < 2:
-            raise ValueError(f"the {split} split of {dataset!r} holds no 4s or no 9s; "
-                             "the study needs both digits in every split")
+            raise ValueError(
+                f"the {split} split of {dataset!r} holds no 4s or no 9s; "
+                "the study needs both digits in every split"
+            )
     mean, std = float(raw["train"].mean()), float(raw["train"].std())
 
     def norm(a):
         return ((a - mean) / std).astype(np.float32)
 
-    data = Dataset(name=f"{full.name}_4_vs_9", source=full.source,
-                   x_train=norm(raw["train"]), y_train=labels["train"], x_val=norm(raw["val"]),
-                   y_val=labels["val"], x_test=norm(raw["test"]), y_test=labels["test"],
-                   class_names=list(CLASS_NAMES))
+    data = Dataset(
+        name=f"{full.name}_4_vs_9",
+        source=full.source,
+        x_train=norm(raw["train"]),
+        y_train=labels["train"],
+        x_val=norm(raw["val"]),
+        y_val=labels["val"],
+        x_test=norm(raw["test"]),
+        y_test=labels["test"],
+        class_names=list(CLASS_NAMES),
+    )
     return Study4v9(data=data, raw=raw, mean=mean, std=std)
 
 
@@ -153,8 +167,15 @@ class NeighbourPairGenerator(SiamesePairGenerator):
     ``(seed, epoch, batch)`` like every generator.
     """
 
-    def __init__(self, x, y, negatives: str = "other_digit", neighbors: int = NEIGHBORS,
-                 same_digit_fraction: float = 0.5, **kwargs):
+    def __init__(
+        self,
+        x,
+        y,
+        negatives: str = "other_digit",
+        neighbors: int = NEIGHBORS,
+        same_digit_fraction: float = 0.5,
+        **kwargs,
+    ):
         if negatives not in NEGATIVE_REGIMES:
             raise GeneratorError(f"negatives must be one of {NEGATIVE_REGIMES}, got {negatives!r}.")
         if not 0.0 <= same_digit_fraction <= 1.0:
@@ -170,7 +191,8 @@ class NeighbourPairGenerator(SiamesePairGenerator):
             if len(small):
                 raise GeneratorError(
                     f"class {small[0].item()!r} has no image outside an anchor's {self.positive_neighbors} "
-                    f"neighbours; add images or lower neighbors.")
+                    f"neighbours; add images or lower neighbors."
+                )
 
     def _not_neighbors(self, anchors, rng):
         """A uniform same-class image of each anchor that is neither the anchor nor its neighbour."""
@@ -248,14 +270,29 @@ class RegimeSpec(models.ModelSpec):
 
 
 def _pair_factory(spec, x, y, batch_size, steps_per_epoch, seed, augment):
-    return NeighbourPairGenerator(x, y, negatives=spec.negatives, neighbors=spec.neighbors,
-                                  same_digit_fraction=spec.same_digit_fraction, batch_size=batch_size,
-                                  steps_per_epoch=steps_per_epoch, seed=seed, augment=augment)
+    return NeighbourPairGenerator(
+        x,
+        y,
+        negatives=spec.negatives,
+        neighbors=spec.neighbors,
+        same_digit_fraction=spec.same_digit_fraction,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
+        augment=augment,
+    )
 
 
 def _triplet_factory(spec, x, y, batch_size, steps_per_epoch, seed, augment):
-    return neighbour_triplets(x, y, neighbors=spec.neighbors, batch_size=batch_size,
-                              steps_per_epoch=steps_per_epoch, seed=seed, augment=augment)
+    return neighbour_triplets(
+        x,
+        y,
+        neighbors=spec.neighbors,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
+        augment=augment,
+    )
 
 
 models.register_generator("nn_pairs", 2, _pair_factory)
@@ -269,24 +306,64 @@ _COMMON = {"builder": reference_net_4_vs_9, "margin": 1.0, **_BUDGET}
 STUDY: dict[str, RegimeSpec] = {
     spec.name: models.register(spec)
     for spec in [
-        RegimeSpec("c49_inlab", loss="contrastive", generator="pairs",
-                   description="in-lab: any same-digit positive, other-digit negative", **_COMMON),
-        RegimeSpec("c49_nn_regime1", loss="contrastive", generator="nn_pairs", negatives="other_digit",
-                   description="out-lab regime 1: 5-NN positives, other-digit negatives", **_COMMON),
-        RegimeSpec("c49_nn_regime2", loss="contrastive", generator="nn_pairs", negatives="not_neighbor",
-                   description="out-lab regime 2: 5-NN positives, other digit or same-digit "
-                               "non-neighbour negatives", **_COMMON),
-        RegimeSpec("c49_nn_triplet", loss="triplet", generator="nn_triplets",
-                   description="remedy (a): triplets, 5-NN positive, other-digit negative", **_COMMON),
-        RegimeSpec("c49_nn_graded", loss="graded_contrastive", generator="nn_pairs", negatives="graded",
-                   near_margin=0.5,
-                   description="remedy (b): graded pairs, same-digit non-neighbours to margin 0.5, "
-                               "other digit to 1.0", **_COMMON),
-        RegimeSpec("c49_inlab_shifted", loss="contrastive", generator="pairs", train_shifts=SHIFTS,
-                   description="in-lab answer: the in-lab model trained on shifted digits too", **_COMMON),
-        RegimeSpec("c49_nn_graded_shifted", loss="graded_contrastive", generator="nn_pairs",
-                   negatives="graded", near_margin=0.5, train_shifts=SHIFTS,
-                   description="remedy (b) trained on shifted digits too", **_COMMON),
+        RegimeSpec(
+            "c49_inlab",
+            loss="contrastive",
+            generator="pairs",
+            description="in-lab: any same-digit positive, other-digit negative",
+            **_COMMON,
+        ),
+        RegimeSpec(
+            "c49_nn_regime1",
+            loss="contrastive",
+            generator="nn_pairs",
+            negatives="other_digit",
+            description="out-lab regime 1: 5-NN positives, other-digit negatives",
+            **_COMMON,
+        ),
+        RegimeSpec(
+            "c49_nn_regime2",
+            loss="contrastive",
+            generator="nn_pairs",
+            negatives="not_neighbor",
+            description="out-lab regime 2: 5-NN positives, other digit or same-digit non-neighbour negatives",
+            **_COMMON,
+        ),
+        RegimeSpec(
+            "c49_nn_triplet",
+            loss="triplet",
+            generator="nn_triplets",
+            description="remedy (a): triplets, 5-NN positive, other-digit negative",
+            **_COMMON,
+        ),
+        RegimeSpec(
+            "c49_nn_graded",
+            loss="graded_contrastive",
+            generator="nn_pairs",
+            negatives="graded",
+            near_margin=0.5,
+            description="remedy (b): graded pairs, same-digit non-neighbours to margin 0.5, "
+            "other digit to 1.0",
+            **_COMMON,
+        ),
+        RegimeSpec(
+            "c49_inlab_shifted",
+            loss="contrastive",
+            generator="pairs",
+            train_shifts=SHIFTS,
+            description="in-lab answer: the in-lab model trained on shifted digits too",
+            **_COMMON,
+        ),
+        RegimeSpec(
+            "c49_nn_graded_shifted",
+            loss="graded_contrastive",
+            generator="nn_pairs",
+            negatives="graded",
+            near_margin=0.5,
+            train_shifts=SHIFTS,
+            description="remedy (b) trained on shifted digits too",
+            **_COMMON,
+        ),
     ]
 }
 
@@ -368,9 +445,12 @@ def separation_metrics(views: dict, k: int = 3) -> dict:
         "knn_shifted": knn_accuracy(e_tr, y_tr, e_sh[moved], y_sh[moved], k=k),
         "knn_shifted_loo": _loo_knn_accuracy(e_sh[moved], y_sh[moved], k),
         "sil_shifted": _silhouette(e_sh[moved], y_sh[moved]),
-        "shift_sil_6": float(np.mean([_silhouette(e_sh[far & (y_sh == c)], s_sh[far & (y_sh == c)])
-                                      for c in np.unique(y_sh)])),
-        "shift_sil_all": float(np.mean([_silhouette(e_sh[y_sh == c], s_sh[y_sh == c]) for c in np.unique(y_sh)])),
+        "shift_sil_6": float(
+            np.mean([_silhouette(e_sh[far & (y_sh == c)], s_sh[far & (y_sh == c)]) for c in np.unique(y_sh)])
+        ),
+        "shift_sil_all": float(
+            np.mean([_silhouette(e_sh[y_sh == c], s_sh[y_sh == c]) for c in np.unique(y_sh)])
+        ),
         "four_cluster_sil": _silhouette(e_sh[far], y_sh[far] * 100 + s_sh[far]),
     }
     return out
@@ -403,6 +483,10 @@ def measure(name: str, study: Study4v9, **train_kwargs) -> tuple[dict, dict]:
         return {"model": name, **separation_metrics(views)}, views
     emb, record = train_study_model(name, study, **train_kwargs)
     views = embedding_views(lambda x: embed(emb, x), study)
-    row = {"model": name, **separation_metrics(views), "train_seconds": float(record["train_seconds"]),
-           "from_cache": bool(record["from_cache"])}
+    row = {
+        "model": name,
+        **separation_metrics(views),
+        "train_seconds": float(record["train_seconds"]),
+        "from_cache": bool(record["from_cache"]),
+    }
     return row, views

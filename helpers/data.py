@@ -58,12 +58,28 @@ KAGGLE_MNIST_HANDLE = "oddrationale/mnist-in-csv"
 CLASS_NAMES = {
     "mnist": ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"],
     "fashion_mnist": [
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ],
     "cifar10": [
-        "Airplane", "Automobile", "Bird", "Cat", "Deer",
-        "Dog", "Frog", "Horse", "Ship", "Truck",
+        "Airplane",
+        "Automobile",
+        "Bird",
+        "Cat",
+        "Deer",
+        "Dog",
+        "Frog",
+        "Horse",
+        "Ship",
+        "Truck",
     ],
 }
 
@@ -175,8 +191,16 @@ class Dataset:
 # --------------------------------------------------------------------------------------------------
 
 
-def prepare(images, labels, class_names, seed: int = 42, image_shape=(28, 28, 1), split: str = "random",
-            n_train: int | None = None, val_fraction: float = 0.1) -> dict:
+def prepare(
+    images,
+    labels,
+    class_names,
+    seed: int = 42,
+    image_shape=(28, 28, 1),
+    split: str = "random",
+    n_train: int | None = None,
+    val_fraction: float = 0.1,
+) -> dict:
     """Scale, reshape, encode and split images the way the reference project does.
 
     Parameters
@@ -285,8 +309,10 @@ def _official_split(x, y, n_train, val_fraction, seed) -> dict:
     from sklearn.model_selection import train_test_split
 
     if n_train is None or not 0 < int(n_train) < len(x):
-        raise DatasetError(f"split='official' needs 0 < n_train < {len(x)} (the size of the original "
-                           f"training set), got n_train={n_train}")
+        raise DatasetError(
+            f"split='official' needs 0 < n_train < {len(x)} (the size of the original "
+            f"training set), got n_train={n_train}"
+        )
     if not 0.0 < float(val_fraction) < 1.0:
         raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
     n_train = int(n_train)
@@ -306,8 +332,10 @@ def _official_split(x, y, n_train, val_fraction, seed) -> dict:
 def _official_train_size(name: str, source: str, fashion_dir) -> int:
     """How many of a source's images are the original training set (train images come first)."""
     if source == "bundled":
-        raise DatasetError("the bundled MNIST subset has no official train/test split; use split='random' "
-                           "or source='keras' / 'kaggle'")
+        raise DatasetError(
+            "the bundled MNIST subset has no official train/test split; use split='random' "
+            "or source='keras' / 'kaggle'"
+        )
     if source == "idx":  # a folder of IDX files (possibly a small fixture): count the train labels
         folder = Path(fashion_dir)
         stem = _IDX_FILES["y_train"]
@@ -399,7 +427,11 @@ def _read_idx(path) -> np.ndarray:
             f"{path}: header promises {dims} values ({count * dtype.itemsize} bytes) "
             f"but {len(raw) - header} bytes follow"
         )
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=dtype, count=count, offset=header)
+        .reshape(dims)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def _read_idx_dir(path) -> tuple[np.ndarray, np.ndarray]:
@@ -522,8 +554,9 @@ def _describe(exc: BaseException, limit: int = 160) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def cache_path(name: str, source: str, seed: int, cache_dir=None, split: str = "random",
-               val_fraction: float = 0.1) -> Path:
+def cache_path(
+    name: str, source: str, seed: int, cache_dir=None, split: str = "random", val_fraction: float = 0.1
+) -> Path:
     """Path of the cache file of ``(name, source, seed[, split])`` for the current format version."""
     folder = Path(cache_dir) if cache_dir is not None else config.DATA_CACHE
     tag = "" if split == "random" else f"-{split}{round(float(val_fraction) * 100):02d}"
@@ -554,7 +587,9 @@ def _read_cache(path: Path, name: str, source: str) -> Dataset:
     for split in SPLITS:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.float32 or y.dtype != np.int64 or x.ndim != 4 or len(x) != len(y):
-            raise ValueError(f"{split} arrays have unexpected dtype/shape {x.dtype}{x.shape}, {y.dtype}{y.shape}")
+            raise ValueError(
+                f"{split} arrays have unexpected dtype/shape {x.dtype}{x.shape}, {y.dtype}{y.shape}"
+            )
     return Dataset(name=name, source=source, class_names=class_names, **arrays)
 
 
@@ -618,8 +653,16 @@ def load_dataset(
             return ds
     failures = []
     for cand in candidates:
-        ds = _load_source(name, cand, seed, fashion_dir, strict=source != "auto", failures=failures, say=say,
-                          split_args=split_args)
+        ds = _load_source(
+            name,
+            cand,
+            seed,
+            fashion_dir,
+            strict=source != "auto",
+            failures=failures,
+            say=say,
+            split_args=split_args,
+        )
         if ds is None:
             continue
         if use_cache:
@@ -666,8 +709,9 @@ def _load_cached(name: str, candidates, seed: int, cache_dir, say, split_args: d
     return None
 
 
-def _load_source(name: str, cand: str, seed: int, fashion_dir, strict: bool, failures: list, say,
-                 split_args: dict):
+def _load_source(
+    name: str, cand: str, seed: int, fashion_dir, strict: bool, failures: list, say, split_args: dict
+):
     """Read and prepare source ``cand``; a Dataset, or None after recording why in ``failures``.
 
     ``strict`` (an explicitly requested source) raises instead, naming the offline fallback.
@@ -685,8 +729,15 @@ def _load_source(name: str, cand: str, seed: int, fashion_dir, strict: bool, fai
         return _failed(name, cand, exc, "unavailable", failures, say)
     try:
         n_train = _official_train_size(name, cand, fashion_dir) if split_args["split"] == "official" else None
-        arrays = prepare(images, labels, CLASS_NAMES[name], seed=seed, image_shape=IMAGE_SHAPES[name],
-                         n_train=n_train, **split_args)
+        arrays = prepare(
+            images,
+            labels,
+            CLASS_NAMES[name],
+            seed=seed,
+            image_shape=IMAGE_SHAPES[name],
+            n_train=n_train,
+            **split_args,
+        )
     except DatasetError as exc:
         if strict:
             raise DatasetError(f"source={cand!r}: {exc}") from exc

@@ -31,20 +31,44 @@ import numpy as np
 from helpers import evaluation, models, training
 from helpers.data import Dataset, load_dataset
 
-CLASSIFIER = models.register(models.ModelSpec(
-    "densenet_bc_fashion", models.densenet_bc, loss="cross_entropy", margin=0.0, generator="pk",
-    description="DenseNet-BC (k=12, blocks 6/12/8) classifier; its GAP features are the embedding",
-    epochs=30, steps_per_epoch=421, batch_size=128, learning_rate=1e-3, optimizer="adamw",
-    weight_decay=1e-4, embedding_dim=192, augment="device",
-    augment_params={"shift": 2.8, "rotation": 10.0, "noise": 0.0},
-    monitor="val_accuracy", plateau_factor=0.5, plateau_patience=3,
-))
-HEAD = models.register(models.ModelSpec(
-    "densenet_siamese_head", models.siamese_head, loss="triplet", margin=0.5, generator="triplets",
-    description="Siamese head on frozen DenseNet features: Dense 128 ReLU, Dense 128, L2; triplet loss",
-    epochs=20, steps_per_epoch=200, batch_size=256, learning_rate=1e-3, l2_normalized=True,
-    embedding_dim=128,
-))
+CLASSIFIER = models.register(
+    models.ModelSpec(
+        "densenet_bc_fashion",
+        models.densenet_bc,
+        loss="cross_entropy",
+        margin=0.0,
+        generator="pk",
+        description="DenseNet-BC (k=12, blocks 6/12/8) classifier; its GAP features are the embedding",
+        epochs=30,
+        steps_per_epoch=421,
+        batch_size=128,
+        learning_rate=1e-3,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        embedding_dim=192,
+        augment="device",
+        augment_params={"shift": 2.8, "rotation": 10.0, "noise": 0.0},
+        monitor="val_accuracy",
+        plateau_factor=0.5,
+        plateau_patience=3,
+    )
+)
+HEAD = models.register(
+    models.ModelSpec(
+        "densenet_siamese_head",
+        models.siamese_head,
+        loss="triplet",
+        margin=0.5,
+        generator="triplets",
+        description="Siamese head on frozen DenseNet features: Dense 128 ReLU, Dense 128, L2; triplet loss",
+        epochs=20,
+        steps_per_epoch=200,
+        batch_size=256,
+        learning_rate=1e-3,
+        l2_normalized=True,
+        embedding_dim=128,
+    )
+)
 
 REPRESENTATIONS = ("raw pixels", "DenseNet features", "Siamese embeddings")
 #: The reference's "expected" silhouette scores of the three representations.
@@ -56,12 +80,45 @@ REFERENCE_SILHOUETTE = {"raw pixels": 0.15, "DenseNet features": 0.35, "Siamese 
 # half of it tracing the DenseNet's graph) and reaches 0.374 test accuracy: a few dozen DenseNet
 # steps learn the easy classes only. smoke takes ~45 s, nearly all of it the graph tracing.
 PROFILES = {
-    "smoke": dict(train=300, val=100, test=200, epochs=1, steps_per_epoch=2, batch_size=40,
-                  head_epochs=1, head_steps=2, head_batch=64, sample=200, tsne_iter=500),
-    "default": dict(train=1500, val=300, test=500, epochs=1, steps_per_epoch=25, batch_size=60,
-                    head_epochs=3, head_steps=30, head_batch=128, sample=400, tsne_iter=500),
-    "full": dict(train=None, val=None, test=None, epochs=30, steps_per_epoch=421, batch_size=128,
-                 head_epochs=10, head_steps=100, head_batch=256, sample=3000, tsne_iter=1000),
+    "smoke": dict(
+        train=300,
+        val=100,
+        test=200,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=40,
+        head_epochs=1,
+        head_steps=2,
+        head_batch=64,
+        sample=200,
+        tsne_iter=500,
+    ),
+    "default": dict(
+        train=1500,
+        val=300,
+        test=500,
+        epochs=1,
+        steps_per_epoch=25,
+        batch_size=60,
+        head_epochs=3,
+        head_steps=30,
+        head_batch=128,
+        sample=400,
+        tsne_iter=500,
+    ),
+    "full": dict(
+        train=None,
+        val=None,
+        test=None,
+        epochs=30,
+        steps_per_epoch=421,
+        batch_size=128,
+        head_epochs=10,
+        head_steps=100,
+        head_batch=256,
+        sample=3000,
+        tsne_iter=1000,
+    ),
 }
 
 
@@ -94,12 +151,21 @@ def subset(data: Dataset, train=None, val=None, test=None, seed: int = 0) -> Dat
     return Dataset(name=data.name, source=data.source, class_names=list(data.class_names), **parts)
 
 
-def study_data(params: dict, seed: int = 42, source: str = "auto", fashion_dir=None, verbose=True,
-               use_cache: bool = True) -> Dataset:
+def study_data(
+    params: dict, seed: int = 42, source: str = "auto", fashion_dir=None, verbose=True, use_cache: bool = True
+) -> Dataset:
     """Fashion-MNIST on its official split (10 % of train for validation), cut to the profile's sizes."""
     kwargs = {"fashion_dir": fashion_dir} if fashion_dir else {}
-    data = load_dataset("fashion_mnist", source=source, seed=seed, split="official", val_fraction=0.1,
-                        verbose=verbose, use_cache=use_cache, **kwargs)
+    data = load_dataset(
+        "fashion_mnist",
+        source=source,
+        seed=seed,
+        split="official",
+        val_fraction=0.1,
+        verbose=verbose,
+        use_cache=use_cache,
+        **kwargs,
+    )
     return subset(data, params.get("train"), params.get("val"), params.get("test"), seed=seed)
 
 
@@ -134,12 +200,22 @@ class TimeBudget(keras.callbacks.Callback):
         self.longest = max(self.longest, now - self._epoch_start)
         if now - self.start + self.longest > self.seconds:
             self.model.stop_training = self.stopped = True
-            print(f"[time budget] stopping after epoch {epoch + 1} ({now - self.start:.0f}s of "
-                  f"{self.seconds:.0f}s)", flush=True)
+            print(
+                f"[time budget] stopping after epoch {epoch + 1} ({now - self.start:.0f}s of "
+                f"{self.seconds:.0f}s)",
+                flush=True,
+            )
 
 
-def train_classifier(data: Dataset, params: dict, seed: int = 0, cache_dir=None, force: bool = False,
-                     callbacks=None, name: str = CLASSIFIER.name):
+def train_classifier(
+    data: Dataset,
+    params: dict,
+    seed: int = 0,
+    cache_dir=None,
+    force: bool = False,
+    callbacks=None,
+    name: str = CLASSIFIER.name,
+):
     """Train (or load from the cache) the DenseNet classifier through :func:`helpers.training.train`.
 
     Returns ``(features_model, classifier, record)``: images -> 192-d features, images -> class
@@ -147,11 +223,19 @@ def train_classifier(data: Dataset, params: dict, seed: int = 0, cache_dir=None,
     registered classifier of the same kind (the tests train a tiny one).
     """
     features, record = training.train(
-        name, data, epochs=params["epochs"], steps_per_epoch=params["steps_per_epoch"],
-        batch_size=params["batch_size"], seed=seed, cache_dir=cache_dir, force=force, callbacks=callbacks,
+        name,
+        data,
+        epochs=params["epochs"],
+        steps_per_epoch=params["steps_per_epoch"],
+        batch_size=params["batch_size"],
+        seed=seed,
+        cache_dir=cache_dir,
+        force=force,
+        callbacks=callbacks,
     )
-    classifier, _ = models.build_training_model(name, data.num_classes, tuple(data.x_train.shape[1:]),
-                                                embedding=features)
+    classifier, _ = models.build_training_model(
+        name, data.num_classes, tuple(data.x_train.shape[1:]), embedding=features
+    )
     training._load_weights(classifier, training.cache_paths(name, cache_dir)["weights"])
     return features, classifier, record
 
@@ -172,10 +256,21 @@ def classification_report(y, pred, class_names) -> dict:
         raise ValueError(f"labels {y.shape} and predictions {pred.shape} differ in shape")
     labels = np.arange(len(class_names))
     precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    rows = [{"class": class_names[c], "precision": float(precision[c]), "recall": float(recall[c]),
-             "f1": float(f1[c]), "support": int(support[c])} for c in labels]
-    return {"accuracy": float(accuracy_score(y, pred)), "confusion": confusion_matrix(y, pred, labels=labels),
-            "per_class": rows}
+    rows = [
+        {
+            "class": class_names[c],
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "support": int(support[c]),
+        }
+        for c in labels
+    ]
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "confusion": confusion_matrix(y, pred, labels=labels),
+        "per_class": rows,
+    }
 
 
 def confused_pairs(confusion, class_names, top: int = 5) -> list[dict]:
@@ -186,8 +281,9 @@ def confused_pairs(confusion, class_names, top: int = 5) -> list[dict]:
     sym = cm + cm.T
     i, j = np.triu_indices(len(cm), k=1)
     order = np.argsort(-sym[i, j], kind="stable")[:top]
-    return [{"pair": f"{class_names[i[o]]} / {class_names[j[o]]}", "errors": int(sym[i[o], j[o]])}
-            for o in order]
+    return [
+        {"pair": f"{class_names[i[o]]} / {class_names[j[o]]}", "errors": int(sym[i[o], j[o]])} for o in order
+    ]
 
 
 # --- the Siamese head ------------------------------------------------------------------------------------
@@ -199,15 +295,23 @@ def feature_dataset(features_model, data: Dataset) -> Dataset:
     for split in ("train", "val", "test"):
         parts[f"x_{split}"] = evaluation.embed(features_model, getattr(data, f"x_{split}"))
         parts[f"y_{split}"] = getattr(data, f"y_{split}")
-    return Dataset(name=f"{data.name}-densenet-features", source=data.source,
-                   class_names=list(data.class_names), **parts)
+    return Dataset(
+        name=f"{data.name}-densenet-features", source=data.source, class_names=list(data.class_names), **parts
+    )
 
 
 def train_head(features: Dataset, params: dict, seed: int = 0, cache_dir=None, force: bool = False):
     """Train (or load) the Siamese head on feature vectors; returns ``(head, record)``."""
-    return training.train(HEAD.name, features, epochs=params["head_epochs"],
-                          steps_per_epoch=params["head_steps"], batch_size=params["head_batch"],
-                          seed=seed, cache_dir=cache_dir, force=force)
+    return training.train(
+        HEAD.name,
+        features,
+        epochs=params["head_epochs"],
+        steps_per_epoch=params["head_steps"],
+        batch_size=params["head_batch"],
+        seed=seed,
+        cache_dir=cache_dir,
+        force=force,
+    )
 
 
 # --- three representations --------------------------------------------------------------------------------
@@ -218,9 +322,11 @@ def representations(x, features, head) -> dict[str, np.ndarray]:
     DenseNet ``features`` (from :func:`feature_dataset`) are given."""
     if len(features) != len(x):
         raise ValueError(f"{len(x)} images but {len(features)} feature vectors; pass the features of x")
-    return {"raw pixels": np.asarray(x, np.float32).reshape(len(x), -1),
-            "DenseNet features": np.asarray(features, np.float32),
-            "Siamese embeddings": evaluation.embed(head, features)}
+    return {
+        "raw pixels": np.asarray(x, np.float32).reshape(len(x), -1),
+        "DenseNet features": np.asarray(features, np.float32),
+        "Siamese embeddings": evaluation.embed(head, features),
+    }
 
 
 def compare(queries: dict, query_labels, refs: dict, ref_labels, seed: int = 0, k: int = 3) -> list[dict]:
@@ -230,8 +336,10 @@ def compare(queries: dict, query_labels, refs: dict, ref_labels, seed: int = 0, 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # KMeans / k-NN: one thread is faster on a shared 2-core machine
-        rows = [_compare_one(name, emb, query_labels, refs[name], ref_labels, seed, k)
-                for name, emb in queries.items()]
+        rows = [
+            _compare_one(name, emb, query_labels, refs[name], ref_labels, seed, k)
+            for name, emb in queries.items()
+        ]
     return rows
 
 
@@ -239,11 +347,14 @@ def _compare_one(name, emb, query_labels, ref_emb, ref_labels, seed, k):
     clusters = evaluation.cluster_metrics(emb, query_labels, seed=seed)
     retrieval = evaluation.retrieval_metrics(emb, query_labels, ref_emb, ref_labels, ks=(1,))
     return {
-        "representation": name, "dim": int(emb.shape[1]),
-        "silhouette": clusters["silhouette"], "davies_bouldin": clusters["davies_bouldin"],
+        "representation": name,
+        "dim": int(emb.shape[1]),
+        "silhouette": clusters["silhouette"],
+        "davies_bouldin": clusters["davies_bouldin"],
         "calinski_harabasz": clusters["calinski_harabasz"],
         f"{k}nn_accuracy": evaluation.knn_accuracy(ref_emb, ref_labels, emb, query_labels, k=k),
-        "precision_at_1": retrieval["precision_at_1"], "map_at_r": retrieval["map_at_r"],
+        "precision_at_1": retrieval["precision_at_1"],
+        "map_at_r": retrieval["map_at_r"],
         "reference_silhouette": REFERENCE_SILHOUETTE.get(name),
     }
 
@@ -263,8 +374,9 @@ def tsne(reps: dict, seed: int = 42, perplexity: float = 40.0, max_iter: int = 1
     with threadpool_limits(1):  # 6x faster than the default threads on a shared 2-core machine
         for name, emb in reps.items():
             perp = min(float(perplexity), (len(emb) - 1) / 3.0)
-            out[name] = evaluation.project_2d(emb, method="tsne", seed=seed, perplexity=perp,
-                                              max_iter=max_iter)
+            out[name] = evaluation.project_2d(
+                emb, method="tsne", seed=seed, perplexity=perp, max_iter=max_iter
+            )
     return out
 
 
@@ -279,17 +391,28 @@ def search(query_emb, ref_emb, k: int = 5):
 # --- the whole study -----------------------------------------------------------------------------------------
 
 
-def run_study(params: dict, seed: int = 42, cache_dir=None, force: bool = False, callbacks=None,
-              source: str = "auto", fashion_dir=None, with_tsne: bool = True, verbose: bool = True,
-              data_cache: bool = True) -> dict:
+def run_study(
+    params: dict,
+    seed: int = 42,
+    cache_dir=None,
+    force: bool = False,
+    callbacks=None,
+    source: str = "auto",
+    fashion_dir=None,
+    with_tsne: bool = True,
+    verbose: bool = True,
+    data_cache: bool = True,
+) -> dict:
     """Data, classifier, report, features, Siamese head, three representations compared (and their
     t-SNE). Returns every intermediate the notebook and the benchmark show."""
     timings = {}
     start = time.perf_counter()
-    data = study_data(params, seed=seed, source=source, fashion_dir=fashion_dir, verbose=verbose,
-                      use_cache=data_cache)
-    features_model, classifier, record = train_classifier(data, params, seed=0, cache_dir=cache_dir,
-                                                          force=force, callbacks=callbacks)
+    data = study_data(
+        params, seed=seed, source=source, fashion_dir=fashion_dir, verbose=verbose, use_cache=data_cache
+    )
+    features_model, classifier, record = train_classifier(
+        data, params, seed=0, cache_dir=cache_dir, force=force, callbacks=callbacks
+    )
     timings["classifier_train_seconds"] = record["train_seconds"]
     t = time.perf_counter()
     feats = feature_dataset(features_model, data)
@@ -309,7 +432,19 @@ def run_study(params: dict, seed: int = 42, cache_dir=None, force: bool = False,
         points = tsne(queries, seed=seed, max_iter=params["tsne_iter"])
         timings["tsne_seconds"] = time.perf_counter() - t
     timings["total_seconds"] = time.perf_counter() - start
-    return {"data": data, "features": feats, "features_model": features_model, "classifier": classifier,
-            "record": record, "head": head, "head_record": head_record, "report": report,
-            "sample_index": idx, "queries": queries, "refs": refs, "rows": rows, "tsne": points,
-            "timings": timings}
+    return {
+        "data": data,
+        "features": feats,
+        "features_model": features_model,
+        "classifier": classifier,
+        "record": record,
+        "head": head,
+        "head_record": head_record,
+        "report": report,
+        "sample_index": idx,
+        "queries": queries,
+        "refs": refs,
+        "rows": rows,
+        "tsne": points,
+        "timings": timings,
+    }

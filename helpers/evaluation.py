@@ -81,7 +81,8 @@ def _as_embeddings(emb, name: str) -> np.ndarray:
         raise EvaluationError(f"{name} must hold real numbers, got dtype {emb.dtype}.")
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     checks.finite(
-        emb, EvaluationError,
+        emb,
+        EvaluationError,
         f"{name} contains NaN or infinite values; check the model output (diverged training?).",
     )
     return emb
@@ -89,12 +90,15 @@ def _as_embeddings(emb, name: str) -> np.ndarray:
 
 def _as_labels(labels, n: int, name: str, emb_name: str) -> np.ndarray:
     labels = checks.labels_1d(
-        labels, EvaluationError,
+        labels,
+        EvaluationError,
         f"{name} must be 1-D integer class ids, got shape {{shape}}; "
         "convert one-hot labels with argmax(axis=1).",
     )
     checks.same_length(
-        len(labels), n, EvaluationError,
+        len(labels),
+        n,
+        EvaluationError,
         f"{name} has {{first}} entries but {emb_name} has {{second}} rows; they must match.",
     )
     if labels.dtype.kind == "f":
@@ -138,9 +142,7 @@ def embed(model, x, batch_size: int = 512) -> np.ndarray:
         raise EvaluationError("x is empty; pass at least one sample to embed.")
     out = model.predict(x, batch_size=batch_size, verbose=0)
     if isinstance(out, (list, tuple)):
-        raise EvaluationError(
-            f"model returns {len(out)} outputs; pass the single-output embedding network."
-        )
+        raise EvaluationError(f"model returns {len(out)} outputs; pass the single-output embedding network.")
     out = np.asarray(out, dtype=np.float32)
     return out.reshape(len(out), -1)
 
@@ -457,9 +459,7 @@ def baseline_embeddings(x_train, x_test, kind: str = "raw", n_components: int = 
 # --------------------------------------------------------------------------------------------
 
 
-def write_evaluation_csv(
-    rows: Iterable[Mapping], path=None, sort_by: str = "3nn_accuracy"
-):
+def write_evaluation_csv(rows: Iterable[Mapping], path=None, sort_by: str = "3nn_accuracy"):
     """Write evaluation rows as a CSV sorted best first (descending ``sort_by``), atomically.
 
     Parameters
@@ -481,9 +481,7 @@ def write_evaluation_csv(
     if df.empty:
         raise EvaluationError("no rows to write; evaluate at least one model.")
     if sort_by not in df.columns:
-        raise EvaluationError(
-            f"sort_by column {sort_by!r} not in the rows (columns: {list(df.columns)})."
-        )
+        raise EvaluationError(f"sort_by column {sort_by!r} not in the rows (columns: {list(df.columns)}).")
     df = df.sort_values(sort_by, ascending=False, kind="mergesort").reset_index(drop=True)
     with config.atomic_path(path, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
@@ -541,8 +539,15 @@ def project_2d(emb, method: str = "umap", seed: int = 42, **kwargs) -> np.ndarra
 # --------------------------------------------------------------------------------------------
 
 
-def evaluate_models(data, names=None, baselines=("raw", "pca"), k: int = 3, seed: int = 0,
-                    cache_dir=None, verbose: bool = True):
+def evaluate_models(
+    data,
+    names=None,
+    baselines=("raw", "pca"),
+    k: int = 3,
+    seed: int = 0,
+    cache_dir=None,
+    verbose: bool = True,
+):
     """Evaluate every cached registry model (and the baselines) on ``data``'s test split.
 
     The train split is the reference set. Models without a usable cache are skipped with a
@@ -567,10 +572,21 @@ def evaluate_models(data, names=None, baselines=("raw", "pca"), k: int = 3, seed
         train_emb, test_emb = baseline_embeddings(
             data.x_train, data.x_test, kind=kind, n_components=EMBEDDING_DIM, seed=seed
         )
-        rows.append(evaluate_embeddings(
-            label, train_emb, data.y_train, test_emb, data.y_test, k=k, seed=seed,
-            kind="baseline", loss="none", margin=float("nan"), embedding_size=train_emb.shape[1],
-        ))
+        rows.append(
+            evaluate_embeddings(
+                label,
+                train_emb,
+                data.y_train,
+                test_emb,
+                data.y_test,
+                k=k,
+                seed=seed,
+                kind="baseline",
+                loss="none",
+                margin=float("nan"),
+                embedding_size=train_emb.shape[1],
+            )
+        )
         test_embeddings[label] = test_emb
     for name in names:
         spec = get_spec(name)
@@ -581,10 +597,20 @@ def evaluate_models(data, names=None, baselines=("raw", "pca"), k: int = 3, seed
                 print(f"[{name}] skipped: {exc}; train it first (notebook 04)")
             continue
         train_emb, test_emb = embed(model, data.x_train), embed(model, data.x_test)
-        rows.append(evaluate_embeddings(
-            name, train_emb, data.y_train, test_emb, data.y_test, k=k, seed=seed,
-            kind="model", loss=spec.loss, margin=spec.margin, embedding_size=test_emb.shape[1],
-        ))
+        rows.append(
+            evaluate_embeddings(
+                name,
+                train_emb,
+                data.y_train,
+                test_emb,
+                data.y_test,
+                k=k,
+                seed=seed,
+                kind="model",
+                loss=spec.loss,
+                margin=spec.margin,
+                embedding_size=test_emb.shape[1],
+            )
+        )
         test_embeddings[name] = test_emb
     return rows, test_embeddings
-

@@ -154,9 +154,7 @@ def _image_batch(image, model=None) -> np.ndarray:
     if image.ndim == 3:
         image = image[None]
     if image.ndim != 4 or image.shape[0] != 1:
-        raise ExplainError(
-            f"expected one image (H, W, C) or (1, H, W, C), got shape {image.shape}."
-        )
+        raise ExplainError(f"expected one image (H, W, C) or (1, H, W, C), got shape {image.shape}.")
     return image
 
 
@@ -292,9 +290,7 @@ def _resolve_layer(model, layer):
     if isinstance(layer, str):
         named = [lyr for lyr in layers if lyr.name == layer]
         if not named:
-            raise ExplainError(
-                f"no Conv2D layer named {layer!r}; have {[lyr.name for lyr in layers]}."
-            )
+            raise ExplainError(f"no Conv2D layer named {layer!r}; have {[lyr.name for lyr in layers]}.")
         return named[0]
     if not any(layer is lyr for lyr in layers):
         raise ExplainError(f"layer {getattr(layer, 'name', layer)!r} is not a Conv2D of the model.")
@@ -365,7 +361,7 @@ def filter_images(
     def loss_fn(images):
         act = out_fn(images)[0]  # (batch, h, w, n_filters)
         bh, bw = _interior_border(act.shape[1], border), _interior_border(act.shape[2], border)
-        interior = act[:, bh: act.shape[1] - bh, bw: act.shape[2] - bw, :]
+        interior = act[:, bh : act.shape[1] - bh, bw : act.shape[2] - bw, :]
         per_filter = keras.ops.mean(interior, axis=(1, 2))  # (batch, n_filters)
         return keras.ops.sum(per_filter * selector)
 
@@ -396,7 +392,7 @@ def deprocess_image(images, crop: int | None = None) -> np.ndarray:
     mean = batch.mean(axis=(1, 2, 3), keepdims=True)
     std = batch.std(axis=(1, 2, 3), keepdims=True)
     out = np.clip((batch - mean) / (std + 1e-5) * 0.15 + 0.5, 0.0, 1.0)
-    out = out[:, crop: out.shape[1] - crop, crop: out.shape[2] - crop, :].astype(np.float32)
+    out = out[:, crop : out.shape[1] - crop, crop : out.shape[2] - crop, :].astype(np.float32)
     return out[0] if single else out
 
 
@@ -430,8 +426,9 @@ def save_filter_images(
     for i, layer in enumerate(layers):
         filters = range(min(filters_per_layer, int(layer.filters)))
         images = filter_images(model, layer, filters, steps=steps, step_size=step_size, seed=seed)
-        fig = plots.plot_filter_images(deprocess_image(images), cols=cols,
-                                       title=f"{model_name} - conv layer {i}")
+        fig = plots.plot_filter_images(
+            deprocess_image(images), cols=cols, title=f"{model_name} - conv layer {i}"
+        )
         path = out_dir / "Intermediate Kernels" / model_name / f"layer no {i} kernel weights.png"
         paths.append(plots.save_figure(fig, path))
         plots.plt.close(fig)

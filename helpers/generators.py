@@ -108,7 +108,9 @@ class Augmenter:
             theta = np.deg2rad(rng.uniform(-self.rotation, self.rotation, size=b)).astype(np.float32)
             dy, dx = rng.uniform(-self.shift, self.shift, size=(2, b)).astype(np.float32)
             cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-            yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+            yy, xx = np.meshgrid(
+                np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij"
+            )
             cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
             oy, ox = yy[None] - cy - dy[:, None, None], xx[None] - cx - dx[:, None, None]
             # inverse map: output pixel -> source coordinate (rotation about the center, then shift)
@@ -139,7 +141,9 @@ def _bilinear_sample(images, sy, sx):
     rows = [base + (np.clip(y0 + d, -1, h) + 1) * (w + 2) for d in (0, 1)]
     cols = [np.clip(x0 + d, -1, w) + 1 for d in (0, 1)]
     top = np.take(flat, rows[0] + cols[0], axis=0) * (1 - wx) + np.take(flat, rows[0] + cols[1], axis=0) * wx
-    bottom = np.take(flat, rows[1] + cols[0], axis=0) * (1 - wx) + np.take(flat, rows[1] + cols[1], axis=0) * wx
+    bottom = (
+        np.take(flat, rows[1] + cols[0], axis=0) * (1 - wx) + np.take(flat, rows[1] + cols[1], axis=0) * wx
+    )
     return top * (1 - wy) + bottom * wy
 
 
@@ -160,7 +164,9 @@ def _check_xy(x, y):
     x = np.asarray(x)
     y = checks.labels_1d(y, GeneratorError, "labels must be a 1-d array of class ids, got shape {shape}.")
     checks.same_length(
-        len(x), len(y), GeneratorError,
+        len(x),
+        len(y),
+        GeneratorError,
         "images and labels have different lengths ({first} images, {second} labels); pass matching arrays.",
     )
     checks.no_nan_pixels(
@@ -520,7 +526,11 @@ class TripletGenerator(_SamplingGenerator):
 
     def _images(self, i):
         (a, p, n), rng = self._draw(i)
-        return (self._augment(self.x[a], rng), self._augment(self.x[p], rng), self._augment(self.x[n], rng)), a
+        return (
+            self._augment(self.x[a], rng),
+            self._augment(self.x[p], rng),
+            self._augment(self.x[n], rng),
+        ), a
 
     def __getitem__(self, i):
         images, _ = self._images(i)

@@ -9,7 +9,8 @@ Two layers:
 - ``keras.losses.Loss`` subclasses for ``model.compile`` (registered under the ``"helpers"`` package
   so saved models reload): :class:`ContrastiveLoss`, :class:`TripletLoss`,
   :class:`BatchHardTripletLoss`, :class:`BatchSemiHardTripletLoss`, :class:`BatchAllTripletLoss`,
-  :class:`BatchContrastiveLoss`, :class:`GradedContrastiveLoss`, also by name in the registry :data:`LOSSES` (:func:`get`);
+  :class:`BatchContrastiveLoss`, :class:`GradedContrastiveLoss`, also by name in the registry
+  :data:`LOSSES` (:func:`get`);
 
 plus :func:`triplet_with_classification`, the compile arguments of the combined
 triplet + sparse categorical cross-entropy objective.
@@ -142,8 +143,10 @@ def graded_contrastive(x0, x1, kind, margin: float = 1.0, near_margin: float = 0
     with ``d = ||x0 - x1||`` (safe sqrt). With no kind-2 pair it equals :func:`contrastive`.
     """
     if not 0.0 <= near_margin <= margin:
-        raise ValueError(f"near_margin must be in [0, margin={margin}], got {near_margin}; "
-                         "the near pairs are pushed apart less than the dissimilar ones.")
+        raise ValueError(
+            f"near_margin must be in [0, margin={margin}], got {near_margin}; "
+            "the near pairs are pushed apart less than the dissimilar ones."
+        )
     x0 = ops.convert_to_tensor(x0)
     x1 = ops.convert_to_tensor(x1, dtype=x0.dtype)
     kind = ops.reshape(ops.cast(kind, "int32"), (-1,))
@@ -219,8 +222,9 @@ def batch_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bool = 
     return ops.where(valid, loss, ops.zeros_like(loss))
 
 
-def batch_semi_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bool = False,
-                            center_reg_weight: float = 0.0):
+def batch_semi_hard_triplet(
+    labels, embeddings, margin: float = 0.2, squared: bool = False, center_reg_weight: float = 0.0
+):
     """Semi-hard triplet loss (Schroff et al. 2015, FaceNet), per anchor ``(batch,)``.
 
     Follows ``tfa.losses.TripletSemiHardLoss`` for the choice of negative. For every valid
@@ -275,9 +279,7 @@ def batch_all_triplet(labels, embeddings, margin: float = 1.0, squared: bool = T
     d = pairwise_distances(embeddings, squared=squared)
     positive, negative = _label_masks(labels)
     losses = ops.relu(ops.expand_dims(d, 2) - ops.expand_dims(d, 1) + margin)  # [a, p, n]
-    valid = ops.cast(
-        ops.logical_and(ops.expand_dims(positive, 2), ops.expand_dims(negative, 1)), d.dtype
-    )
+    valid = ops.cast(ops.logical_and(ops.expand_dims(positive, 2), ops.expand_dims(negative, 1)), d.dtype)
     count = ops.sum(valid, axis=(1, 2))
     return ops.sum(losses * valid, axis=(1, 2)) / ops.maximum(count, 1.0)
 
@@ -362,8 +364,9 @@ class GradedContrastiveLoss(keras.losses.Loss):
     ``y_true``: ``(batch,)`` pair kinds (1 similar, 0 dissimilar, 2 near); ``y_pred``: ``(batch, 2, d)``.
     """
 
-    def __init__(self, margin: float = 1.0, near_margin: float = 0.5, name: str = "graded_contrastive_loss",
-                 **kwargs):
+    def __init__(
+        self, margin: float = 1.0, near_margin: float = 0.5, name: str = "graded_contrastive_loss", **kwargs
+    ):
         super().__init__(name=name, **kwargs)
         if not 0.0 <= near_margin <= margin:
             raise ValueError(f"near_margin must be in [0, margin={margin}], got {near_margin}.")
@@ -451,7 +454,9 @@ class BatchHardTripletLoss(_BatchMiningLoss):
 
     _fn = staticmethod(batch_hard_triplet)
 
-    def __init__(self, margin: float = 0.2, squared: bool = False, name: str = "batch_hard_triplet_loss", **kwargs):
+    def __init__(
+        self, margin: float = 0.2, squared: bool = False, name: str = "batch_hard_triplet_loss", **kwargs
+    ):
         super().__init__(margin=margin, squared=squared, name=name, **kwargs)
 
 
@@ -461,7 +466,9 @@ class BatchAllTripletLoss(_BatchMiningLoss):
 
     _fn = staticmethod(batch_all_triplet)
 
-    def __init__(self, margin: float = 1.0, squared: bool = True, name: str = "batch_all_triplet_loss", **kwargs):
+    def __init__(
+        self, margin: float = 1.0, squared: bool = True, name: str = "batch_all_triplet_loss", **kwargs
+    ):
         super().__init__(margin=margin, squared=squared, name=name, **kwargs)
 
 
@@ -487,8 +494,12 @@ class BatchSemiHardTripletLoss(_BatchMiningLoss):
     _fn = staticmethod(batch_semi_hard_triplet)
 
     def __init__(
-        self, margin: float = 0.2, squared: bool = False, center_reg_weight: float = 0.0,
-        name: str = "batch_semi_hard_triplet_loss", **kwargs
+        self,
+        margin: float = 0.2,
+        squared: bool = False,
+        center_reg_weight: float = 0.0,
+        name: str = "batch_semi_hard_triplet_loss",
+        **kwargs,
     ):
         super().__init__(margin=margin, squared=squared, name=name, **kwargs)
         self.center_reg_weight = float(center_reg_weight)

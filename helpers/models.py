@@ -103,16 +103,25 @@ class DeviceAugment(layers.Layer):
         out = images
         if self.shift > 0 or self.rotation > 0:
             out = ops.image.affine_transform(
-                out, self.transforms(shape[0], images.shape[1], images.shape[2]),
-                interpolation="bilinear", fill_mode="constant", fill_value=0, data_format="channels_last",
+                out,
+                self.transforms(shape[0], images.shape[1], images.shape[2]),
+                interpolation="bilinear",
+                fill_mode="constant",
+                fill_value=0,
+                data_format="channels_last",
             )
         if self.noise > 0:
             out = out + self.noise * keras.random.normal(shape, seed=self.seed_generator, dtype=out.dtype)
         return ops.clip(out, 0.0, 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "shift": self.shift, "rotation": self.rotation,
-                "noise": self.noise, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "shift": self.shift,
+            "rotation": self.rotation,
+            "noise": self.noise,
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package="helpers")
@@ -150,9 +159,7 @@ class ClassToken(layers.Layer):
     """Prepend one learned CLS token to a sequence of tokens (batch, n, d) -> (batch, n + 1, d)."""
 
     def build(self, input_shape):
-        self.token = self.add_weight(
-            shape=(1, 1, input_shape[-1]), initializer="zeros", name="cls_token"
-        )
+        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros", name="cls_token")
 
     def call(self, x):
         batch = ops.shape(x)[0]
@@ -307,9 +314,7 @@ def cnn_with_attention_cls_head_v2(input_shape=(28, 28, 1), embedding_dim=EMBEDD
 
 def cnn_with_attention_vit_style_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
     """ViT-style: conv-stem tokens, CLS token, learned positions, two multi-head attention blocks."""
-    return _cnn_tokens_attention(
-        "cnn_with_attention_vit_style_v1", input_shape, embedding_dim, blocks=2
-    )
+    return _cnn_tokens_attention("cnn_with_attention_vit_style_v1", input_shape, embedding_dim, blocks=2)
 
 
 # --- what a registry entry can name ---------------------------------------------------------------
@@ -321,11 +326,17 @@ LOSS_SETTINGS: dict[str, tuple[str, Callable[..., dict]]] = {
     "contrastive": ("contrastive", lambda s: {}),
     "triplet": ("triplet", lambda s: {"variant": "l2" if s.l2_normalized else "plain"}),
     "batch_hard_triplet": ("batch_hard_triplet", lambda s: {}),
-    "batch_semi_hard_triplet": ("batch_semi_hard_triplet", lambda s: {"center_reg_weight": s.center_reg_weight}),
+    "batch_semi_hard_triplet": (
+        "batch_semi_hard_triplet",
+        lambda s: {"center_reg_weight": s.center_reg_weight},
+    ),
     "batch_all_triplet": ("batch_all_triplet", lambda s: {"squared": not s.l2_normalized}),
     "batch_contrastive": ("batch_contrastive", lambda s: {}),
     "triplet_l2_cls": ("triplet", lambda s: {"variant": "l2_safe"}),
-    "triplet_center_cls": ("triplet", lambda s: {"variant": "center", "center_reg_weight": s.center_reg_weight}),
+    "triplet_center_cls": (
+        "triplet",
+        lambda s: {"variant": "center", "center_reg_weight": s.center_reg_weight},
+    ),
     # a study spec (helpers.contrastive_4_vs_9) adds the ``near_margin`` field
     "graded_contrastive": ("graded_contrastive", lambda s: {"near_margin": _near_margin(s)}),
 }
@@ -337,6 +348,7 @@ def _near_margin(spec) -> float:
     if near is None:
         raise ValueError(f"model {spec.name!r}: loss 'graded_contrastive' needs a spec with a near_margin")
     return near
+
 
 #: ``ModelSpec.loss`` of plain classifiers (trained on labelled P x K batches, no metric loss).
 CLASSIFIER_LOSSES: dict[str, Callable[[], keras.losses.Loss]] = {
@@ -369,15 +381,23 @@ def _dense_layer(x, growth_rate, dropout, name):
     h = layers.Conv2D(4 * growth_rate, 1, use_bias=False, kernel_initializer=he, name=f"{name}_conv1")(h)
     h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(h)
     h = layers.Activation("relu", name=f"{name}_relu2")(h)
-    h = layers.Conv2D(growth_rate, 3, padding="same", use_bias=False, kernel_initializer=he,
-                      name=f"{name}_conv2")(h)
+    h = layers.Conv2D(
+        growth_rate, 3, padding="same", use_bias=False, kernel_initializer=he, name=f"{name}_conv2"
+    )(h)
     if dropout:
         h = layers.Dropout(dropout, name=f"{name}_drop")(h)
     return layers.Concatenate(name=f"{name}_concat")([x, h])
 
 
-def densenet_bc(input_shape=(28, 28, 1), embedding_dim=None, growth_rate=12, blocks=(6, 12, 8),
-                initial_channels=24, compression=0.5, dropout=0.2):
+def densenet_bc(
+    input_shape=(28, 28, 1),
+    embedding_dim=None,
+    growth_rate=12,
+    blocks=(6, 12, 8),
+    initial_channels=24,
+    compression=0.5,
+    dropout=0.2,
+):
     """DenseNet-BC for small grey images, the reference's architecture; returns images -> ``features``.
 
     Inputs in [0, 1] are mapped to [-1, 1] inside the model (``Rescaling``), so augmentation and the
@@ -393,8 +413,9 @@ def densenet_bc(input_shape=(28, 28, 1), embedding_dim=None, growth_rate=12, blo
     he = keras.initializers.HeNormal()
     inputs = keras.Input(input_shape, name="image")
     x = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(inputs)
-    x = layers.Conv2D(initial_channels, 3, padding="same", use_bias=False, kernel_initializer=he,
-                      name="stem_conv")(x)
+    x = layers.Conv2D(
+        initial_channels, 3, padding="same", use_bias=False, kernel_initializer=he, name="stem_conv"
+    )(x)
     for b, n_layers in enumerate(blocks, start=1):
         for i in range(1, n_layers + 1):
             x = _dense_layer(x, growth_rate, dropout, name=f"block{b}_layer{i}")
@@ -402,15 +423,18 @@ def densenet_bc(input_shape=(28, 28, 1), embedding_dim=None, growth_rate=12, blo
             channels = int(x.shape[-1] * compression)
             x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"transition{b}_bn")(x)
             x = layers.Activation("relu", name=f"transition{b}_relu")(x)
-            x = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=he,
-                              name=f"transition{b}_conv")(x)
+            x = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=he, name=f"transition{b}_conv")(
+                x
+            )
             x = layers.AveragePooling2D(pool_size=2, name=f"transition{b}_pool")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="final_bn")(x)
     x = layers.Activation("relu", name="final_relu")(x)
     features = layers.GlobalAveragePooling2D(name="features")(x)
     if embedding_dim is not None and embedding_dim != features.shape[-1]:
-        raise ValueError(f"densenet_bc computes {features.shape[-1]}-d features with these settings, "
-                         f"not embedding_dim={embedding_dim}; register it with embedding_dim={features.shape[-1]}")
+        raise ValueError(
+            f"densenet_bc computes {features.shape[-1]}-d features with these settings, "
+            f"not embedding_dim={embedding_dim}; register it with embedding_dim={features.shape[-1]}"
+        )
     return keras.Model(inputs, features, name="densenet_bc")
 
 
@@ -436,7 +460,8 @@ class ModelSpec:
     ``batch_size`` is then P x K); ``loss`` a key of :data:`LOSS_SETTINGS` (``"batch_all_triplet"`` /
     ``"batch_contrastive"``: every triplet / pair of a P x K batch; the ``_cls`` losses add a class
     head; :data:`CLASSIFIER_LOSSES` ``"cross_entropy"``: a plain softmax classifier on ``"pk"``
-    batches, a class head on top of the embedding, which is then its penultimate layer); ``mining`` one of ``helpers.generators.MINING`` ("random", "hard", "semi-hard": negatives
+    batches, a class head on top of the embedding, which is then its penultimate layer); ``mining``
+    one of ``helpers.generators.MINING`` ("random", "hard", "semi-hard": negatives
     of pair/triplet generators in the model's own embedding space, refreshed every epoch);
     ``optimizer`` a key of :data:`OPTIMIZERS`; ``lr_schedule`` one of :data:`LR_SCHEDULES`
     (``"plateau"``: Keras' ReduceLROnPlateau, as the reference; ``"cosine"``: cosine decay to 1% over
@@ -487,8 +512,12 @@ class ModelSpec:
     def __post_init__(self):
         """Check every name the spec holds against its registry, so a typo fails here at once."""
         choices = {
-            "loss": {**LOSS_SETTINGS, **CLASSIFIER_LOSSES}, "generator": {**generators.GENERATORS, **GENERATOR_KINDS}, "mining": generators.MINING,
-            "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "augment": AUGMENT_MODES,
+            "loss": {**LOSS_SETTINGS, **CLASSIFIER_LOSSES},
+            "generator": {**generators.GENERATORS, **GENERATOR_KINDS},
+            "mining": generators.MINING,
+            "optimizer": OPTIMIZERS,
+            "lr_schedule": LR_SCHEDULES,
+            "augment": AUGMENT_MODES,
         }
         for field, valid in choices.items():
             value = getattr(self, field)
@@ -499,8 +528,9 @@ class ModelSpec:
         if self.monitor not in ("val_loss", "val_accuracy"):
             raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {self.monitor!r}")
         if self.monitor == "val_accuracy" and self.loss != "cross_entropy":
-            raise ValueError("monitor='val_accuracy' needs loss='cross_entropy' (the only model with an "
-                             "accuracy metric)")
+            raise ValueError(
+                "monitor='val_accuracy' needs loss='cross_entropy' (the only model with an accuracy metric)"
+            )
 
     def config(self) -> dict:
         """A JSON-able view of the spec (the builder by name), used in cache fingerprints."""
@@ -526,42 +556,94 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec(
-            "cnn_simple_v1", cnn_simple_v1, loss="batch_contrastive", margin=10.0, generator="pk",
+            "cnn_simple_v1",
+            cnn_simple_v1,
+            loss="batch_contrastive",
+            margin=10.0,
+            generator="pk",
             description="Siamese CNN, contrastive loss over every pair of P x K batches",
-            epochs=6, steps_per_epoch=100, batch_size=320, augment=True, lr_schedule="cosine",
+            epochs=6,
+            steps_per_epoch=100,
+            batch_size=320,
+            augment=True,
+            lr_schedule="cosine",
         ),
         ModelSpec(
-            "cnn_simple_v2", cnn_simple_v2, loss="batch_all_triplet", margin=10.0, generator="pk",
+            "cnn_simple_v2",
+            cnn_simple_v2,
+            loss="batch_all_triplet",
+            margin=10.0,
+            generator="pk",
             description="wider ELU CNN, triplet loss (squared distances) over every triplet of P x K batches",
-            epochs=6, steps_per_epoch=30, batch_size=320, augment=True, lr_schedule="cosine",
+            epochs=6,
+            steps_per_epoch=30,
+            batch_size=320,
+            augment=True,
+            lr_schedule="cosine",
         ),
         ModelSpec(
-            "cnn_with_attention_v1", cnn_with_attention_v1, loss="batch_semi_hard_triplet", margin=0.5,
-            generator="pk", l2_normalized=True, center_reg_weight=5.0,
+            "cnn_with_attention_v1",
+            cnn_with_attention_v1,
+            loss="batch_semi_hard_triplet",
+            margin=0.5,
+            generator="pk",
+            l2_normalized=True,
+            center_reg_weight=5.0,
             description="CNN with CBAM attention, semi-hard triplet loss + center regularisation on "
-                        "L2-normalised embeddings",
-            epochs=6, steps_per_epoch=120, batch_size=320, augment=True, lr_schedule="cosine",
+            "L2-normalised embeddings",
+            epochs=6,
+            steps_per_epoch=120,
+            batch_size=320,
+            augment=True,
+            lr_schedule="cosine",
         ),
         ModelSpec(
-            "cnn_with_attention_cls_head_v1", cnn_with_attention_cls_head_v1, loss="triplet_l2_cls",
-            margin=1.0, generator="triplets_cls",
+            "cnn_with_attention_cls_head_v1",
+            cnn_with_attention_cls_head_v1,
+            loss="triplet_l2_cls",
+            margin=1.0,
+            generator="triplets_cls",
             description="CNN tokens + CLS + attention, L2 triplet + class head (0.5 / 1.0)",
-            epochs=6, steps_per_epoch=80, batch_size=128, learning_rate=1e-3, optimizer="adamw",
-            l2_normalized=True, triplet_weight=0.5, cls_weight=1.0, augment=True,
-        ),
-        ModelSpec(
-            "cnn_with_attention_cls_head_v2", cnn_with_attention_cls_head_v2,
-            loss="triplet_center_cls", margin=1.5, generator="triplets_cls",
-            description="as v1 with center-regularised L2 triplet + class head (1.0 / 1.0)",
-            epochs=6, steps_per_epoch=120, batch_size=128, learning_rate=1e-3, optimizer="adamw",
-            l2_normalized=True, triplet_weight=1.0, cls_weight=1.0, center_reg_weight=0.05,
+            epochs=6,
+            steps_per_epoch=80,
+            batch_size=128,
+            learning_rate=1e-3,
+            optimizer="adamw",
+            l2_normalized=True,
+            triplet_weight=0.5,
+            cls_weight=1.0,
             augment=True,
         ),
         ModelSpec(
-            "cnn_with_attention_vit_style_v1", cnn_with_attention_vit_style_v1,
-            loss="batch_contrastive", margin=10.0, generator="pk",
+            "cnn_with_attention_cls_head_v2",
+            cnn_with_attention_cls_head_v2,
+            loss="triplet_center_cls",
+            margin=1.5,
+            generator="triplets_cls",
+            description="as v1 with center-regularised L2 triplet + class head (1.0 / 1.0)",
+            epochs=6,
+            steps_per_epoch=120,
+            batch_size=128,
+            learning_rate=1e-3,
+            optimizer="adamw",
+            l2_normalized=True,
+            triplet_weight=1.0,
+            cls_weight=1.0,
+            center_reg_weight=0.05,
+            augment=True,
+        ),
+        ModelSpec(
+            "cnn_with_attention_vit_style_v1",
+            cnn_with_attention_vit_style_v1,
+            loss="batch_contrastive",
+            margin=10.0,
+            generator="pk",
             description="ViT-style, two attention blocks, contrastive loss over every pair of P x K batches",
-            epochs=6, steps_per_epoch=80, batch_size=320, learning_rate=1e-3, optimizer="adamw",
+            epochs=6,
+            steps_per_epoch=80,
+            batch_size=320,
+            learning_rate=1e-3,
+            optimizer="adamw",
             augment=True,
         ),
     ]
@@ -595,8 +677,6 @@ class GeneratorKind:
     factory: Callable
 
 
-
-
 def register_generator(kind: str, inputs: int, factory: Callable) -> GeneratorKind:
     """Register a study's generator kind, so ``ModelSpec(generator=kind)`` trains through ``train``."""
     if kind in generators.GENERATORS:
@@ -612,9 +692,7 @@ def get_spec(name: str) -> ModelSpec:
     """Return the registry entry for ``name`` or raise one clear error listing the valid names."""
     spec = MODELS.get(name) or STUDY_MODELS.get(name)
     if spec is None:
-        raise ValueError(
-            f"unknown model {name!r}; choose one of: {', '.join([*MODELS, *STUDY_MODELS])}"
-        )
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join([*MODELS, *STUDY_MODELS])}")
     return spec
 
 
@@ -664,8 +742,11 @@ def build_training_model(
     spec = get_spec(name)
     if embedding is None:
         embedding = build_embedding(name, input_shape)
-    augment = (DeviceAugment(name="device_augment", **(spec.augment_params or {}))
-               if spec.augment == "device" else (lambda x: x))
+    augment = (
+        DeviceAugment(name="device_augment", **(spec.augment_params or {}))
+        if spec.augment == "device"
+        else (lambda x: x)
+    )
     if spec.generator == "pk":  # labelled batches: the loss mines triplets inside each batch
         images = keras.Input(input_shape, name="image")
         outputs = embedding(augment(images))
@@ -685,8 +766,9 @@ def build_training_model(
     return model, embedding
 
 
-def compile_training_model(model: keras.Model, name: str, learning_rate: float | None = None,
-                           total_steps: int | None = None):
+def compile_training_model(
+    model: keras.Model, name: str, learning_rate: float | None = None, total_steps: int | None = None
+):
     """Compile ``model`` with the loss, loss weights and optimizer of the registry entry ``name``."""
     spec = get_spec(name)
     loss, weights = make_loss(spec)
@@ -709,12 +791,15 @@ def save_architecture_diagram(model: keras.Model, path) -> str | None:
     from helpers.config import atomic_path
 
     if shutil.which("dot") is None or importlib.util.find_spec("pydot") is None:
-        print(f"[{model.name}] architecture diagram skipped: graphviz 'dot' or pydot is missing "
-              "(apt-get install graphviz; pip install pydot)")
+        print(
+            f"[{model.name}] architecture diagram skipped: graphviz 'dot' or pydot is missing "
+            "(apt-get install graphviz; pip install pydot)"
+        )
         return None
     with atomic_path(path, suffix=".png") as tmp:
-        keras.utils.plot_model(model, to_file=str(tmp), show_shapes=True, show_layer_names=True,
-                               expand_nested=False, dpi=72)
+        keras.utils.plot_model(
+            model, to_file=str(tmp), show_shapes=True, show_layer_names=True, expand_nested=False, dpi=72
+        )
     return str(path)
 
 
@@ -723,9 +808,17 @@ def describe(name: str) -> dict:
     spec = get_spec(name)
     model = build_embedding(name)
     return {
-        "model": name, "generator": spec.generator, "loss": spec.loss, "margin": spec.margin,
-        "l2_normalized": spec.l2_normalized, "embedding_size": spec.embedding_dim,
-        "parameters": int(model.count_params()), "optimizer": spec.optimizer,
-        "learning_rate": spec.learning_rate, "lr_schedule": spec.lr_schedule, "augment": spec.augment,
-        "steps": spec.epochs * spec.steps_per_epoch, "batch_size": spec.batch_size,
+        "model": name,
+        "generator": spec.generator,
+        "loss": spec.loss,
+        "margin": spec.margin,
+        "l2_normalized": spec.l2_normalized,
+        "embedding_size": spec.embedding_dim,
+        "parameters": int(model.count_params()),
+        "optimizer": spec.optimizer,
+        "learning_rate": spec.learning_rate,
+        "lr_schedule": spec.lr_schedule,
+        "augment": spec.augment,
+        "steps": spec.epochs * spec.steps_per_epoch,
+        "batch_size": spec.batch_size,
     }

@@ -40,24 +40,51 @@ from helpers import config
 PROFILES: dict[str, dict] = {
     # CI: every notebook end to end in a few minutes (one short epoch per model)
     "smoke": {
-        "profile": "smoke", "dataset": "mnist", "source": "auto", "seed": 42,
-        "epochs": 1, "steps_per_epoch": 2, "batch_size": 32, "force": False,
-        "umap_points": 300, "projection": "umap",
-        "filters_per_layer": 4, "ascent_steps": 5, "n_trials": 3,
+        "profile": "smoke",
+        "dataset": "mnist",
+        "source": "auto",
+        "seed": 42,
+        "epochs": 1,
+        "steps_per_epoch": 2,
+        "batch_size": 32,
+        "force": False,
+        "umap_points": 300,
+        "projection": "umap",
+        "filters_per_layer": 4,
+        "ascent_steps": 5,
+        "n_trials": 3,
     },
     # a laptop or a 2-core CPU: the registry's budgets, all six models (minutes)
     "default": {
-        "profile": "default", "dataset": "mnist", "source": "auto", "seed": 42,
-        "epochs": None, "steps_per_epoch": None, "batch_size": None, "force": False,
-        "umap_points": 1000, "projection": "umap",
-        "filters_per_layer": 16, "ascent_steps": 20, "n_trials": 3,
+        "profile": "default",
+        "dataset": "mnist",
+        "source": "auto",
+        "seed": 42,
+        "epochs": None,
+        "steps_per_epoch": None,
+        "batch_size": None,
+        "force": False,
+        "umap_points": 1000,
+        "projection": "umap",
+        "filters_per_layer": 16,
+        "ascent_steps": 20,
+        "n_trials": 3,
     },
     # a GPU: the full Fashion-MNIST and longer training
     "full": {
-        "profile": "full", "dataset": "fashion_mnist", "source": "auto", "seed": 42,
-        "epochs": 30, "steps_per_epoch": 200, "batch_size": 256, "force": False,
-        "umap_points": 2000, "projection": "umap",
-        "filters_per_layer": 32, "ascent_steps": 30, "n_trials": 3,
+        "profile": "full",
+        "dataset": "fashion_mnist",
+        "source": "auto",
+        "seed": 42,
+        "epochs": 30,
+        "steps_per_epoch": 200,
+        "batch_size": 256,
+        "force": False,
+        "umap_points": 2000,
+        "projection": "umap",
+        "filters_per_layer": 32,
+        "ascent_steps": 30,
+        "n_trials": 3,
     },
 }
 
@@ -70,7 +97,7 @@ KERNEL_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
     "PYTHONUNBUFFERED": "1",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,"
-                      "ignore::UserWarning:umap.umap_,ignore:IProgress not found",
+    "ignore::UserWarning:umap.umap_,ignore:IProgress not found",
 }
 
 
@@ -150,9 +177,14 @@ def set_profile_outputs(profile: str, run_dir: Path) -> None:
     set_output_root(run_dir, keep=() if profile == "smoke" else ("models_cache",), respect_env=True)
 
 
-def run(profile: str = "default", only: list[str] | None = None, run_dir: Path | None = None,
-        kernel_name: str | None = None, overrides: dict | None = None,
-        notebooks_dir: Path | None = None) -> dict:
+def run(
+    profile: str = "default",
+    only: list[str] | None = None,
+    run_dir: Path | None = None,
+    kernel_name: str | None = None,
+    overrides: dict | None = None,
+    notebooks_dir: Path | None = None,
+) -> dict:
     """Execute the notebooks of ``profile`` and write the gallery; return the run record."""
     import papermill
 
@@ -181,8 +213,7 @@ def run(profile: str = "default", only: list[str] | None = None, run_dir: Path |
             execute(nb, out, nb_params, kernel_name)
         except papermill.PapermillExecutionError as exc:
             raise NotebookFailed(
-                f"{nb.name} failed at cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
-                f"(executed copy: {out})"
+                f"{nb.name} failed at cell {exc.exec_count}: {exc.ename}: {exc.evalue} (executed copy: {out})"
             ) from None
         finally:
             html_copy = render_html(out) if out.exists() else None
@@ -191,8 +222,14 @@ def run(profile: str = "default", only: list[str] | None = None, run_dir: Path |
         seconds = time.perf_counter() - t0
         print(f"   {nb.name} done in {seconds:.1f}s, {len(images)} images", flush=True)
         record["notebooks"].append(
-            {"name": nb.name, "seconds": seconds, "executed": str(out), "images": images,
-             "parameters": nb_params, "html": str(html_copy) if html_copy else None}
+            {
+                "name": nb.name,
+                "seconds": seconds,
+                "executed": str(out),
+                "images": images,
+                "parameters": nb_params,
+                "html": str(html_copy) if html_copy else None,
+            }
         )
     record["seconds"] = time.perf_counter() - start
     config.write_json(run_dir / "run.json", record)
@@ -310,8 +347,9 @@ def cell_summaries(path: Path, parameters: dict) -> list[str | None]:
         if cell.cell_type != "code":
             summaries.append(None)
             continue
-        lines = [ln.strip() for ln in cell.source.splitlines()
-                 if ln.strip() and not ln.lstrip().startswith("#")]
+        lines = [
+            ln.strip() for ln in cell.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+        ]
         first = lines[0] if lines else "(empty)"
         summaries.append(first if len(first) <= 90 else first[:87] + "...")
         if parameters and "parameters" in cell.metadata.get("tags", []):
@@ -339,9 +377,15 @@ def execute(nb: Path, out: Path, parameters: dict, kernel_name: str) -> None:
     try:
         with _filtered_stderr():
             papermill.execute_notebook(
-                str(nb), str(partial), parameters=parameters, cwd=str(nb.parent),
-                kernel_name=kernel_name, progress_bar=False, log_output=True,
-                stdout_file=stdout, stderr_file=stderr,
+                str(nb),
+                str(partial),
+                parameters=parameters,
+                cwd=str(nb.parent),
+                kernel_name=kernel_name,
+                progress_bar=False,
+                log_output=True,
+                stdout_file=stdout,
+                stderr_file=stderr,
             )
     finally:
         stdout.flush()
@@ -397,16 +441,22 @@ def write_gallery(record: dict, run_dir: Path) -> Path:
 
         table = pd.read_csv(csv_path)
         parts.append(f"<p><a href='{_href(csv_path, run_dir)}'>{html.escape(csv_path.name)}</a></p>")
-        parts.append("<div class='table'>"
-                     + table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0) + "</div>")
+        parts.append(
+            "<div class='table'>"
+            + table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
+            + "</div>"
+        )
     else:
         parts.append("<p>No evaluation table was written in this run.</p>")
 
     parts.append("<h2>Notebooks</h2><ul>")
     for nb in record["notebooks"]:
         executed = Path(nb["executed"])
-        rendered = (f"<a href='{_href(nb['html'], run_dir)}'>{html.escape(Path(nb['html']).name)}</a> "
-                    if nb.get("html") else "")
+        rendered = (
+            f"<a href='{_href(nb['html'], run_dir)}'>{html.escape(Path(nb['html']).name)}</a> "
+            if nb.get("html")
+            else ""
+        )
         parts.append(
             f"<li><a href='#{html.escape(nb['name'])}'>{html.escape(nb['name'])}</a> "
             f"({nb['seconds']:.0f} s, {len(nb['images'])} images) — executed: {rendered}"
@@ -444,10 +494,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run the notebook suite headless with papermill.")
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
     parser.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,04")
-    parser.add_argument("--run-dir", help="where executed notebooks and the gallery go "
-                                          "(default: runs/<profile>)")
-    parser.add_argument("--output-root", help="write models_cache/, latent_space/, models_explain/, "
-                                              "figures/ and the evaluation CSV under this folder")
+    parser.add_argument(
+        "--run-dir", help="where executed notebooks and the gallery go (default: runs/<profile>)"
+    )
+    parser.add_argument(
+        "--output-root",
+        help="write models_cache/, latent_space/, models_explain/, "
+        "figures/ and the evaluation CSV under this folder",
+    )
     parser.add_argument("--kernel", help="Jupyter kernel name (default: this interpreter)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir) if args.run_dir else config.RUNS / args.profile

@@ -121,25 +121,50 @@ class EmbeddingIndex:
         Readable name of each label.
     """
 
-    def __init__(self, dim: int, kind: str = "flat", metric: str = "l2", *, hnsw_m: int = 32,
-                 ef_construction: int = 40, ef_search: int = 64, nlist: int | None = None,
-                 nprobe: int = 8, train_size: int = 100_000, seed: int = 0,
-                 embed_fn: Callable | None = None, model_name: str | None = None,
-                 fingerprint: str | None = None, class_names=None, input_shape=None):
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "flat",
+        metric: str = "l2",
+        *,
+        hnsw_m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+        nlist: int | None = None,
+        nprobe: int = 8,
+        train_size: int = 100_000,
+        seed: int = 0,
+        embed_fn: Callable | None = None,
+        model_name: str | None = None,
+        fingerprint: str | None = None,
+        class_names=None,
+        input_shape=None,
+    ):
         if kind not in KINDS:
             raise SearchError(f"kind must be one of {KINDS}, got {kind!r}.")
         if metric not in METRICS:
             raise SearchError(f"metric must be one of {METRICS}, got {metric!r}.")
         if int(dim) < 1:
             raise SearchError(f"dim must be >= 1, got {dim}.")
-        for key, value in (("hnsw_m", hnsw_m), ("ef_construction", ef_construction),
-                           ("ef_search", ef_search), ("nprobe", nprobe), ("train_size", train_size)):
+        for key, value in (
+            ("hnsw_m", hnsw_m),
+            ("ef_construction", ef_construction),
+            ("ef_search", ef_search),
+            ("nprobe", nprobe),
+            ("train_size", train_size),
+        ):
             if int(value) < 1:
                 raise SearchError(f"{key} must be >= 1, got {value}.")
         self.dim, self.kind, self.metric = int(dim), kind, metric
-        self.params = {"hnsw_m": int(hnsw_m), "ef_construction": int(ef_construction),
-                       "ef_search": int(ef_search), "nlist": None if nlist is None else int(nlist),
-                       "nprobe": int(nprobe), "train_size": int(train_size), "seed": int(seed)}
+        self.params = {
+            "hnsw_m": int(hnsw_m),
+            "ef_construction": int(ef_construction),
+            "ef_search": int(ef_search),
+            "nlist": None if nlist is None else int(nlist),
+            "nprobe": int(nprobe),
+            "train_size": int(train_size),
+            "seed": int(seed),
+        }
         self.embed_fn = embed_fn
         self.model_name, self.fingerprint = model_name, fingerprint
         self.class_names = None if class_names is None else [str(c) for c in class_names]
@@ -156,9 +181,22 @@ class EmbeddingIndex:
     # --- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def from_model(cls, model_name: str, images, labels=None, ids=None, *, data=None, kind: str = "flat",
-                   metric: str = "l2", class_names=None, cache_dir=None, batch_size: int = 512,
-                   train_kwargs: dict | None = None, **index_kwargs) -> EmbeddingIndex:
+    def from_model(
+        cls,
+        model_name: str,
+        images,
+        labels=None,
+        ids=None,
+        *,
+        data=None,
+        kind: str = "flat",
+        metric: str = "l2",
+        class_names=None,
+        cache_dir=None,
+        batch_size: int = 512,
+        train_kwargs: dict | None = None,
+        **index_kwargs,
+    ) -> EmbeddingIndex:
         """Embed ``images`` with the cached registry model ``model_name`` and index them.
 
         The model comes from ``helpers.training.train(model_name, data, cache_dir=cache_dir,
@@ -173,11 +211,17 @@ class EmbeddingIndex:
         if data is None:
             data = load_dataset(verbose=False)
         model, record = training.train(model_name, data, cache_dir=cache_dir, **(train_kwargs or {}))
-        index = cls(int(model.output.shape[-1]), kind=kind, metric=metric,
-                    embed_fn=lambda x: embed(model, x, batch_size=batch_size), model_name=model_name,
-                    fingerprint=record["fingerprint"],
-                    class_names=class_names if class_names is not None else data.class_names,
-                    input_shape=tuple(model.input.shape[1:]), **index_kwargs)
+        index = cls(
+            int(model.output.shape[-1]),
+            kind=kind,
+            metric=metric,
+            embed_fn=lambda x: embed(model, x, batch_size=batch_size),
+            model_name=model_name,
+            fingerprint=record["fingerprint"],
+            class_names=class_names if class_names is not None else data.class_names,
+            input_shape=tuple(model.input.shape[1:]),
+            **index_kwargs,
+        )
         index.model_cache_dir = str(Path(cache_dir or config.MODELS_CACHE).resolve())
         index.model_dataset = data.name
         index.add(images, labels, ids)
@@ -199,8 +243,10 @@ class EmbeddingIndex:
             nlist = max(1, min(len(sample) // 39, int(4 * np.sqrt(len(sample)))))
             self.params["nlist"] = nlist
         if len(sample) < nlist:
-            raise SearchError(f"an IVF index with nlist={nlist} cells needs at least {nlist} vectors in "
-                              f"its first add, got {len(sample)}; add more at once or lower nlist.")
+            raise SearchError(
+                f"an IVF index with nlist={nlist} cells needs at least {nlist} vectors in "
+                f"its first add, got {len(sample)}; add more at once or lower nlist."
+            )
         quantizer = flat_index(self.dim, self.metric)
         index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss_metric)
         index.cp.seed = self.params["seed"]
@@ -236,19 +282,25 @@ class EmbeddingIndex:
             vectors = a
         elif a.ndim in (3, 4):
             if self.embed_fn is None:
-                raise SearchError(f"{what} look like images {a.shape} but this index has no model to "
-                                  f"embed them; pass embeddings of shape (n, {self.dim}).")
+                raise SearchError(
+                    f"{what} look like images {a.shape} but this index has no model to "
+                    f"embed them; pass embeddings of shape (n, {self.dim})."
+                )
             if a.ndim == 3:
                 a = a[..., None]
             if self.input_shape is not None and tuple(a.shape[1:]) != self.input_shape:
-                raise SearchError(f"{what} have shape {a.shape[1:]} but the model takes "
-                                  f"{self.input_shape}; see helpers.search.read_image.")
+                raise SearchError(
+                    f"{what} have shape {a.shape[1:]} but the model takes "
+                    f"{self.input_shape}; see helpers.search.read_image."
+                )
             if len(a) == 0:
                 raise SearchError(f"{what} are empty; pass at least one image.")
             vectors = self.embed_fn(a.astype(np.float32))
         else:
-            raise SearchError(f"{what} must be embeddings of shape (n, {self.dim}) or images of shape "
-                              f"(n, H, W[, C]), got shape {a.shape}.")
+            raise SearchError(
+                f"{what} must be embeddings of shape (n, {self.dim}) or images of shape "
+                f"(n, H, W[, C]), got shape {a.shape}."
+            )
         try:
             vectors = as_vectors(vectors, what)
         except KNNError as exc:
@@ -265,8 +317,9 @@ class EmbeddingIndex:
         else:
             ids = np.asarray(ids)
             if ids.ndim != 1 or len(ids) != n:
-                raise SearchError(f"ids must be a 1-D sequence of {n} ids (one per item), "
-                                  f"got shape {ids.shape}.")
+                raise SearchError(
+                    f"ids must be a 1-D sequence of {n} ids (one per item), got shape {ids.shape}."
+                )
             if ids.dtype.kind in "iu":
                 ids = ids.astype(np.int64)
                 if (ids < 0).any():
@@ -299,8 +352,10 @@ class EmbeddingIndex:
             labels = np.full(n, NO_LABEL, np.int64)
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != n or labels.dtype.kind not in "iu":
-            raise SearchError(f"labels must be {n} integers (one per item), got shape {labels.shape} "
-                              f"of dtype {labels.dtype}.")
+            raise SearchError(
+                f"labels must be {n} integers (one per item), got shape {labels.shape} "
+                f"of dtype {labels.dtype}."
+            )
         ids = self._check_ids(ids, n)
         if self._index is None:
             self._index = self._new_faiss_index(vectors)
@@ -345,8 +400,9 @@ class EmbeddingIndex:
 
     # --- queries --------------------------------------------------------------------------------
 
-    def query(self, images_or_embeddings, k: int = 5, *, ef_search: int | None = None,
-              nprobe: int | None = None) -> SearchResult:
+    def query(
+        self, images_or_embeddings, k: int = 5, *, ef_search: int | None = None, nprobe: int | None = None
+    ) -> SearchResult:
         """The ``k`` nearest stored items of each query (images are embedded, embeddings used as is).
 
         An array of shape (n, dim) is taken as embeddings; one with 3 or 4 axes as images.
@@ -444,8 +500,9 @@ class EmbeddingIndex:
         return folder
 
     @classmethod
-    def load(cls, folder, *, cache_dir=None, embed_fn: Callable | None = None,
-             verify_model: bool = True) -> EmbeddingIndex:
+    def load(
+        cls, folder, *, cache_dir=None, embed_fn: Callable | None = None, verify_model: bool = True
+    ) -> EmbeddingIndex:
         """Load an index saved by :meth:`save`.
 
         When the index was made by a registry model, its cache (``cache_dir``, default the one it
@@ -458,25 +515,40 @@ class EmbeddingIndex:
         try:
             meta = json.loads((folder / "metadata.json").read_text())
             if meta.get("format") != INDEX_FORMAT:
-                raise NotAnIndexError(f"{folder} holds index format {meta.get('format')!r}; this "
-                                      f"version reads format {INDEX_FORMAT}. Rebuild the index.")
-            arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False)
-                      for name in ("vectors", "labels", "ids")}
+                raise NotAnIndexError(
+                    f"{folder} holds index format {meta.get('format')!r}; this "
+                    f"version reads format {INDEX_FORMAT}. Rebuild the index."
+                )
+            arrays = {
+                name: np.load(folder / f"{name}.npy", allow_pickle=False)
+                for name in ("vectors", "labels", "ids")
+            }
             faiss_index = faiss.read_index(str(folder / "index.faiss"))
         except NotAnIndexError:
             raise
         except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError, numpy ValueError/OSError...
             first_line = str(exc).splitlines()[0][:120] if str(exc) else ""
-            raise NotAnIndexError(f"{folder} is not a readable index ({type(exc).__name__}: {first_line}); "
-                                  f"rebuild it.") from None
+            raise NotAnIndexError(
+                f"{folder} is not a readable index ({type(exc).__name__}: {first_line}); rebuild it."
+            ) from None
         n = meta["count"]
         if {faiss_index.ntotal, len(arrays["vectors"]), len(arrays["labels"]), len(arrays["ids"])} != {n}:
-            raise NotAnIndexError(f"{folder} is inconsistent (FAISS holds {faiss_index.ntotal} vectors, "
-                                  f"the metadata says {n}); rebuild it.")
+            raise NotAnIndexError(
+                f"{folder} is inconsistent (FAISS holds {faiss_index.ntotal} vectors, "
+                f"the metadata says {n}); rebuild it."
+            )
         params = dict(meta["params"])
-        index = cls(meta["dim"], meta["kind"], meta["metric"], embed_fn=embed_fn,
-                    model_name=meta.get("model_name"), fingerprint=meta.get("model_fingerprint"),
-                    class_names=meta.get("class_names"), input_shape=meta.get("input_shape"), **params)
+        index = cls(
+            meta["dim"],
+            meta["kind"],
+            meta["metric"],
+            embed_fn=embed_fn,
+            model_name=meta.get("model_name"),
+            fingerprint=meta.get("model_fingerprint"),
+            class_names=meta.get("class_names"),
+            input_shape=meta.get("input_shape"),
+            **params,
+        )
         index.source = meta.get("source")
         index._index = faiss_index
         index._vectors = np.ascontiguousarray(arrays["vectors"], dtype=np.float32)
@@ -510,12 +582,14 @@ class EmbeddingIndex:
         if record is None:
             raise ModelMismatchError(
                 f"model {self.model_name!r} that made this index is not in the cache {cache_dir}; "
-                f"train it again with the same settings or pass its cache_dir / --cache-dir.")
+                f"train it again with the same settings or pass its cache_dir / --cache-dir."
+            )
         if record.get("fingerprint") != self.fingerprint:
             raise ModelMismatchError(
                 f"the cached model {self.model_name!r} in {cache_dir} changed since this index was built "
                 f"(fingerprint {str(record.get('fingerprint'))[:12]} != {str(self.fingerprint)[:12]}); "
-                f"rebuild the index with the current model.")
+                f"rebuild the index with the current model."
+            )
         return cache_dir
 
     def _lazy_model_embed(self, images):
@@ -525,8 +599,12 @@ class EmbeddingIndex:
 
             cache_dir = self._check_model()
             try:
-                self._model = load_embedding(self.model_name, input_shape=self.input_shape or (28, 28, 1),
-                                             cache_dir=cache_dir, dataset=self.model_dataset)
+                self._model = load_embedding(
+                    self.model_name,
+                    input_shape=self.input_shape or (28, 28, 1),
+                    cache_dir=cache_dir,
+                    dataset=self.model_dataset,
+                )
             except CacheError as exc:
                 raise ModelMismatchError(f"model {self.model_name!r} cannot be loaded: {exc}") from None
         from helpers.evaluation import embed
@@ -564,11 +642,15 @@ def _existing_index_folder(folder: Path) -> Path:
         olds = [p for p in _leftovers(folder, "old") if is_index_folder(p)]
         if olds:  # a save crashed between its two renames: the previous index is intact here
             return olds[-1]
-        raise NotAnIndexError(f"index folder {folder} does not exist; build one with "
-                              f"`python -m helpers.search build ... --out {folder}`.")
+        raise NotAnIndexError(
+            f"index folder {folder} does not exist; build one with "
+            f"`python -m helpers.search build ... --out {folder}`."
+        )
     missing = [name for name in _FILES if not (folder / name).is_file()]
-    raise NotAnIndexError(f"{folder} is not an index folder (missing {', '.join(missing)}); build one with "
-                          f"`python -m helpers.search build`.")
+    raise NotAnIndexError(
+        f"{folder} is not an index folder (missing {', '.join(missing)}); build one with "
+        f"`python -m helpers.search build`."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -655,8 +737,9 @@ def _neighbour_images(index: EmbeddingIndex, result: SearchResult, shape) -> np.
         return np.zeros((*result.ids.shape, *shape), np.float32)
     from helpers.data import load_dataset
 
-    data = load_dataset(src["dataset"], source=src.get("source", "auto"), seed=src.get("seed", 42),
-                        verbose=False)
+    data = load_dataset(
+        src["dataset"], source=src.get("source", "auto"), seed=src.get("seed", 42), verbose=False
+    )
     x, _ = data.split(src["split"])
     return x[np.where(result.ids >= 0, result.ids, 0)]
 
@@ -702,12 +785,22 @@ def _build(args) -> int:
     x, y = data.split(args.split)
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "steps_per_epoch": args.steps_per_epoch}
     train_kwargs = {key: value for key, value in given.items() if value is not None}
-    index = EmbeddingIndex.from_model(args.model, x, y, data=data, kind=args.kind, metric=args.metric,
-                                      cache_dir=args.cache_dir, train_kwargs=train_kwargs)
+    index = EmbeddingIndex.from_model(
+        args.model,
+        x,
+        y,
+        data=data,
+        kind=args.kind,
+        metric=args.metric,
+        cache_dir=args.cache_dir,
+        train_kwargs=train_kwargs,
+    )
     index.source = {"dataset": data.name, "source": data.source, "split": args.split, "seed": 42}
     index.save(args.out)
-    print(f"saved {len(index)} items of {data.name}/{args.split} ({args.kind}, {args.metric}, "
-          f"model {args.model}) to {args.out}")
+    print(
+        f"saved {len(index)} items of {data.name}/{args.split} ({args.kind}, {args.metric}, "
+        f"model {args.model}) to {args.out}"
+    )
     return 0
 
 
@@ -738,10 +831,14 @@ def _query(args) -> int:
         from helpers import plots
 
         names = index.class_names if (result.labels >= 0).all() else None  # -1: unlabelled items
-        fig = plots.plot_query_neighbours(images, _neighbour_images(index, result, shape), result.distances,
-                                          neighbour_labels=result.labels, class_names=names,
-                                          title=f"{', '.join(Path(p).name for p in args.image)}: "
-                                                f"nearest items of {Path(args.index).name}")
+        fig = plots.plot_query_neighbours(
+            images,
+            _neighbour_images(index, result, shape),
+            result.distances,
+            neighbour_labels=result.labels,
+            class_names=names,
+            title=f"{', '.join(Path(p).name for p in args.image)}: nearest items of {Path(args.index).name}",
+        )
         config.save_figure(fig, args.figure)
         plots.plt.close(fig)
         print(f"figure: {args.figure}")

@@ -76,10 +76,13 @@ def code_version(modules=WEIGHT_CODE, folder: str | os.PathLike | None = None) -
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
-            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                    and body and isinstance(body[0], ast.Expr)
-                    and isinstance(getattr(body[0], "value", None), ast.Constant)
-                    and isinstance(body[0].value.value, str)):
+            if (
+                isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
         digest.update(f"{module}:{ast.dump(tree)}".encode())
     return digest.hexdigest()
@@ -100,8 +103,7 @@ def model_fingerprint(name: str, embedding: keras.Model | None = None) -> str:
 
 def training_fingerprint(name: str, data, params: dict, embedding: keras.Model | None = None) -> str:
     """Hash of everything that determines the trained weights of ``name``."""
-    payload = {"model": model_fingerprint(name, embedding), "params": params,
-               "data": data_fingerprint(data)}
+    payload = {"model": model_fingerprint(name, embedding), "params": params, "data": data_fingerprint(data)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -134,8 +136,9 @@ def _dataset_name(data=None, dataset: str | None = None) -> str:
     return str(name)
 
 
-def cache_paths(name: str, cache_dir: str | os.PathLike | None = None,
-                dataset: str = "mnist") -> dict[str, Path]:
+def cache_paths(
+    name: str, cache_dir: str | os.PathLike | None = None, dataset: str = "mnist"
+) -> dict[str, Path]:
     """The files of ``name``'s cache entry for ``dataset``: ``<cache_dir>/<dataset>/<name>.*``."""
     folder = Path(cache_dir or config.MODELS_CACHE) / dataset
     return {
@@ -171,8 +174,14 @@ def _load_weights(model: keras.Model, path: Path) -> None:
 # --- generators ---------------------------------------------------------------------------------------
 
 
-def make_generators(name: str, data, batch_size: int, steps_per_epoch: int, seed: int = 0,
-                    embedding: keras.Model | None = None):
+def make_generators(
+    name: str,
+    data,
+    batch_size: int,
+    steps_per_epoch: int,
+    seed: int = 0,
+    embedding: keras.Model | None = None,
+):
     """The training and validation generators for the registry entry ``name``.
 
     With ``spec.mining != "random"`` the training generator mines negatives in ``embedding``'s
@@ -184,16 +193,25 @@ def make_generators(name: str, data, batch_size: int, steps_per_epoch: int, seed
     val_steps = max(1, min(steps_per_epoch, len(data.x_val) // batch_size))
     kind = GENERATOR_KINDS.get(spec.generator)
     if kind is not None:  # a study's own sampler, registered by its module
-        return (kind.factory(spec, data.x_train, data.y_train, batch_size, steps_per_epoch, seed, spec.augment),
-                kind.factory(spec, data.x_val, data.y_val, batch_size, val_steps, seed + 10_000, False))
+        return (
+            kind.factory(spec, data.x_train, data.y_train, batch_size, steps_per_epoch, seed, spec.augment),
+            kind.factory(spec, data.x_val, data.y_val, batch_size, val_steps, seed + 10_000, False),
+        )
     if spec.generator == "pk":
         per_class = max(2, batch_size // spec.classes_per_batch)
         make = lambda x, y, steps, s, augment: generators.PKBatchGenerator(  # noqa: E731
-            x, y, classes_per_batch=spec.classes_per_batch, samples_per_class=per_class,
-            steps_per_epoch=steps, seed=s, augment=augment)
+            x,
+            y,
+            classes_per_batch=spec.classes_per_batch,
+            samples_per_class=per_class,
+            steps_per_epoch=steps,
+            seed=s,
+            augment=augment,
+        )
         # the validation batches stay the same every epoch (epoch 0), so val_loss is comparable
-        return make(data.x_train, data.y_train, steps_per_epoch, seed, spec.augment_on_host), \
-            make(data.x_val, data.y_val, val_steps, seed + 10_000, False)
+        return make(data.x_train, data.y_train, steps_per_epoch, seed, spec.augment_on_host), make(
+            data.x_val, data.y_val, val_steps, seed + 10_000, False
+        )
     cls = {
         "pairs": generators.SiamesePairGenerator,
         "triplets": generators.TripletGenerator,
@@ -203,12 +221,22 @@ def make_generators(name: str, data, batch_size: int, steps_per_epoch: int, seed
     if spec.mining != "random":
         if embedding is None:
             raise ValueError(f"model {name!r} mines with mining={spec.mining!r}: pass its embedding")
-        mining = {"mining": spec.mining,
-                  "embed_fn": lambda x: embedding.predict(x, batch_size=512, verbose=0)}
-    train_gen = cls(data.x_train, data.y_train, batch_size=batch_size,
-                    steps_per_epoch=steps_per_epoch, seed=seed, augment=spec.augment_on_host, **mining)
-    val_gen = cls(data.x_val, data.y_val, batch_size=batch_size, steps_per_epoch=val_steps,
-                  seed=seed + 10_000)
+        mining = {
+            "mining": spec.mining,
+            "embed_fn": lambda x: embedding.predict(x, batch_size=512, verbose=0),
+        }
+    train_gen = cls(
+        data.x_train,
+        data.y_train,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
+        augment=spec.augment_on_host,
+        **mining,
+    )
+    val_gen = cls(
+        data.x_val, data.y_val, batch_size=batch_size, steps_per_epoch=val_steps, seed=seed + 10_000
+    )
     return train_gen, val_gen
 
 
@@ -279,7 +307,8 @@ def keras_backup_files(callback: keras.callbacks.BackupAndRestore) -> tuple[Path
     except AttributeError as exc:
         raise RuntimeError(
             f"keras {keras.__version__} changed BackupAndRestore ({exc}); update "
-            "helpers.training.keras_backup_files and AtomicBackupAndRestore") from None
+            "helpers.training.keras_backup_files and AtomicBackupAndRestore"
+        ) from None
 
 
 _EPOCH_ATTR = "simsuite_epoch"  # written into the backup weights file: the epoch its weights end
@@ -445,8 +474,15 @@ def distribution_scope():
 # --- train: the steps ---------------------------------------------------------------------------------
 
 
-def training_params(name: str, epochs=None, batch_size=None, steps_per_epoch=None, learning_rate=None,
-                    seed: int = 0, patience: int = 11) -> dict:
+def training_params(
+    name: str,
+    epochs=None,
+    batch_size=None,
+    steps_per_epoch=None,
+    learning_rate=None,
+    seed: int = 0,
+    patience: int = 11,
+) -> dict:
     """The training parameters of ``name``: the given values, else the registry entry's."""
     spec = get_spec(name)
     params = {
@@ -491,8 +527,10 @@ def _entry_lock(name: str, paths: dict):
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        print(f"[{name}] another process is training this model into {paths['lock'].parent}; "
-              "waiting for it", flush=True)
+        print(
+            f"[{name}] another process is training this model into {paths['lock'].parent}; waiting for it",
+            flush=True,
+        )
         lock.acquire()
         waited = True
     try:
@@ -527,33 +565,52 @@ def _callbacks(name, params, work, train_gen, history_cb, verbose, extra) -> lis
         # and overwrites its history entry, instead of losing it
         history_cb,
         AtomicBackupAndRestore(str(work / "backup"), save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=params["patience"],
-                                      restore_best_weights=True),
-        BestWeights(work / "best.weights.h5", monitor=monitor, best=history_cb.best(monitor, mode), mode=mode),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=params["patience"], restore_best_weights=True
+        ),
+        BestWeights(
+            work / "best.weights.h5", monitor=monitor, best=history_cb.best(monitor, mode), mode=mode
+        ),
     ]
     if spec.lr_schedule == "plateau":  # a cosine schedule lives in the optimizer instead
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=spec.plateau_factor,
-                                                     patience=spec.plateau_patience, min_lr=1e-6))
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                mode=mode,
+                factor=spec.plateau_factor,
+                patience=spec.plateau_patience,
+                min_lr=1e-6,
+            )
+        )
     if verbose == "auto":
         cbs.append(EpochLog(name, params["epochs"]))
     return cbs + list(extra or [])
 
 
-def _fit(name, model, embedding, data, params, work, verbose,
-         extra_callbacks) -> tuple[HistoryCheckpoint, float]:
+def _fit(
+    name, model, embedding, data, params, work, verbose, extra_callbacks
+) -> tuple[HistoryCheckpoint, float]:
     """Compile, fit from the last backed-up epoch, then keep the best epoch's weights."""
-    compile_training_model(model, name, params["learning_rate"],
-                           total_steps=params["epochs"] * params["steps_per_epoch"])
-    train_gen, val_gen = make_generators(name, data, params["batch_size"], params["steps_per_epoch"],
-                                         seed=params["seed"], embedding=embedding)
+    compile_training_model(
+        model, name, params["learning_rate"], total_steps=params["epochs"] * params["steps_per_epoch"]
+    )
+    train_gen, val_gen = make_generators(
+        name, data, params["batch_size"], params["steps_per_epoch"], seed=params["seed"], embedding=embedding
+    )
     history_cb = HistoryCheckpoint(work / "history.partial.json")
     if history_cb.epochs:
-        print(f"[{name}] found an interrupted run ({len(history_cb.epochs)} epochs done); resuming",
-              flush=True)
+        print(
+            f"[{name}] found an interrupted run ({len(history_cb.epochs)} epochs done); resuming", flush=True
+        )
     cbs = _callbacks(name, params, work, train_gen, history_cb, verbose, extra_callbacks)
     start = time.perf_counter()
-    model.fit(train_gen, validation_data=val_gen, epochs=params["epochs"], callbacks=cbs,
-              verbose=1 if verbose == 1 else 0)
+    model.fit(
+        train_gen,
+        validation_data=val_gen,
+        epochs=params["epochs"],
+        callbacks=cbs,
+        verbose=1 if verbose == 1 else 0,
+    )
     seconds = time.perf_counter() - start
     best = work / "best.weights.h5"
     if best.exists():  # the epoch with the best validation monitor
@@ -635,9 +692,11 @@ def train(
     keras.utils.set_random_seed(seed)
     with distribution_scope():
         model, embedding = build_training_model(name, len(data.class_names), tuple(data.x_train.shape[1:]))
-    fingerprints = {"fingerprint": training_fingerprint(name, data, params, embedding),
-                    "model_fingerprint": model_fingerprint(name, embedding),
-                    "data_fingerprint": data_fingerprint(data)}
+    fingerprints = {
+        "fingerprint": training_fingerprint(name, data, params, embedding),
+        "model_fingerprint": model_fingerprint(name, embedding),
+        "data_fingerprint": data_fingerprint(data),
+    }
 
     record = None if force else _load_cached(name, model, embedding, fingerprints["fingerprint"], paths)
     if record:
@@ -679,8 +738,10 @@ def load_trained(name: str, data, cache_dir=None, retrain: bool = False, **param
         if params and record.get("params") != training_params(name, **params):
             reasons.append(f"it was trained with {record.get('params')}")
         if reasons:
-            raise StaleCacheError(f"{paths['history'].parent / name} is stale: {'; '.join(reasons)}; "
-                                  f"retrain with helpers.training.train({name!r}, data, force=True)")
+            raise StaleCacheError(
+                f"{paths['history'].parent / name} is stale: {'; '.join(reasons)}; "
+                f"retrain with helpers.training.train({name!r}, data, force=True)"
+            )
         _load_weights(embedding, paths["feature_extractor"])
     except CacheError:
         if not retrain:
@@ -689,8 +750,9 @@ def load_trained(name: str, data, cache_dir=None, retrain: bool = False, **param
     return embedding
 
 
-def load_embedding(name: str, data=None, input_shape=(28, 28, 1), cache_dir=None,
-                   dataset: str = "mnist") -> keras.Model:
+def load_embedding(
+    name: str, data=None, input_shape=(28, 28, 1), cache_dir=None, dataset: str = "mnist"
+) -> keras.Model:
     """Build ``name``'s embedding model and load its cached feature-extractor weights.
 
     With ``data`` this is :func:`load_trained` (a stale entry raises :class:`StaleCacheError`);
@@ -724,10 +786,24 @@ def main(argv=None):
     parser.add_argument("--source", default="auto")
     args = parser.parse_args(argv)
     data = load_dataset(args.dataset, source=args.source)
-    _, record = train(args.name, data, epochs=args.epochs, batch_size=args.batch_size,
-                      steps_per_epoch=args.steps_per_epoch, force=args.force, cache_dir=args.cache_dir)
-    print(json.dumps({"from_cache": record["from_cache"], "epochs": record["history"]["epoch"],
-                      "resumed_from_epoch": record["resumed_from_epoch"]}))
+    _, record = train(
+        args.name,
+        data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        steps_per_epoch=args.steps_per_epoch,
+        force=args.force,
+        cache_dir=args.cache_dir,
+    )
+    print(
+        json.dumps(
+            {
+                "from_cache": record["from_cache"],
+                "epochs": record["history"]["epoch"],
+                "resumed_from_epoch": record["resumed_from_epoch"],
+            }
+        )
+    )
     return 0
 
 

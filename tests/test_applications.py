@@ -107,18 +107,21 @@ def test_pair_distances():
     assert np.allclose(app.pair_distances(a[1:], b[1:], metric="cosine"), [1.0])  # orthogonal
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: app.eer([1.0, 2.0], [True, True]), "genuine and impostor"),
-    (lambda: app.eer([1.0, 2.0], [True]), "one flag per pair"),
-    (lambda: app.eer([1.0, np.nan], [True, False]), "NaN"),
-    (lambda: app.calibrate_threshold([1.0, 2.0], [True, False], target_far=1.5), "target_far"),
-    (lambda: app.far_frr([1.0, 2.0], [2, 0], 1.0), "booleans"),
-    (lambda: app.pair_distances(np.ones((2, 3)), np.ones((2, 4))), "same shape"),
-    (lambda: app.pair_distances(np.ones((2, 3)), np.ones((2, 3)), metric="dot"), "metric"),
-    (lambda: app.make_pairs(np.array([0, 0, 0]), 5, 5), "two classes"),
-    (lambda: app.make_pairs(np.array([0, 1, 1]), 5, 5, classes=[7]), "no images"),
-    (lambda: app.make_pairs(np.array([0, 1]), 0, 5), ">= 1"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: app.eer([1.0, 2.0], [True, True]), "genuine and impostor"),
+        (lambda: app.eer([1.0, 2.0], [True]), "one flag per pair"),
+        (lambda: app.eer([1.0, np.nan], [True, False]), "NaN"),
+        (lambda: app.calibrate_threshold([1.0, 2.0], [True, False], target_far=1.5), "target_far"),
+        (lambda: app.far_frr([1.0, 2.0], [2, 0], 1.0), "booleans"),
+        (lambda: app.pair_distances(np.ones((2, 3)), np.ones((2, 4))), "same shape"),
+        (lambda: app.pair_distances(np.ones((2, 3)), np.ones((2, 3)), metric="dot"), "metric"),
+        (lambda: app.make_pairs(np.array([0, 0, 0]), 5, 5), "two classes"),
+        (lambda: app.make_pairs(np.array([0, 1, 1]), 5, 5, classes=[7]), "no images"),
+        (lambda: app.make_pairs(np.array([0, 1]), 0, 5), ">= 1"),
+    ],
+)
 def test_bad_verification_input(call, message):
     with pytest.raises(ApplicationError, match=message):
         call()
@@ -180,22 +183,38 @@ def test_identification_and_unseen_reports_on_separable_clusters():
     e_te = centres[y_te] + rng.normal(0, 0.1, (20, 4))
     rep = app.identification_report(e_tr, y_tr, e_te, y_te, shots=(1, 5), unknown_classes=1, episodes=3)
     assert rep["closed_1shot"] == 1.0 and rep["closed_5shot"] == 1.0 and rep["dir_5shot"] == 1.0
-    unseen = app.unseen_class_report({"train": e_tr, "test": e_te}, {"train": y_tr, "test": y_te},
-                                     unseen=(3,), shots=(1,), episodes=2, n_pairs=50)
+    unseen = app.unseen_class_report(
+        {"train": e_tr, "test": e_te},
+        {"train": y_tr, "test": y_te},
+        unseen=(3,),
+        shots=(1,),
+        episodes=2,
+        n_pairs=50,
+    )
     assert unseen["auc"] == 1.0 and unseen["1shot"] == 1.0 and unseen["p_at_1"] == 1.0
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: GALLERY.identify(np.ones((2, 3))), "features"),
-    (lambda: GALLERY.rank(np.array([1.0]), k=4), "k must be"),
-    (lambda: Gallery(np.ones((2, 2)), np.array([0])), "one label per row"),
-    (lambda: Gallery(np.ones((2, 2)), np.array([0.0, 1.0])), "integer"),
-    (lambda: Gallery.enroll(np.ones((3, 2)), np.array([0, 0, 1]), shots=2), "fewer than shots"),
-    (lambda: Gallery.enroll(np.ones((3, 2)), np.array([0, 0, 1]), shots=0), "shots must be"),
-    (lambda: app.open_set_rates(GALLERY, np.ones((1, 1)), np.array([5]), np.ones((1, 1))), "not enrolled"),
-    (lambda: app.identification_report(np.ones((4, 2)), np.array([0, 0, 1, 1]), np.ones((2, 2)),
-                                       np.array([0, 1]), unknown_classes=2), "unknown_classes"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: GALLERY.identify(np.ones((2, 3))), "features"),
+        (lambda: GALLERY.rank(np.array([1.0]), k=4), "k must be"),
+        (lambda: Gallery(np.ones((2, 2)), np.array([0])), "one label per row"),
+        (lambda: Gallery(np.ones((2, 2)), np.array([0.0, 1.0])), "integer"),
+        (lambda: Gallery.enroll(np.ones((3, 2)), np.array([0, 0, 1]), shots=2), "fewer than shots"),
+        (lambda: Gallery.enroll(np.ones((3, 2)), np.array([0, 0, 1]), shots=0), "shots must be"),
+        (
+            lambda: app.open_set_rates(GALLERY, np.ones((1, 1)), np.array([5]), np.ones((1, 1))),
+            "not enrolled",
+        ),
+        (
+            lambda: app.identification_report(
+                np.ones((4, 2)), np.array([0, 0, 1, 1]), np.ones((2, 2)), np.array([0, 1]), unknown_classes=2
+            ),
+            "unknown_classes",
+        ),
+    ],
+)
 def test_bad_identification_input(call, message):
     with pytest.raises(ApplicationError, match=message):
         call()
@@ -208,6 +227,7 @@ def tiny_dataset():
     def split(labels):
         y = np.array(labels, dtype=np.int64)
         return y.astype(np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1), np.float32), y
+
     x_tr, y_tr = split([0, 1, 2, 3, 2, 1])
     x_va, y_va = split([3, 2, 1, 0])
     x_te, y_te = split([1, 3, 0, 2, 3])
@@ -248,8 +268,13 @@ def test_application_plots_draw_and_refuse_mismatched_input():
     assert [line.get_label() for line in fig.axes[0].get_lines()][:2] == ["a (AUC 0.5000)", "b"]
     plots.plt.close(fig)
     images = np.zeros((2, 4, 4, 1))
-    fig = plots.plot_query_neighbours(images, np.zeros((2, 3, 4, 4, 1)), np.ones((2, 3)),
-                                      query_labels=[0, 1], neighbour_labels=[[0, 1, 0], [1, 1, 1]])
+    fig = plots.plot_query_neighbours(
+        images,
+        np.zeros((2, 3, 4, 4, 1)),
+        np.ones((2, 3)),
+        query_labels=[0, 1],
+        neighbour_labels=[[0, 1, 0], [1, 1, 1]],
+    )
     assert len(fig.axes) == 8 and fig.axes[2].title.get_color() == "red"  # query 0's 2nd match is a 1
     plots.plt.close(fig)
     with pytest.raises(ValueError, match="neighbour_images"):

@@ -58,9 +58,9 @@ def test_shifted_test_digits_are_the_raw_digits_shifted_then_normalised(study):
     n = len(study.data.y_test)
     assert len(x) == 3 * n and list(np.unique(s)) == [-6, 0, 3]
     np.testing.assert_array_equal(y[:n], study.data.y_test)
-    np.testing.assert_allclose(x[n:2 * n], study.normalize(c49.shift_images(study.raw["test"], -6)))
+    np.testing.assert_allclose(x[n : 2 * n], study.normalize(c49.shift_images(study.raw["test"], -6)))
     # the background that enters is the normalised zero, not 0
-    assert np.allclose(x[n:2 * n, :, -6:], -study.mean / study.std)
+    assert np.allclose(x[n : 2 * n, :, -6:], -study.mean / study.std)
     shifted = study.with_shifted_training((-3, 3))
     assert len(shifted.x_train) == 3 * len(study.data.x_train)
     assert len(shifted.x_val) == 3 * len(study.data.x_val)
@@ -88,7 +88,9 @@ def toy():
 
 
 def _pairs(gen, batches=4):
-    return [np.concatenate(parts) for parts in zip(*(gen.batch_indices(i) for i in range(batches)))]
+    return [
+        np.concatenate(parts) for parts in zip(*(gen.batch_indices(i) for i in range(batches)), strict=False)
+    ]
 
 
 @pytest.mark.parametrize("negatives", c49.NEGATIVE_REGIMES)
@@ -98,13 +100,15 @@ def test_positives_are_among_the_anchors_5_nearest_same_class_neighbours(toy, ne
     i0, i1, label = _pairs(gen)
     pos = label == 1
     assert pos.sum() == 4 * 32
-    assert all(int(b) in nn[int(a)] for a, b in zip(i0[pos], i1[pos]))
+    assert all(int(b) in nn[int(a)] for a, b in zip(i0[pos], i1[pos], strict=False))
     assert not np.any(i0[pos] == i1[pos])
 
 
 def test_regime_1_negatives_are_always_the_other_digit(toy):
     x, y, _ = toy
-    i0, i1, label = _pairs(c49.NeighbourPairGenerator(x, y, negatives="other_digit", batch_size=64, steps_per_epoch=4, seed=2))
+    i0, i1, label = _pairs(
+        c49.NeighbourPairGenerator(x, y, negatives="other_digit", batch_size=64, steps_per_epoch=4, seed=2)
+    )
     neg = label == 0
     assert set(np.unique(label)) == {0, 1}
     assert np.all(y[i0[neg]] != y[i1[neg]])
@@ -112,11 +116,13 @@ def test_regime_1_negatives_are_always_the_other_digit(toy):
 
 def test_regime_2_negatives_are_never_a_nearest_neighbour(toy):
     x, y, nn = toy
-    i0, i1, label = _pairs(c49.NeighbourPairGenerator(x, y, negatives="not_neighbor", batch_size=64, steps_per_epoch=8, seed=3),
-                           batches=8)
+    i0, i1, label = _pairs(
+        c49.NeighbourPairGenerator(x, y, negatives="not_neighbor", batch_size=64, steps_per_epoch=8, seed=3),
+        batches=8,
+    )
     neg = label == 0
     assert set(np.unique(label)) == {0, 1}
-    assert not any(int(b) in nn[int(a)] for a, b in zip(i0[neg], i1[neg]))
+    assert not any(int(b) in nn[int(a)] for a, b in zip(i0[neg], i1[neg], strict=False))
     assert not np.any(i0[neg] == i1[neg])
     same = y[i0[neg]] == y[i1[neg]]
     # about half the negatives are same-digit non-neighbours (8 batches x 32 negatives)
@@ -125,11 +131,13 @@ def test_regime_2_negatives_are_never_a_nearest_neighbour(toy):
 
 def test_graded_pairs_mark_same_digit_non_neighbours_as_near(toy):
     x, y, nn = toy
-    i0, i1, label = _pairs(c49.NeighbourPairGenerator(x, y, negatives="graded", batch_size=64, steps_per_epoch=4, seed=4))
+    i0, i1, label = _pairs(
+        c49.NeighbourPairGenerator(x, y, negatives="graded", batch_size=64, steps_per_epoch=4, seed=4)
+    )
     assert set(np.unique(label)) == {losses.PAIR_DISSIMILAR, losses.PAIR_SIMILAR, losses.PAIR_NEAR}
     near, far = label == losses.PAIR_NEAR, label == losses.PAIR_DISSIMILAR
     assert np.all(y[i0[near]] == y[i1[near]])
-    assert not any(int(b) in nn[int(a)] or a == b for a, b in zip(i0[near], i1[near]))
+    assert not any(int(b) in nn[int(a)] or a == b for a, b in zip(i0[near], i1[near], strict=False))
     assert np.all(y[i0[far]] != y[i1[far]])
 
 
@@ -137,7 +145,7 @@ def test_the_same_seed_gives_the_same_pairs_and_images(toy):
     x, y, _ = toy
     a = c49.NeighbourPairGenerator(x, y, negatives="graded", batch_size=16, seed=7)
     b = c49.NeighbourPairGenerator(x, y, negatives="graded", batch_size=16, seed=7)
-    for u, v in zip(a.batch_indices(1), b.batch_indices(1)):
+    for u, v in zip(a.batch_indices(1), b.batch_indices(1), strict=False):
         np.testing.assert_array_equal(u, v)
     (x0, _), lab = a[0]
     np.testing.assert_array_equal(lab, b[0][1])
@@ -148,7 +156,7 @@ def test_neighbour_triplets_have_nn_positives_and_other_digit_negatives(toy):
     x, y, nn = toy
     gen = c49.neighbour_triplets(x, y, batch_size=64, seed=5)
     a, p, n = gen.batch_indices(0)
-    assert all(int(b) in nn[int(i)] for i, b in zip(a, p))
+    assert all(int(b) in nn[int(i)] for i, b in zip(a, p, strict=False))
     assert np.all(y[a] != y[n])
 
 
@@ -176,12 +184,19 @@ def test_graded_contrastive_matches_hand_computed_values():
     np.testing.assert_allclose(got, [0.03125, 0.28125, 0.03125, 0.125, 0.0, 0.0], atol=1e-6)
     # without near pairs it is the contrastive loss
     two = np.array([1, 0, 1, 0, 1, 0])
-    np.testing.assert_allclose(np.asarray(losses.graded_contrastive(x0, x1, two)),
-                               np.asarray(losses.contrastive(x0, x1, two)), atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(losses.graded_contrastive(x0, x1, two)),
+        np.asarray(losses.contrastive(x0, x1, two)),
+        atol=1e-7,
+    )
     wrapped = losses.GradedContrastiveLoss(margin=1.0, near_margin=0.5)(kind, np.stack([x0, x1], axis=1))
     assert float(wrapped) == pytest.approx(np.mean([0.03125, 0.28125, 0.03125, 0.125, 0, 0]), abs=1e-6)
-    assert losses.GradedContrastiveLoss.from_config(wrapped_cfg := {"margin": 2.0, "near_margin": 0.5}
-                                                    ).get_config()["near_margin"] == wrapped_cfg["near_margin"]
+    assert (
+        losses.GradedContrastiveLoss.from_config(
+            wrapped_cfg := {"margin": 2.0, "near_margin": 0.5}
+        ).get_config()["near_margin"]
+        == wrapped_cfg["near_margin"]
+    )
 
 
 def test_graded_contrastive_rejects_a_near_margin_above_the_margin():
@@ -238,8 +253,11 @@ def test_separation_metrics_see_four_clusters_and_a_collapsed_shift():
     shift = np.repeat(shifts, 40)
     centre = np.stack([digit * 10.0, shift * 1.0], axis=1)  # digits far apart, each shift its own place
     views = {
-        "train": (rng.normal(0, 0.1, (40, 2)) + np.stack([np.repeat([0, 10.0], 20), np.zeros(40)], 1),
-                  np.repeat([0, 1], 20), np.zeros(40, int)),
+        "train": (
+            rng.normal(0, 0.1, (40, 2)) + np.stack([np.repeat([0, 10.0], 20), np.zeros(40)], 1),
+            np.repeat([0, 1], 20),
+            np.zeros(40, int),
+        ),
         "test": (centre[shift == 0] + rng.normal(0, 0.1, (40, 2)), digit[shift == 0], shift[shift == 0]),
         "test_shifted": (centre + rng.normal(0, 0.1, centre.shape), digit, shift),
     }
@@ -267,9 +285,11 @@ def test_shift_views_figure_has_five_panels_and_rejects_non_2d_embeddings():
 
     rng = np.random.default_rng(1)
     digit, shift = np.tile([0, 1], 10), np.repeat([-6, 0, 6, -6, 6], 4)
-    views = {"train": (rng.normal(size=(20, 2)), digit, np.zeros(20, int)),
-             "test": (rng.normal(size=(20, 2)), digit, np.zeros(20, int)),
-             "test_shifted": (rng.normal(size=(20, 2)), digit, shift)}
+    views = {
+        "train": (rng.normal(size=(20, 2)), digit, np.zeros(20, int)),
+        "test": (rng.normal(size=(20, 2)), digit, np.zeros(20, int)),
+        "test_shifted": (rng.normal(size=(20, 2)), digit, shift),
+    }
     fig = plots.plot_shift_views(views)
     assert len(fig.axes) == 5
     assert [t.get_text() for t in fig.axes[4].get_legend().get_texts()] == ["4-6", "4+6", "9-6", "9+6"]

@@ -21,7 +21,8 @@ from helpers.data import DatasetError
 N_PER_CLASS = 20  # fixture images per class in the train files (plus 10 per class in the test files)
 FASHION_DIR = Path(data.DEFAULT_FASHION_DIR)
 HAS_FASHION = all(
-    (FASHION_DIR / (stem + ".gz")).is_file() or (FASHION_DIR / stem).is_file() for stem in data._IDX_FILES.values()
+    (FASHION_DIR / (stem + ".gz")).is_file() or (FASHION_DIR / stem).is_file()
+    for stem in data._IDX_FILES.values()
 )
 
 
@@ -98,15 +99,20 @@ def _write_idx_dir(folder, gz=True, size=28, n_per_class=N_PER_CLASS):
 
 @pytest.fixture(scope="module")
 def bundled42(tmp_path_factory):
-    return data.load_dataset("mnist", "bundled", seed=42, cache_dir=tmp_path_factory.mktemp("c"), verbose=False)
+    return data.load_dataset(
+        "mnist", "bundled", seed=42, cache_dir=tmp_path_factory.mktemp("c"), verbose=False
+    )
 
 
 def _assert_split(ds, n_total, n_classes=10):
     n_train, n_val = int(n_total * 0.6), int(n_total * 0.2)
     assert ds.shapes() == {
-        "x_train": (n_train, 28, 28, 1), "y_train": (n_train,),
-        "x_val": (n_val, 28, 28, 1), "y_val": (n_val,),
-        "x_test": (n_total - n_train - n_val, 28, 28, 1), "y_test": (n_total - n_train - n_val,),
+        "x_train": (n_train, 28, 28, 1),
+        "y_train": (n_train,),
+        "x_val": (n_val, 28, 28, 1),
+        "y_val": (n_val,),
+        "x_test": (n_total - n_train - n_val, 28, 28, 1),
+        "y_test": (n_total - n_train - n_val,),
     }
     for split in data.SPLITS:
         x, y = ds.split(split)
@@ -157,7 +163,9 @@ def test_csv_with_wrong_columns(tmp_path, monkeypatch):
 
     folder = tmp_path / "bad"
     folder.mkdir()
-    frame = pd.DataFrame(np.zeros((20, 785), dtype=int), columns=["label"] + [f"pixel{i}" for i in range(784)])
+    frame = pd.DataFrame(
+        np.zeros((20, 785), dtype=int), columns=["label"] + [f"pixel{i}" for i in range(784)]
+    )
     frame.to_csv(folder / "mnist_train.csv", index=False)
     frame.to_csv(folder / "mnist_test.csv", index=False)
     with pytest.raises(DatasetError, match="columns"):
@@ -199,8 +207,9 @@ def test_read_idx_dir(tmp_path, gz):
 
 def test_fashion_idx_source(tmp_path):
     _write_idx_dir(tmp_path / "idx")
-    ds = data.load_dataset("fashion_mnist", "idx", cache_dir=tmp_path / "cache", fashion_dir=tmp_path / "idx",
-                           verbose=False)
+    ds = data.load_dataset(
+        "fashion_mnist", "idx", cache_dir=tmp_path / "cache", fashion_dir=tmp_path / "idx", verbose=False
+    )
     assert ds.source == "idx" and ds.class_names[0] == "T-shirt/top" and ds.class_names[-1] == "Ankle boot"
     _assert_split(ds, 300)
 
@@ -209,7 +218,9 @@ def test_fashion_auto_falls_back_to_keras(tmp_path, monkeypatch, capsys):
     import keras
 
     x, y = _fake_images(N_PER_CLASS, seed=5)
-    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", lambda: ((x[:150], y[:150]), (x[150:], y[150:])))
+    monkeypatch.setattr(
+        keras.datasets.fashion_mnist, "load_data", lambda: ((x[:150], y[:150]), (x[150:], y[150:]))
+    )
     ds = data.load_dataset("fashion_mnist", "auto", cache_dir=tmp_path, fashion_dir=tmp_path / "missing")
     assert ds.source == "keras" and len(ds.y_train) == 120
     out = capsys.readouterr().out
@@ -234,10 +245,14 @@ def test_idx_truncated(tmp_path):
 def test_idx_images_not_28x28(tmp_path):
     _write_idx_dir(tmp_path / "idx", size=27)
     with pytest.raises(DatasetError, match="28x28"):
-        data.load_dataset("fashion_mnist", "idx", cache_dir=tmp_path, fashion_dir=tmp_path / "idx", verbose=False)
+        data.load_dataset(
+            "fashion_mnist", "idx", cache_dir=tmp_path, fashion_dir=tmp_path / "idx", verbose=False
+        )
 
 
-@pytest.mark.skipif(not HAS_FASHION, reason=f"{FASHION_DIR} not installed (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not HAS_FASHION, reason=f"{FASHION_DIR} not installed (apt-get install dataset-fashion-mnist)"
+)
 def test_real_fashion_mnist_split(tmp_path):
     ds = data.load_dataset("fashion_mnist", "idx", use_cache=False, verbose=False)
     assert ds.source == "idx"
@@ -335,7 +350,9 @@ def test_bundled_deterministic_and_seeded(bundled42, tmp_path):
 
 
 def test_splits_are_disjoint(bundled42):
-    flat = {split: bundled42.split(split)[0].reshape(len(bundled42.split(split)[0]), -1) for split in data.SPLITS}
+    flat = {
+        split: bundled42.split(split)[0].reshape(len(bundled42.split(split)[0]), -1) for split in data.SPLITS
+    }
     hashes = {split: {row.tobytes() for row in flat[split]} for split in data.SPLITS}
     assert not hashes["train"] & hashes["test"] and not hashes["train"] & hashes["val"]
 
@@ -471,7 +488,9 @@ def test_prepare_rejects_bad_labels_and_range():
 
 def test_prepare_accepts_flat_and_encodes_labels():
     images, labels = _fake_images(10)
-    out = data.prepare(images.reshape(100, 784).astype(np.float64), labels + 3, [str(i) for i in range(10)], seed=0)
+    out = data.prepare(
+        images.reshape(100, 784).astype(np.float64), labels + 3, [str(i) for i in range(10)], seed=0
+    )
     assert out["x_train"].shape == (60, 28, 28, 1) and out["x_train"].dtype == np.float32
     assert out["y_train"].dtype == np.int64 and set(out["y_train"].tolist()) == set(range(10))
 
@@ -496,7 +515,9 @@ def test_plot_sample_grid(bundled42):
     fig = plots.plot_sample_grid(bundled42.x_train, bundled42.y_train, bundled42.class_names, rows=5, cols=10)
     titles = [ax.get_title() for ax in fig.axes]
     assert len(fig.axes) == 50 and set(titles) <= set(bundled42.class_names)
-    again = plots.plot_sample_grid(bundled42.x_train, bundled42.y_train, bundled42.class_names, rows=5, cols=10)
+    again = plots.plot_sample_grid(
+        bundled42.x_train, bundled42.y_train, bundled42.class_names, rows=5, cols=10
+    )
     assert [ax.get_title() for ax in again.axes] == titles  # same seed, same samples
     plt.close("all")
 

@@ -42,8 +42,12 @@ def test_densenet_convolution_weights_match_a_hand_count():
         if transition:
             expected += channels * (channels // 2)
             channels //= 2
-    conv = sum(int(np.prod(w.shape)) for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
-               for w in layer.weights)
+    conv = sum(
+        int(np.prod(w.shape))
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D)
+        for w in layer.weights
+    )
     assert conv == expected
     assert 300_000 < model.count_params() < 320_000  # ~0.3M, DenseNet-BC k=12 at this depth
 
@@ -84,8 +88,9 @@ def tiny_densenet(input_shape=(28, 28, 1), embedding_dim=None):
     return models.densenet_bc(input_shape, growth_rate=4, blocks=(1, 1), initial_channels=8)
 
 
-TINY = models.register(dataclasses.replace(ds.CLASSIFIER, name="test_tiny_densenet", builder=tiny_densenet,
-                                           embedding_dim=None))
+TINY = models.register(
+    dataclasses.replace(ds.CLASSIFIER, name="test_tiny_densenet", builder=tiny_densenet, embedding_dim=None)
+)
 TINY_PARAMS = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 20}
 
 
@@ -113,8 +118,9 @@ def test_classifier_trains_caches_and_resumes_through_the_shared_path(tmp_path):
     params = {**TINY_PARAMS, "epochs": 2}
     # killed after epoch 1 (the backup of that epoch is written, the run is not complete)
     with pytest.raises(_Interrupt):
-        ds.train_classifier(data, params, cache_dir=tmp_path, name=TINY.name,
-                            callbacks=[_StopAfterFirstEpoch()])
+        ds.train_classifier(
+            data, params, cache_dir=tmp_path, name=TINY.name, callbacks=[_StopAfterFirstEpoch()]
+        )
     assert not training.cache_paths(TINY.name, tmp_path)["history"].exists()
     features, _, record = ds.train_classifier(data, params, cache_dir=tmp_path, name=TINY.name)
     assert not record["from_cache"] and record["resumed_from_epoch"] == 1
@@ -133,8 +139,9 @@ def test_time_budget_stops_cleanly_after_the_first_batch():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
     budget = ds.TimeBudget(0.0)
-    history = model.fit(np.zeros((40, 3)), np.zeros((40, 2)), batch_size=4, epochs=3, verbose=0,
-                        callbacks=[budget])
+    history = model.fit(
+        np.zeros((40, 3)), np.zeros((40, 2)), batch_size=4, epochs=3, verbose=0, callbacks=[budget]
+    )
     assert budget.stopped and len(history.history["loss"]) == 1
 
 
@@ -183,7 +190,9 @@ def test_classification_report_and_confused_pairs_by_hand():
 
 
 def test_order_matches_reference():
-    rows = lambda s: [{"representation": n, "silhouette": v} for n, v in zip(ds.REPRESENTATIONS, s)]  # noqa: E731
+    def rows(s):
+        return [{"representation": n, "silhouette": v} for n, v in zip(ds.REPRESENTATIONS, s, strict=False)]
+
     assert ds.order_matches_reference(rows((0.1, 0.3, 0.5)))
     assert not ds.order_matches_reference(rows((0.1, 0.5, 0.3)))
 
@@ -230,21 +239,41 @@ def test_official_split_on_a_fixture(tmp_path):
     y_train = np.repeat(np.arange(10), 5)
     x_test = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
     y_test = np.tile(np.arange(10), 2)
-    for stem, array in (("train-images-idx3-ubyte", x_train), ("train-labels-idx1-ubyte", y_train),
-                        ("t10k-images-idx3-ubyte", x_test), ("t10k-labels-idx1-ubyte", y_test)):
+    for stem, array in (
+        ("train-images-idx3-ubyte", x_train),
+        ("train-labels-idx1-ubyte", y_train),
+        ("t10k-images-idx3-ubyte", x_test),
+        ("t10k-labels-idx1-ubyte", y_test),
+    ):
         _write_idx(tmp_path / f"{stem}.gz", array)
-    data = load_dataset("fashion_mnist", source="idx", fashion_dir=tmp_path, split="official",
-                        val_fraction=0.2, cache_dir=tmp_path / "cache", verbose=False)
+    data = load_dataset(
+        "fashion_mnist",
+        source="idx",
+        fashion_dir=tmp_path,
+        split="official",
+        val_fraction=0.2,
+        cache_dir=tmp_path / "cache",
+        verbose=False,
+    )
     assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (40, 10, 20)
     assert np.bincount(data.y_val).tolist() == [1] * 10  # stratified 20 % of 5 per class
     np.testing.assert_array_equal(data.y_test, y_test)  # the official test set, in its order
     np.testing.assert_allclose(data.x_test[..., 0], x_test / 255.0, atol=1e-7)
     # train + val are exactly the official train images
     seen = np.concatenate([data.x_train, data.x_val]).reshape(50, -1)
-    assert sorted(map(bytes, (seen * 255).round().astype(np.uint8))) == sorted(map(bytes, x_train.reshape(50, -1)))
+    assert sorted(map(bytes, (seen * 255).round().astype(np.uint8))) == sorted(
+        map(bytes, x_train.reshape(50, -1))
+    )
     assert (tmp_path / "cache" / "fashion_mnist-idx-seed42-official20-v1.npz").exists()
-    again = load_dataset("fashion_mnist", source="idx", fashion_dir=tmp_path, split="official",
-                         val_fraction=0.2, cache_dir=tmp_path / "cache", verbose=False)
+    again = load_dataset(
+        "fashion_mnist",
+        source="idx",
+        fashion_dir=tmp_path,
+        split="official",
+        val_fraction=0.2,
+        cache_dir=tmp_path / "cache",
+        verbose=False,
+    )
     np.testing.assert_array_equal(again.x_val, data.x_val)
 
 

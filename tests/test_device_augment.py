@@ -5,7 +5,7 @@ import pytest
 from keras import ops
 
 from helpers.generators import _bilinear_sample
-from helpers.models import DeviceAugment, ModelSpec, MODELS, build_training_model, rotation_shift_transforms
+from helpers.models import MODELS, DeviceAugment, ModelSpec, build_training_model, rotation_shift_transforms
 
 
 def _numpy_warp(images, theta, dy, dx):
@@ -24,10 +24,14 @@ def test_transforms_reproduce_the_numpy_warp():
     theta = np.deg2rad(np.array([0.0, 10.0, -7.5, 3.0], np.float32))
     dy = np.array([0.0, 1.5, -2.0, 0.25], np.float32)
     dx = np.array([0.0, -1.0, 2.0, 1.75], np.float32)
-    transforms = rotation_shift_transforms(ops.convert_to_tensor(theta), ops.convert_to_tensor(dy),
-                                           ops.convert_to_tensor(dx), 28, 28)
-    device = ops.convert_to_numpy(ops.image.affine_transform(
-        images, transforms, interpolation="bilinear", fill_mode="constant", data_format="channels_last"))
+    transforms = rotation_shift_transforms(
+        ops.convert_to_tensor(theta), ops.convert_to_tensor(dy), ops.convert_to_tensor(dx), 28, 28
+    )
+    device = ops.convert_to_numpy(
+        ops.image.affine_transform(
+            images, transforms, interpolation="bilinear", fill_mode="constant", data_format="channels_last"
+        )
+    )
     host = _numpy_warp(images, theta, dy, dx)
     np.testing.assert_allclose(device[0], images[0], atol=1e-5)  # identity transform
     # inside the image the two bilinear warps agree (they differ only in how the border is filled)

@@ -220,7 +220,9 @@ def test_knn_accuracy_matches_scikit_learn_including_vote_ties(k):
         clf = KNeighborsClassifier(n_neighbors=k, algorithm=algorithm).fit(train, y_train)
         nn, _ = exact_knn(test, train, k)
         np.testing.assert_array_equal(ev.majority_vote(y_train, nn), clf.predict(test))
-        assert ev.knn_accuracy(train, y_train, test, y_test, k=k) == approx(clf.score(test, y_test), abs=1e-12)
+        assert ev.knn_accuracy(train, y_train, test, y_test, k=k) == approx(
+            clf.score(test, y_test), abs=1e-12
+        )
     if k % 2 == 0:  # the case this test is about: some vote is tied
         votes = (y_train[nn][:, :, None] == np.unique(y_train)[None, None]).sum(1)
         assert ((votes == votes.max(1, keepdims=True)).sum(1) > 1).any()
@@ -278,7 +280,6 @@ def test_silhouette_samples_5000_points_the_way_scikit_learn_does():
     np.testing.assert_array_equal(small_y, y[:5000])  # all points, in order
 
 
-
 # --------------------------------------------------------------------------------------------
 # one row, baselines, CSV
 # --------------------------------------------------------------------------------------------
@@ -313,8 +314,11 @@ def test_baselines():
 
 
 def test_write_evaluation_csv_sorted_best_first(tmp_path):
-    rows = [{"model": "a", "3nn_accuracy": 0.5}, {"model": "b", "3nn_accuracy": 0.9},
-            {"model": "c", "3nn_accuracy": 0.7}]
+    rows = [
+        {"model": "a", "3nn_accuracy": 0.5},
+        {"model": "b", "3nn_accuracy": 0.9},
+        {"model": "c", "3nn_accuracy": 0.7},
+    ]
     path = tmp_path / "sub" / "eval.csv"
     df = ev.write_evaluation_csv(rows, path)
     assert list(df["model"]) == ["b", "c", "a"]
@@ -370,9 +374,12 @@ def test_project_2d_tsne_and_plots():
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == names
     fig = plots.plot_latent_grid({"a": (pts, y), "b": (pts, y)}, names)
     assert len([a for a in fig.axes if a.get_visible()]) == 2
-    df = pd.DataFrame([{"model": "a", "3nn_accuracy": 0.9, "silhouette": 0.2, "map_at_r": 0.5,
-                        "precision_at_1": 0.8}, {"model": "b", "3nn_accuracy": 0.7,
-                        "silhouette": -0.1, "map_at_r": 0.3, "precision_at_1": 0.6}])
+    df = pd.DataFrame(
+        [
+            {"model": "a", "3nn_accuracy": 0.9, "silhouette": 0.2, "map_at_r": 0.5, "precision_at_1": 0.8},
+            {"model": "b", "3nn_accuracy": 0.7, "silhouette": -0.1, "map_at_r": 0.3, "precision_at_1": 0.6},
+        ]
+    )
     fig = plots.plot_metric_bars(df)
     assert len(fig.axes[0].patches) == 8
     fig = plots.plot_history({"loss": [3, 2, 1], "val_loss": [3.5, 2.5, 2]}, "m")
@@ -416,7 +423,9 @@ def test_raw_pixel_baseline_matches_plain_scikit_learn():
     (raw,) = rows
     flat_train = data.x_train.reshape(len(data.x_train), -1)
     flat_test = data.x_test.reshape(len(data.x_test), -1)
-    expected_knn = KNeighborsClassifier(n_neighbors=3).fit(flat_train, data.y_train).score(flat_test, data.y_test)
+    expected_knn = (
+        KNeighborsClassifier(n_neighbors=3).fit(flat_train, data.y_train).score(flat_test, data.y_test)
+    )
     assert raw["model"] == "raw_pixels"
     assert raw["3nn_accuracy"] == pytest.approx(expected_knn, abs=1e-12)
     assert raw["silhouette"] == pytest.approx(silhouette_score(flat_test, data.y_test), abs=1e-5)

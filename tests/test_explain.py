@@ -66,7 +66,7 @@ def test_feature_maps_nested_submodel():
     ref0 = keras.Model(sub.input, s0.output)(x)
     ref1 = sub(x)
     ref2 = head(ref1)
-    for got, ref in zip(maps, (ref0, ref1, ref2)):
+    for got, ref in zip(maps, (ref0, ref1, ref2), strict=False):
         np.testing.assert_allclose(got, keras.ops.convert_to_numpy(ref)[0], rtol=1e-5, atol=1e-5)
     assert explain._graph_extractor(model, explain.conv_layers(model)) is None  # hook path used
     # the temporary hooks are gone: `call` is the class method again
@@ -104,16 +104,14 @@ def test_save_feature_maps_file_names(tmp_path):
     expected = []
     for trial in (1, 2, 3):
         expected.append(tmp_path / f"Trial {trial}" / "input_image.png")
-        expected += [
-            tmp_path / f"Trial {trial}" / "tiny" / f"kernel no {i} Output.png" for i in range(3)
-        ]
+        expected += [tmp_path / f"Trial {trial}" / "tiny" / f"kernel no {i} Output.png" for i in range(3)]
     assert paths == expected
     assert all(p.is_file() and p.stat().st_size > 0 for p in expected)
 
 
 def mean_activation(model, layer_index, images, filters):
     acts = [explain.feature_maps(model, img)[layer_index] for img in images]
-    return np.array([a[..., f].mean() for a, f in zip(acts, filters)])
+    return np.array([a[..., f].mean() for a, f in zip(acts, filters, strict=False)])
 
 
 @pytest.mark.parametrize("nested", [False, True])
@@ -142,9 +140,7 @@ def test_filter_images_layer_selection_and_errors():
 
 def test_save_filter_images_file_names(tmp_path):
     model = flat_model()
-    paths = explain.save_filter_images(
-        model, "tiny", out_dir=tmp_path, filters_per_layer=3, steps=2
-    )
+    paths = explain.save_filter_images(model, "tiny", out_dir=tmp_path, filters_per_layer=3, steps=2)
     base = tmp_path / "Intermediate Kernels" / "tiny"
     assert paths == [base / "layer no 0 kernel weights.png", base / "layer no 1 kernel weights.png"]
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
@@ -192,8 +188,9 @@ def test_filter_loss_covers_the_interior_only_so_the_border_stays_put():
     inside[2:6, 2:6] = True
     assert changed[:, inside].all() and not changed[:, ~inside].any()
     # border=0 is the old whole-map loss: every pixel moves
-    assert (np.abs(explain.filter_images(model, 0, [0], steps=1, seed=5, border=0, jitter=0)
-                   - start[:1]) > 1e-6).all()
+    assert (
+        np.abs(explain.filter_images(model, 0, [0], steps=1, seed=5, border=0, jitter=0) - start[:1]) > 1e-6
+    ).all()
     # the default leaves a tenth of the map (at least one pixel) out
     assert [explain._interior_border(n, None) for n in (4, 5, 8, 28)] == [0, 1, 1, 3]
 

@@ -81,7 +81,9 @@ def test_pk_batches(data):
     assert all(len(set(row)) == 4 for row in idx.reshape(3, 4))  # without replacement (>= K images)
     # a class smaller than K is sampled with replacement
     small_y = np.array([0, 0, 1, 1, 1, 1, 1, 1])
-    g2 = PKBatchGenerator(np.zeros((8, 2, 2, 1), np.float32), small_y, classes_per_batch=2, samples_per_class=4)
+    g2 = PKBatchGenerator(
+        np.zeros((8, 2, 2, 1), np.float32), small_y, classes_per_batch=2, samples_per_class=4
+    )
     _, lab = g2[0]
     assert sorted(np.bincount(lab)) == [4, 4]
 
@@ -94,8 +96,14 @@ def test_determinism_epochs_and_resume(data, cls):
     x, y = data
     kw = dict(classes_per_batch=3, samples_per_class=4) if cls is PKBatchGenerator else dict(batch_size=16)
     g1, g2, g3 = cls(x, y, seed=7, **kw), cls(x, y, seed=7, **kw), cls(x, y, seed=8, **kw)
-    first = [np.concatenate(g1.batch_indices(i)) if cls is not PKBatchGenerator else g1.batch_indices(i) for i in range(3)]
-    flat = lambda g, i: np.concatenate(g.batch_indices(i)) if cls is not PKBatchGenerator else g.batch_indices(i)  # noqa: E731
+    first = [
+        np.concatenate(g1.batch_indices(i)) if cls is not PKBatchGenerator else g1.batch_indices(i)
+        for i in range(3)
+    ]
+
+    def flat(g, i):
+        return np.concatenate(g.batch_indices(i)) if cls is not PKBatchGenerator else g.batch_indices(i)
+
     for i in range(3):
         np.testing.assert_array_equal(first[i], flat(g2, i))  # same seed -> same batches
     assert not np.array_equal(first[0], flat(g3, 0))  # other seed -> other batches
@@ -253,10 +261,18 @@ def test_bilinear_warp_matches_scipy_inside_the_image_and_is_zero_far_outside():
         (lambda x, y: TripletGenerator(x, np.r_[y[:-1], 99]), "class 99 has a single image"),
         (lambda x, y: SiamesePairGenerator(x, np.r_[y[:-1], 99]), "class 99"),
         (lambda x, y: TripletGenerator(x[:-1], y), "different lengths"),
-        (lambda x, y: TripletGenerator(np.where(np.arange(len(x))[:, None, None, None] == 3, np.nan, x), y), "NaN"),
+        (
+            lambda x, y: TripletGenerator(
+                np.where(np.arange(len(x))[:, None, None, None] == 3, np.nan, x), y
+            ),
+            "NaN",
+        ),
         (lambda x, y: TripletGenerator(x, y, batch_size=0), "batch_size"),
         (lambda x, y: SiamesePairGenerator(x, y, batch_size=-4), "batch_size"),
-        (lambda x, y: PKBatchGenerator(x, y, classes_per_batch=6, samples_per_class=2), "classes_per_batch=6"),
+        (
+            lambda x, y: PKBatchGenerator(x, y, classes_per_batch=6, samples_per_class=2),
+            "classes_per_batch=6",
+        ),
         (lambda x, y: TripletGenerator(x, y, mining="hard"), "embeddings"),
         (lambda x, y: TripletGenerator(x, y, mining="nope"), "mining"),
     ],
@@ -310,7 +326,9 @@ def test_generator_plots_return_figures(data):
 def test_mine_positives_picks_far_same_class(data):
     x, y = data
     emb = np.random.default_rng(5).normal(size=(len(x), 3)).astype(np.float32)
-    g = TripletGenerator(x, y, batch_size=32, embeddings=emb, mining="hard", mining_pool=3, mine_positives=True)
+    g = TripletGenerator(
+        x, y, batch_size=32, embeddings=emb, mining="hard", mining_pool=3, mine_positives=True
+    )
     a, p, n = g.batch_indices(0)
     assert np.all(y[a] == y[p]) and np.all(a != p)
     for ai, pi in zip(a, p, strict=True):

@@ -49,4 +49,3 @@ def test_images_are_flattened_and_bad_input_is_named():
         exact_knn(bad, x, 1)
     with pytest.raises(KNNError, match="metric"):
         exact_knn(x, x, 1, metric="manhattan")
-

@@ -29,7 +29,10 @@ def test_contrastive_hand_values():
     x1 = np.array([[3, 4]] * 3, np.float32)
     y = np.array([1, 0, 0], np.float32)
     out = np.concatenate(
-        [np_(L.contrastive(x0[:2], x1[:2], y[:2], margin=6.0)), np_(L.contrastive(x0[2:], x1[2:], y[2:], margin=1.0))]
+        [
+            np_(L.contrastive(x0[:2], x1[:2], y[:2], margin=6.0)),
+            np_(L.contrastive(x0[2:], x1[2:], y[2:], margin=1.0)),
+        ]
     )
     np.testing.assert_allclose(out, [12.5, 0.5, 0.0], rtol=1e-6)
 
@@ -74,9 +77,14 @@ def test_pair_and_triplet_losses_match_numpy():
     ref = 0.5 * y * d**2 + 0.5 * (1 - y) * np.maximum(0, 2.0 - d) ** 2
     np.testing.assert_allclose(np_(L.contrastive(a, p, y, margin=2.0)), ref, rtol=1e-5, atol=1e-6)
     dap, dan = ((a - p) ** 2).sum(1), ((a - n) ** 2).sum(1)
-    np.testing.assert_allclose(np_(L.triplet(a, p, n, 1.0)), np.maximum(0, dap - dan + 1.0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
-        np_(L.triplet(a, p, n, 1.0, squared=False)), np.maximum(0, np.sqrt(dap) - np.sqrt(dan) + 1.0), rtol=1e-5, atol=1e-5
+        np_(L.triplet(a, p, n, 1.0)), np.maximum(0, dap - dan + 1.0), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np_(L.triplet(a, p, n, 1.0, squared=False)),
+        np.maximum(0, np.sqrt(dap) - np.sqrt(dan) + 1.0),
+        rtol=1e-5,
+        atol=1e-5,
     )
     na, np_p, nn = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (a, p, n))
     ref = np.maximum(0, np.linalg.norm(na - np_p, axis=1) - np.linalg.norm(na - nn, axis=1) + 1.0)
@@ -127,10 +135,14 @@ def test_batch_losses_match_brute_force(seed, squared):
     emb = rng.normal(size=(14, 3)).astype(np.float32)
     margin = 0.5 if not squared else 2.0
     np.testing.assert_allclose(
-        np_(L.batch_hard_triplet(labels, emb, margin, squared)), ref_batch_hard(labels, emb, margin, squared), atol=1e-4
+        np_(L.batch_hard_triplet(labels, emb, margin, squared)),
+        ref_batch_hard(labels, emb, margin, squared),
+        atol=1e-4,
     )
     np.testing.assert_allclose(
-        np_(L.batch_semi_hard_triplet(labels, emb, margin, squared)), ref_semi_hard(labels, emb, margin, squared), atol=1e-4
+        np_(L.batch_semi_hard_triplet(labels, emb, margin, squared)),
+        ref_semi_hard(labels, emb, margin, squared),
+        atol=1e-4,
     )
     assert np_(L.batch_hard_triplet(labels, emb, margin, squared))[0] == 0.0
 
@@ -204,12 +216,31 @@ def test_wrappers_match_functions_and_serialise():
         (L.ContrastiveLoss(2.0), y, pair, L.contrastive(pair[:, 0], pair[:, 1], y, 2.0)),
         (L.TripletLoss(1.0), y, trip, L.triplet(*trip.transpose(1, 0, 2), 1.0)),
         (L.TripletLoss(1.0, "l2"), y, trip, L.triplet_l2_norm(*trip.transpose(1, 0, 2), 1.0)),
-        (L.TripletLoss(1.0, "l2_safe", squared=True), y, trip, L.triplet_l2_norm_safe(*trip.transpose(1, 0, 2), 1.0, True)),
-        (L.TripletLoss(1.5, "center", center_reg_weight=0.1), y, trip, L.triplet_center_reg(*trip.transpose(1, 0, 2), 1.5, 0.1)),
+        (
+            L.TripletLoss(1.0, "l2_safe", squared=True),
+            y,
+            trip,
+            L.triplet_l2_norm_safe(*trip.transpose(1, 0, 2), 1.0, True),
+        ),
+        (
+            L.TripletLoss(1.5, "center", center_reg_weight=0.1),
+            y,
+            trip,
+            L.triplet_center_reg(*trip.transpose(1, 0, 2), 1.5, 0.1),
+        ),
         (L.BatchHardTripletLoss(0.3), labels, emb, L.batch_hard_triplet(labels, emb, 0.3)),
-        (L.BatchSemiHardTripletLoss(0.3, squared=True), labels, emb, L.batch_semi_hard_triplet(labels, emb, 0.3, True)),
-        (L.BatchSemiHardTripletLoss(0.3, center_reg_weight=0.5), labels, emb,
-         L.batch_semi_hard_triplet(labels, emb, 0.3, center_reg_weight=0.5)),
+        (
+            L.BatchSemiHardTripletLoss(0.3, squared=True),
+            labels,
+            emb,
+            L.batch_semi_hard_triplet(labels, emb, 0.3, True),
+        ),
+        (
+            L.BatchSemiHardTripletLoss(0.3, center_reg_weight=0.5),
+            labels,
+            emb,
+            L.batch_semi_hard_triplet(labels, emb, 0.3, center_reg_weight=0.5),
+        ),
     ]
     for loss, yt, yp, ref in checks:
         assert float(np_(loss(yt, yp))) == pytest.approx(float(np.mean(np_(ref))), rel=1e-5, abs=1e-6)
@@ -248,7 +279,9 @@ def test_wrappers_train_one_step(loss, k):
     x = rng.normal(size=shape).astype(np.float32)
     y = np.array([0, 0, 1, 1, 0, 1, 1, 0])
     inp = keras.Input(shape[1:])
-    model = keras.Model(inp, keras.layers.Dense(3)(inp))  # Dense acts on the last axis: stacked branches share it
+    model = keras.Model(
+        inp, keras.layers.Dense(3)(inp)
+    )  # Dense acts on the last axis: stacked branches share it
     hist = _fit(model, loss, x, y)
     assert len(hist) == 1 and np.isfinite(hist[0])
 
@@ -264,7 +297,9 @@ def test_triplet_with_classification_compiles_and_fits():
     probs = keras.layers.Dense(3, activation="softmax")(keras.layers.Lambda(lambda t: t[:, 0])(emb))
     model = keras.Model(inp, [emb, probs])
     model.compile(optimizer="sgd", **kwargs)
-    hist = model.fit(x, (np.zeros(8, np.float32), y_cls), batch_size=4, epochs=1, steps_per_epoch=2, verbose=0)
+    hist = model.fit(
+        x, (np.zeros(8, np.float32), y_cls), batch_size=4, epochs=1, steps_per_epoch=2, verbose=0
+    )
     assert np.isfinite(hist.history["loss"][0])
 
 
@@ -273,8 +308,11 @@ def _numpy_batch_contrastive(labels, emb, margin):
     out = np.zeros(n)
     for i in range(n):
         pos = [0.5 * np.sum((emb[i] - emb[j]) ** 2) for j in range(n) if j != i and labels[j] == labels[i]]
-        neg = [0.5 * max(0.0, margin - np.linalg.norm(emb[i] - emb[k])) ** 2
-               for k in range(n) if labels[k] != labels[i]]
+        neg = [
+            0.5 * max(0.0, margin - np.linalg.norm(emb[i] - emb[k])) ** 2
+            for k in range(n)
+            if labels[k] != labels[i]
+        ]
         out[i] = (np.mean(pos) if pos else 0.0) + (np.mean(neg) if neg else 0.0)
     return out
 
@@ -308,9 +346,13 @@ def _numpy_batch_all(labels, emb, margin, squared):
     dist = lambda i, j: np.sum((emb[i] - emb[j]) ** 2) if squared else np.linalg.norm(emb[i] - emb[j])  # noqa: E731
     out = np.zeros(n)
     for a in range(n):
-        vals = [max(0.0, dist(a, p) - dist(a, q) + margin)
-                for p in range(n) if p != a and labels[p] == labels[a]
-                for q in range(n) if labels[q] != labels[a]]
+        vals = [
+            max(0.0, dist(a, p) - dist(a, q) + margin)
+            for p in range(n)
+            if p != a and labels[p] == labels[a]
+            for q in range(n)
+            if labels[q] != labels[a]
+        ]
         out[a] = np.mean(vals) if vals else 0.0
     return out
 
@@ -331,5 +373,7 @@ def test_batch_all_triplet_matches_brute_force_and_wrapper(squared):
     expected = _numpy_batch_all(labels, emb, 1.5, squared)
     got = keras.ops.convert_to_numpy(L.batch_all_triplet(labels, emb, margin=1.5, squared=squared))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    wrapped = float(keras.ops.convert_to_numpy(L.BatchAllTripletLoss(margin=1.5, squared=squared)(labels, emb)))
+    wrapped = float(
+        keras.ops.convert_to_numpy(L.BatchAllTripletLoss(margin=1.5, squared=squared)(labels, emb))
+    )
     assert wrapped == pytest.approx(expected.mean(), rel=1e-4)

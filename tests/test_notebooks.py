@@ -23,8 +23,14 @@ NOTEBOOKS = runner.notebooks(ROOT / "notebooks")
 
 def test_the_suite_has_its_numbered_notebooks():
     names = [nb.name for nb in NOTEBOOKS]
-    assert names[:6] == ["01_data.ipynb", "02_generators.ipynb", "03_architectures.ipynb",
-                         "04_training.ipynb", "05_evaluation.ipynb", "06_kernel_visualization.ipynb"]
+    assert names[:6] == [
+        "01_data.ipynb",
+        "02_generators.ipynb",
+        "03_architectures.ipynb",
+        "04_training.ipynb",
+        "05_evaluation.ipynb",
+        "06_kernel_visualization.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -69,10 +75,17 @@ def test_gallery_links_resolve_and_escape_spaces(tmp_path, monkeypatch):
     executed = tmp_path / "run" / "01_x.ipynb"
     executed.parent.mkdir()
     executed.write_text("{}")
-    pd.DataFrame([{"model": "a<b", "3nn_accuracy": 0.5}]).to_csv(tmp_path / "model_evaluation.csv", index=False)
-    record = {"profile": "smoke", "parameters": {}, "seconds": 1.0,
-              "notebooks": [{"name": "01_x.ipynb", "seconds": 1.0, "executed": str(executed),
-                             "images": [str(image)]}]}
+    pd.DataFrame([{"model": "a<b", "3nn_accuracy": 0.5}]).to_csv(
+        tmp_path / "model_evaluation.csv", index=False
+    )
+    record = {
+        "profile": "smoke",
+        "parameters": {},
+        "seconds": 1.0,
+        "notebooks": [
+            {"name": "01_x.ipynb", "seconds": 1.0, "executed": str(executed), "images": [str(image)]}
+        ],
+    }
     index = runner.write_gallery(record, tmp_path / "run")
     text = index.read_text()
     assert "kernel%20no%200%20Output.png" in text and "a&lt;b" in text
@@ -85,8 +98,11 @@ def test_gallery_links_resolve_and_escape_spaces(tmp_path, monkeypatch):
 def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
     folder = tmp_path / "nbs"
     folder.mkdir()
-    for name, code in [("01_ok", "x = 1"), ("02_broken", "raise RuntimeError('boom')"),
-                       ("03_never", "y = 2")]:
+    for name, code in [
+        ("01_ok", "x = 1"),
+        ("02_broken", "raise RuntimeError('boom')"),
+        ("03_never", "y = 2"),
+    ]:
         nb = nbformat.v4.new_notebook()
         params = nbformat.v4.new_code_cell("seed = 0")
         params.metadata["tags"] = ["parameters"]
@@ -110,17 +126,22 @@ def test_a_run_streams_cells_and_kernel_output_without_start_up_noise(tmp_path, 
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("seed = 0")
     params.metadata["tags"] = ["parameters"]
-    noise = ("import sys\n"
-             "print('I0000 00:00:1795704764.933181    7383 port.cc:153] oneDNN custom operations are on.',"
-             " file=sys.stderr)\n"
-             "print('WARNING: All log messages before absl::InitializeLog() is called', file=sys.stderr)\n"
-             "print('a warning a user should see', file=sys.stderr)\n"
-             "import os\n"  # what the kernel's C++ libraries write goes to the inherited descriptor
-             "os.write(2, b'I0000 00:00:1795704765.030437    7383 cpu_feature_guard.cc:227] TF says hi\\n')\n"
-             "os.write(2, b'a C library line a user should see\\n')")
-    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), params,
-                nbformat.v4.new_code_cell("# a comment first\nfor i in range(2):\n    print(f'line {i}')"),
-                nbformat.v4.new_code_cell(noise)]
+    noise = (
+        "import sys\n"
+        "print('I0000 00:00:1795704764.933181    7383 port.cc:153] oneDNN custom operations are on.',"
+        " file=sys.stderr)\n"
+        "print('WARNING: All log messages before absl::InitializeLog() is called', file=sys.stderr)\n"
+        "print('a warning a user should see', file=sys.stderr)\n"
+        "import os\n"  # what the kernel's C++ libraries write goes to the inherited descriptor
+        "os.write(2, b'I0000 00:00:1795704765.030437    7383 cpu_feature_guard.cc:227] TF says hi\\n')\n"
+        "os.write(2, b'a C library line a user should see\\n')"
+    )
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Title"),
+        params,
+        nbformat.v4.new_code_cell("# a comment first\nfor i in range(2):\n    print(f'line {i}')"),
+        nbformat.v4.new_code_cell(noise),
+    ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, folder / "01_progress.ipynb")
     capfd.readouterr()
@@ -145,9 +166,22 @@ def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "helpers.run", "--profile", "smoke", "--output-root", str(out),
-         "--run-dir", str(out / "run")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "helpers.run",
+            "--profile",
+            "smoke",
+            "--output-root",
+            str(out),
+            "--run-dir",
+            str(out / "run"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # progress: the notebook, its cells and one line per model and epoch, without start-up noise
@@ -182,8 +216,9 @@ def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
     assert "class='table'" in index.read_text()  # the evaluation table scrolls inside the page
     # the committed notebooks stayed clean
     for nb in NOTEBOOKS:
-        assert not any(c.get("outputs") for c in nbformat.read(nb, as_version=4).cells
-                       if c.cell_type == "code")
+        assert not any(
+            c.get("outputs") for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"
+        )
 
 
 def test_each_profile_keeps_its_outputs_and_shares_the_per_dataset_models(tmp_path, monkeypatch):

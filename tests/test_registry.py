@@ -40,7 +40,9 @@ def test_a_typo_in_a_spec_fails_at_once_listing_the_valid_names(field, typo, lis
     from helpers import models
 
     base = models.MODELS["cnn_simple_v1"]
-    with pytest.raises(ValueError, match=f"model 'cnn_simple_v1': {field} must be .*{listed}.*, got '{typo}'"):
+    with pytest.raises(
+        ValueError, match=f"model 'cnn_simple_v1': {field} must be .*{listed}.*, got '{typo}'"
+    ):
         dataclasses.replace(base, **{field: typo})
 
 
@@ -67,7 +69,9 @@ def test_every_registered_name_builds():
         else:
             assert isinstance(loss, losses.LOSSES[models.LOSS_SETTINGS[name][0]]) and weights is None
     for name in models.OPTIMIZERS:
-        assert isinstance(models.make_optimizer(dataclasses.replace(base, optimizer=name)), keras.optimizers.Optimizer)
+        assert isinstance(
+            models.make_optimizer(dataclasses.replace(base, optimizer=name)), keras.optimizers.Optimizer
+        )
     x, y = np.zeros((12, 4, 4, 1), np.float32), np.repeat([0, 1, 2], 4)
     kwargs = {"pk": dict(classes_per_batch=2, samples_per_class=2)}
     for name, cls in generators.GENERATORS.items():
@@ -91,9 +95,18 @@ def test_make_loss_builds_what_the_if_chain_built():
     assert config("cnn_simple_v1") == ("BatchContrastiveLoss", {"margin": 10.0}, None)
     assert config("cnn_simple_v2") == ("BatchAllTripletLoss", {"margin": 10.0, "squared": True}, None)
     assert config("cnn_with_attention_v1") == (
-        "BatchSemiHardTripletLoss", {"margin": 0.5, "squared": False, "center_reg_weight": 5.0}, None)
+        "BatchSemiHardTripletLoss",
+        {"margin": 0.5, "squared": False, "center_reg_weight": 5.0},
+        None,
+    )
     assert config("cnn_with_attention_cls_head_v1") == (
-        "TripletLoss", {"margin": 1.0, "variant": "l2_safe", "squared": None, "center_reg_weight": 0.05}, [0.5, 1.0])
+        "TripletLoss",
+        {"margin": 1.0, "variant": "l2_safe", "squared": None, "center_reg_weight": 0.05},
+        [0.5, 1.0],
+    )
     assert config("cnn_with_attention_cls_head_v2") == (
-        "TripletLoss", {"margin": 1.5, "variant": "center", "squared": None, "center_reg_weight": 0.05}, [1.0, 1.0])
+        "TripletLoss",
+        {"margin": 1.5, "variant": "center", "squared": None, "center_reg_weight": 0.05},
+        [1.0, 1.0],
+    )
     assert isinstance(losses.get("triplet", margin=0.5, variant="l2"), losses.TripletLoss)

@@ -44,7 +44,7 @@ def brute_force(queries, x, k, metric="l2"):
 
 
 def recall(found, exact):
-    return np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, exact)])
+    return np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, exact, strict=False)])
 
 
 # --- the index on embeddings ------------------------------------------------------------------------
@@ -292,8 +292,9 @@ def cache(data, tmp_path_factory):
 def test_from_model_queries_images_and_refuses_a_changed_model(data, cache, tmp_path):
     own_cache = tmp_path / "cache"
     shutil.copytree(cache, own_cache)
-    index = EmbeddingIndex.from_model(MODEL, data.x_test[:300], data.y_test[:300], data=data,
-                                      cache_dir=own_cache, train_kwargs=TINY)
+    index = EmbeddingIndex.from_model(
+        MODEL, data.x_test[:300], data.y_test[:300], data=data, cache_dir=own_cache, train_kwargs=TINY
+    )
     assert index.fingerprint == training.read_cache_record(MODEL, own_cache)["fingerprint"]
     by_image = index.query(data.x_test[:20], 3)
     np.testing.assert_array_equal(by_image.ids[:, 0], np.arange(20))
@@ -326,8 +327,24 @@ def _query_png(data, tmp_path, row=7):
 
 def test_cli_build_and_query_return_the_image_itself_first(data, cache, tmp_path, capsys):
     out = tmp_path / "idx"
-    rc = search.main(["build", "--model", MODEL, "--dataset", "mnist", "--source", "bundled",
-                      "--split", "test", "--out", str(out), "--cache-dir", str(cache), *TINY_ARGS])
+    rc = search.main(
+        [
+            "build",
+            "--model",
+            MODEL,
+            "--dataset",
+            "mnist",
+            "--source",
+            "bundled",
+            "--split",
+            "test",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(cache),
+            *TINY_ARGS,
+        ]
+    )
     assert rc == 0 and search.is_index_folder(out)
     capsys.readouterr()
     png = _query_png(data, tmp_path)
@@ -343,19 +360,57 @@ def test_cli_build_and_query_return_the_image_itself_first(data, cache, tmp_path
     # once as a real subprocess, with two images
     other = _query_png(data, tmp_path, row=11)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "helpers.search", "query", "--index", str(out),
-                           "--image", str(png), "--image", str(other), "-k", "2"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers.search",
+            "query",
+            "--index",
+            str(out),
+            "--image",
+            str(png),
+            "--image",
+            str(other),
+            "-k",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [r[:3] for r in (rows[0], rows[2])] == [
-        ["1", "7", data.class_names[data.y_test[7]]], ["1", "11", data.class_names[data.y_test[11]]]]
+        ["1", "7", data.class_names[data.y_test[7]]],
+        ["1", "11", data.class_names[data.y_test[11]]],
+    ]
 
 
 def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(data, cache, tmp_path, capsys):
     out = tmp_path / "idx"
-    assert search.main(["build", "--model", MODEL, "--source", "bundled", "--split", "val", "--out", str(out),
-                        "--cache-dir", str(cache), *TINY_ARGS]) == 0
+    assert (
+        search.main(
+            [
+                "build",
+                "--model",
+                MODEL,
+                "--source",
+                "bundled",
+                "--split",
+                "val",
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(cache),
+                *TINY_ARGS,
+            ]
+        )
+        == 0
+    )
     png = _query_png(data, tmp_path)
     (tmp_path / "broken.png").write_bytes(b"not a png at all")
     (tmp_path / "plain").mkdir()
@@ -383,10 +438,29 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(data, cache, tmp
 
     # from a shell too: the input is checked before Keras is imported (and prints its own lines)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "helpers.search", "query", "--index", str(out), "--image",
-                           str(tmp_path / "broken.png"), "--figure", str(figure)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers.search",
+            "query",
+            "--index",
+            str(out),
+            "--image",
+            str(tmp_path / "broken.png"),
+            "--figure",
+            str(figure),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.splitlines() == [f"error: cannot read image file {tmp_path / 'broken.png'}: not an "
-                                        f"image OpenCV can decode (PNG, JPEG, ...)."]
+    assert proc.stderr.splitlines() == [
+        f"error: cannot read image file {tmp_path / 'broken.png'}: not an "
+        f"image OpenCV can decode (PNG, JPEG, ...)."
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -37,8 +37,10 @@ def test_cache_hit_returns_the_same_model_without_training(data, tmp_path, capsy
     # folder is gone once training finished (the lock file stays: removing it would race)
     assert [p.name for p in tmp_path.iterdir()] == ["mnist"]
     assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == [
-        "cnn_simple_v1.feature_extractor.weights.h5", "cnn_simple_v1.history.json",
-        "cnn_simple_v1.lock", "cnn_simple_v1.weights.h5",
+        "cnn_simple_v1.feature_extractor.weights.h5",
+        "cnn_simple_v1.history.json",
+        "cnn_simple_v1.lock",
+        "cnn_simple_v1.weights.h5",
     ]
 
 
@@ -49,11 +51,15 @@ def test_changed_configuration_retrains_and_force_retrains(data, tmp_path, capsy
     out = capsys.readouterr().out
     assert "another configuration" in out
     # one line per epoch: losses, seconds and (before the last epoch) what is left
-    epoch_lines = [line for line in out.splitlines()
-                   if line.startswith("[cnn_simple_v1] epoch ") and "/2 " in line]
+    epoch_lines = [
+        line for line in out.splitlines() if line.startswith("[cnn_simple_v1] epoch ") and "/2 " in line
+    ]
     assert len(epoch_lines) == 2, out
-    assert re.fullmatch(r"\[cnn_simple_v1\] epoch 1/2 loss=\d+\.\d{4} val_loss=\d+\.\d{4} "
-                        r"\(\d+\.\ds; ~\d+s left\)", epoch_lines[0]), epoch_lines[0]
+    assert re.fullmatch(
+        r"\[cnn_simple_v1\] epoch 1/2 loss=\d+\.\d{4} val_loss=\d+\.\d{4} "
+        r"\(\d+\.\ds; ~\d+s left\)",
+        epoch_lines[0],
+    ), epoch_lines[0]
     assert epoch_lines[1].startswith("[cnn_simple_v1] epoch 2/2 ") and "left" not in epoch_lines[1]
     _, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, **{**TINY, "epochs": 2})
     assert rec["from_cache"] is True
@@ -81,8 +87,9 @@ def test_fingerprint_depends_on_data_and_parameters(data):
     other = load_dataset("mnist", source="bundled", seed=7, verbose=False)
     assert base != training.training_fingerprint("cnn_simple_v1", other, params)
     # the same architecture built twice hashes the same (layer names carry global counters)
-    assert training._architecture_digest(build_embedding("cnn_simple_v1")) == \
-        training._architecture_digest(build_embedding("cnn_simple_v1"))
+    assert training._architecture_digest(build_embedding("cnn_simple_v1")) == training._architecture_digest(
+        build_embedding("cnn_simple_v1")
+    )
 
 
 def test_truncated_weights_are_reported_in_one_line_and_retrained(data, tmp_path, capsys):
@@ -121,8 +128,9 @@ def test_cosine_schedule_decays_the_rate_step_by_step(data, tmp_path, monkeypatc
 
     spec = dataclasses.replace(MODELS["cnn_simple_v1"], lr_schedule="cosine", learning_rate=1e-3)
     monkeypatch.setitem(MODELS, "cnn_simple_v1", spec)
-    _, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, epochs=3, steps_per_epoch=2,
-                            batch_size=8)
+    _, rec = training.train(
+        "cnn_simple_v1", data, cache_dir=tmp_path, epochs=3, steps_per_epoch=2, batch_size=8
+    )
     # after 2, 4 and 6 of 6 steps: 1e-3 * (0.01 + 0.99 * (1 + cos(pi * step / 6)) / 2)
     expected = [1e-3 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * s / 6))) for s in (2, 4, 6)]
     np.testing.assert_allclose(rec["history"]["learning_rate"], expected, rtol=1e-5)
@@ -146,9 +154,22 @@ def test_every_model_trains_one_step_and_embeds(data, tmp_path, name):
 @pytest.mark.slow
 def test_resume_after_sigkill(tmp_path):
     """Kill a real training process after an epoch finished; the rerun resumes, history is whole."""
-    cmd = [sys.executable, "-m", "helpers.training", "cnn_simple_v1", "--epochs", "40",
-           "--steps-per-epoch", "4", "--batch-size", "16", "--cache-dir", str(tmp_path),
-           "--source", "bundled"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "helpers.training",
+        "cnn_simple_v1",
+        "--epochs",
+        "40",
+        "--steps-per-epoch",
+        "4",
+        "--batch-size",
+        "16",
+        "--cache-dir",
+        str(tmp_path),
+        "--source",
+        "bundled",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work = tmp_path / "mnist" / "cnn_simple_v1.work"
@@ -194,8 +215,9 @@ def test_resume_after_sigkill(tmp_path):
 def test_two_datasets_keep_two_entries_and_switching_back_loads_from_cache(data, tmp_path):
     import dataclasses
 
-    other = dataclasses.replace(data, name="other_digits", x_train=data.x_train[:600],
-                                y_train=data.y_train[:600])
+    other = dataclasses.replace(
+        data, name="other_digits", x_train=data.x_train[:600], y_train=data.y_train[:600]
+    )
     _, rec_a = training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
     _, rec_b = training.train("cnn_simple_v1", other, cache_dir=tmp_path, **TINY)
     assert rec_a["from_cache"] is False and rec_b["from_cache"] is False
@@ -227,9 +249,11 @@ def test_a_changed_registry_field_or_architecture_retrains(data, tmp_path, monke
 
     training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
     spec = MODELS["cnn_simple_v1"]
-    changed = {"margin": {"margin": spec.margin + 0.5},
-               "center_reg_weight": {"center_reg_weight": spec.center_reg_weight + 1.0},
-               "architecture": {"builder": _narrower(spec.builder)}}[change]
+    changed = {
+        "margin": {"margin": spec.margin + 0.5},
+        "center_reg_weight": {"center_reg_weight": spec.center_reg_weight + 1.0},
+        "architecture": {"builder": _narrower(spec.builder)},
+    }[change]
     monkeypatch.setitem(MODELS, "cnn_simple_v1", dataclasses.replace(spec, **changed))
     # the stale entry is refused where it is loaded by name (evaluation, notebook 06) ...
     with pytest.raises(training.StaleCacheError, match="registry entry, architecture"):
@@ -237,8 +261,10 @@ def test_a_changed_registry_field_or_architecture_retrains(data, tmp_path, monke
     # ... and train() retrains it
     emb, rec = training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
     assert rec["from_cache"] is False
-    assert training.load_trained("cnn_simple_v1", data, cache_dir=tmp_path).output.shape[-1] == \
-        emb.output.shape[-1]
+    assert (
+        training.load_trained("cnn_simple_v1", data, cache_dir=tmp_path).output.shape[-1]
+        == emb.output.shape[-1]
+    )
 
 
 def test_fingerprint_covers_the_keras_version_and_the_loss_and_generator_code(data, monkeypatch, tmp_path):
@@ -274,8 +300,9 @@ def test_load_trained_checks_data_and_budget_and_can_retrain(data, tmp_path):
     with pytest.raises(training.StaleCacheError, match="other mnist data"):
         training.load_embedding("cnn_simple_v1", shuffled, cache_dir=tmp_path)
     training.load_trained("cnn_simple_v1", shuffled, cache_dir=tmp_path, retrain=True, **TINY)
-    assert training.read_cache_record("cnn_simple_v1", tmp_path)["data_fingerprint"] == \
-        training.data_fingerprint(shuffled)
+    assert training.read_cache_record("cnn_simple_v1", tmp_path)[
+        "data_fingerprint"
+    ] == training.data_fingerprint(shuffled)
 
 
 # --- backup: Keras' private layout, and a kill between the two moves ------------------------------
@@ -302,8 +329,13 @@ def test_keras_backup_layout_is_what_fit_writes_and_resumes_from(tmp_path):
     assert json.loads(metadata.read_text())["epoch"] == 2
     # Keras resumes from these files: an epoch count of 5 there skips the first 5 of 6 epochs
     metadata.write_text(json.dumps({"epoch": 5, "batch": 0}))
-    history = _tiny_model().fit(x, y, epochs=6, verbose=0, callbacks=[
-        keras.callbacks.BackupAndRestore(str(tmp_path / "plain"), delete_checkpoint=False)])
+    history = _tiny_model().fit(
+        x,
+        y,
+        epochs=6,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "plain"), delete_checkpoint=False)],
+    )
     assert len(history.history["loss"]) == 1
 
 
@@ -345,9 +377,22 @@ def test_a_second_process_waits_for_the_first_and_loads_its_entry(tmp_path):
     import filelock
 
     lock = filelock.FileLock(str(training.cache_paths("cnn_simple_v1", tmp_path, "mnist")["lock"]))
-    cmd = [sys.executable, "-m", "helpers.training", "cnn_simple_v1", "--epochs", "2",
-           "--steps-per-epoch", "2", "--batch-size", "8", "--cache-dir", str(tmp_path),
-           "--source", "bundled"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "helpers.training",
+        "cnn_simple_v1",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "8",
+        "--cache-dir",
+        str(tmp_path),
+        "--source",
+        "bundled",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     logs = [tmp_path / f"proc{i}.log" for i in (0, 1)]
     procs = []
@@ -355,8 +400,9 @@ def test_a_second_process_waits_for_the_first_and_loads_its_entry(tmp_path):
         try:
             for log in logs:
                 with open(log, "w") as out:
-                    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
-                                                  stderr=subprocess.STDOUT))
+                    procs.append(
+                        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                    )
             deadline = time.time() + 300
             while time.time() < deadline and not all("waiting for it" in log.read_text() for log in logs):
                 assert all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]

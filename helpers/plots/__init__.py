@@ -21,15 +21,20 @@ if matplotlib.get_backend().lower() not in {"module://matplotlib_inline.backend_
 import matplotlib.pyplot as plt  # noqa: E402,F401  (tests close figures through plots.plt)
 
 from helpers.config import save_figure  # noqa: E402,F401  (re-exported for notebooks)
-from helpers.plots.data import plot_class_counts, plot_sample_grid  # noqa: E402,F401
-from helpers.plots.explain import plot_feature_maps, plot_filter_images, plot_input_image  # noqa: E402,F401
 from helpers.plots.applications import (  # noqa: E402,F401
-    plot_distance_histograms, plot_query_neighbours, plot_roc_curves,
+    plot_distance_histograms,
+    plot_query_neighbours,
+    plot_roc_curves,
 )
+from helpers.plots.contrastive import plot_separation_bars, plot_shift_views  # noqa: E402,F401
+from helpers.plots.data import plot_class_counts, plot_sample_grid  # noqa: E402,F401
+from helpers.plots.densenet import (  # noqa: E402,F401
+    plot_accuracy_history,
+    plot_confusion_matrix,
+    plot_labelled_neighbours,
+    plot_per_class_scores,
+)
+from helpers.plots.explain import plot_feature_maps, plot_filter_images, plot_input_image  # noqa: E402,F401
 from helpers.plots.generators import plot_pairs, plot_triplets, plot_triplets_cls  # noqa: E402,F401
 from helpers.plots.latent_space import plot_latent_grid, plot_latent_space, plot_metric_bars  # noqa: E402,F401
 from helpers.plots.training import plot_histories, plot_history, small_multiples  # noqa: E402,F401
-from helpers.plots.contrastive import plot_shift_views, plot_separation_bars  # noqa: E402,F401
-from helpers.plots.densenet import (  # noqa: E402,F401
-    plot_accuracy_history, plot_confusion_matrix, plot_labelled_neighbours, plot_per_class_scores,
-)

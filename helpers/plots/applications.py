@@ -9,8 +9,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def plot_roc_curves(curves: dict, target_far: float | None = 0.01, log_far: bool = True,
-                    title: str = "Verification ROC (test pairs)"):
+def plot_roc_curves(
+    curves: dict,
+    target_far: float | None = 0.01,
+    log_far: bool = True,
+    title: str = "Verification ROC (test pairs)",
+):
     """All models' ROC curves on one plot: ``{name: (far, tar)}`` or ``{name: (far, tar, auc)}``.
 
     With ``log_far`` the false-accept axis is logarithmic (the low-FAR end is where a phone unlock
@@ -40,7 +44,9 @@ def plot_roc_curves(curves: dict, target_far: float | None = 0.01, log_far: bool
     return fig
 
 
-def plot_distance_histograms(distances, same, threshold: float | None = None, title: str = "", bins: int = 60):
+def plot_distance_histograms(
+    distances, same, threshold: float | None = None, title: str = "", bins: int = 60
+):
     """Histograms of genuine and impostor pair distances, with the operating threshold."""
     d = np.asarray(distances, dtype=float)
     s = np.asarray(same, dtype=bool)
@@ -60,8 +66,15 @@ def plot_distance_histograms(distances, same, threshold: float | None = None, ti
     return fig
 
 
-def plot_query_neighbours(query_images, neighbour_images, distances, query_labels=None,
-                          neighbour_labels=None, class_names=None, title: str = ""):
+def plot_query_neighbours(
+    query_images,
+    neighbour_images,
+    distances,
+    query_labels=None,
+    neighbour_labels=None,
+    class_names=None,
+    title: str = "",
+):
     """One row per query: the query, then its nearest matches with their distances.
 
     ``query_images`` (q, H, W[, C]); ``neighbour_images`` (q, k, H, W[, C]); ``distances`` (q, k).
@@ -81,7 +94,9 @@ def plot_query_neighbours(query_images, neighbour_images, distances, query_label
     for row in range(q):
         ax = axes[row, 0]
         ax.imshow(np.squeeze(queries[row]), cmap="gray")
-        ax.set_title("query" + (f"\n{name(query_labels[row])}" if query_labels is not None else ""), fontsize=8)
+        ax.set_title(
+            "query" + (f"\n{name(query_labels[row])}" if query_labels is not None else ""), fontsize=8
+        )
         for col in range(k):
             ax = axes[row, col + 1]
             ax.imshow(np.squeeze(neighbours[row, col]), cmap="gray")

@@ -10,14 +10,17 @@ import numpy as np
 def _scatter(ax, points, groups, names, title, cmap="tab10"):
     points, groups = np.asarray(points), np.asarray(groups)
     if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(groups):
-        raise ValueError(f"points must be (n, 2) with one group per point, got {points.shape} and "
-                         f"{groups.shape}; the study's embeddings are 2-D.")
+        raise ValueError(
+            f"points must be (n, 2) with one group per point, got {points.shape} and "
+            f"{groups.shape}; the study's embeddings are 2-D."
+        )
     colours = plt.get_cmap(cmap)
     for i, (g, name) in enumerate(names.items()):
         mask = groups == g
         if mask.any():
-            ax.scatter(points[mask, 0], points[mask, 1], s=5, alpha=0.6, color=colours(i % colours.N),
-                       label=name)
+            ax.scatter(
+                points[mask, 0], points[mask, 1], s=5, alpha=0.6, color=colours(i % colours.N), label=name
+            )
     ax.set_title(title, fontsize=10)
     ax.legend(markerscale=3, fontsize=7, loc="best", frameon=True)
 
@@ -46,9 +49,11 @@ def plot_shift_views(views: dict, class_names=("4", "9"), title: str = ""):
     return fig
 
 
-def plot_separation_bars(rows, metrics=("knn_shifted", "knn_shifted_loo", "sil_shifted", "shift_sil_6",
-                                       "four_cluster_sil"),
-                         title: str = "Digit and shift separation"):
+def plot_separation_bars(
+    rows,
+    metrics=("knn_shifted", "knn_shifted_loo", "sil_shifted", "shift_sil_6", "four_cluster_sil"),
+    title: str = "Digit and shift separation",
+):
     """Grouped bars of ``metrics`` for each row ``{"model": ..., metric: value}``."""
     rows = list(rows)
     if not rows:

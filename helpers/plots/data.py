@@ -37,11 +37,19 @@ def plot_class_counts(dataset):
     frames = []
     for split in ("train", "val", "test"):
         y = np.asarray(getattr(dataset, f"y_{split}"))
-        frames.append(pd.DataFrame({"class": np.asarray(dataset.class_names, dtype=object)[y], "split": split}))
+        frames.append(
+            pd.DataFrame({"class": np.asarray(dataset.class_names, dtype=object)[y], "split": split})
+        )
     frame = pd.concat(frames, ignore_index=True)
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(dataset.class_names)), 4))
-    sns.countplot(data=frame, x="class", hue="split", order=list(dataset.class_names),
-                  hue_order=["train", "val", "test"], ax=ax)
+    sns.countplot(
+        data=frame,
+        x="class",
+        hue="split",
+        order=list(dataset.class_names),
+        hue_order=["train", "val", "test"],
+        ax=ax,
+    )
     ax.set_title(f"{dataset.name}: images per class and split (source={dataset.source})")
     ax.set_xlabel("")
     ax.set_ylabel("images")

@@ -11,7 +11,7 @@ import numpy as np
 def plot_accuracy_history(history: dict, title: str = "DenseNet training"):
     """Train and validation accuracy and loss per epoch of one training record's ``history``."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, metric in zip(axes, ("accuracy", "loss")):
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=False):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
             values = history.get(key)
             if values:
@@ -40,8 +40,15 @@ def plot_confusion_matrix(confusion, class_names, title: str = "Confusion matrix
     threshold = cm.max() / 2 if cm.size else 0
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if cm[i, j] > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if cm[i, j] > threshold else "black",
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
@@ -56,7 +63,7 @@ def plot_per_class_scores(rows, title: str = "Per-class precision, recall and F1
     names = [r["class"] for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(10, 3.8))
-    for offset, key in zip((-0.27, 0.0, 0.27), ("precision", "recall", "f1")):
+    for offset, key in zip((-0.27, 0.0, 0.27), ("precision", "recall", "f1"), strict=False):
         ax.bar(x + offset, [r[key] for r in rows], width=0.27, label=key)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
@@ -67,8 +74,15 @@ def plot_per_class_scores(rows, title: str = "Per-class precision, recall and F1
     return fig
 
 
-def plot_labelled_neighbours(query_images, query_labels, ref_images, ref_labels, neighbours, class_names,
-                          title: str = "Similar-image search (Siamese embeddings)"):
+def plot_labelled_neighbours(
+    query_images,
+    query_labels,
+    ref_images,
+    ref_labels,
+    neighbours,
+    class_names,
+    title: str = "Similar-image search (Siamese embeddings)",
+):
     """One row per query: the query, then its nearest references (green title: same class, red: not)."""
     neighbours = np.asarray(neighbours)
     n, k = neighbours.shape
@@ -80,7 +94,7 @@ def plot_labelled_neighbours(query_images, query_labels, ref_images, ref_labels,
         for j in neighbours[i]:
             same = int(ref_labels[j]) == int(query_labels[i])
             cells.append((ref_images[j], class_names[int(ref_labels[j])], "green" if same else "red"))
-        for ax, (image, label, color) in zip(axes[i], cells):
+        for ax, (image, label, color) in zip(axes[i], cells, strict=False):
             ax.imshow(np.asarray(image).squeeze(), cmap="gray")
             ax.set_title(label, fontsize=7, color=color)
             ax.axis("off")

@@ -11,8 +11,9 @@ def _image_grid(images, cols, cmap="viridis", title=None, normalise=True):
     n = len(images)
     cols = max(1, min(cols, n))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.0 + (0.4 if title else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * 1.0, rows * 1.0 + (0.4 if title else 0)), squeeze=False
+    )
     for ax, img in zip(axes.flat, images, strict=False):
         img = np.asarray(img, dtype=np.float32)
         if normalise:

@@ -58,7 +58,9 @@ def plot_pairs(generator_or_batch, class_names, n=8, batch_index=0, pair_classes
     return fig
 
 
-def plot_triplets(generator_or_batch, class_names, n=8, batch_index=0, triplet_classes=None, show_anchor_label=False):
+def plot_triplets(
+    generator_or_batch, class_names, n=8, batch_index=0, triplet_classes=None, show_anchor_label=False
+):
     """Triplets of a :class:`helpers.generators.TripletGenerator` batch: rows = triplets, columns =
     anchor / positive / negative, each image titled with its class name.
 
@@ -76,7 +78,9 @@ def plot_triplets(generator_or_batch, class_names, n=8, batch_index=0, triplet_c
             name = _gen_class_name(class_names, classes[j][i]) if classes is not None else ""
             title = f"{role}: {name}" if i == 0 else name
             if j == 0 and anchor_labels is not None:
-                title += f"\n[label {int(anchor_labels[i])}: {_gen_class_name(class_names, anchor_labels[i])}]"
+                title += (
+                    f"\n[label {int(anchor_labels[i])}: {_gen_class_name(class_names, anchor_labels[i])}]"
+                )
             _gen_draw_cell(axes[i, j], imgs[i], title, "tab:red" if j == 2 else "black")
     fig.tight_layout()
     return fig
@@ -85,7 +89,9 @@ def plot_triplets(generator_or_batch, class_names, n=8, batch_index=0, triplet_c
 def plot_triplets_cls(generator_or_batch, class_names, n=8, batch_index=0, triplet_classes=None):
     """:func:`plot_triplets` for a :class:`helpers.generators.TripletClsGenerator`: the anchor also shows
     the class label the classification head is trained on (the batch target ``y_anchor``)."""
-    fig = plot_triplets(generator_or_batch, class_names, n, batch_index, triplet_classes, show_anchor_label=True)
+    fig = plot_triplets(
+        generator_or_batch, class_names, n, batch_index, triplet_classes, show_anchor_label=True
+    )
     fig.suptitle("Triplets with the anchor's class label", fontsize=10)
     fig.tight_layout()
     return fig

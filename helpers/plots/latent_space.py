@@ -25,8 +25,7 @@ def plot_latent_space(points_2d, labels, class_names=None, title: str = "", ax=N
     for i, cls in enumerate(np.unique(labels)):
         mask = labels == cls
         name = class_names[int(cls)] if class_names is not None else str(cls)
-        ax.scatter(points_2d[mask, 0], points_2d[mask, 1], s=4, alpha=0.7,
-                   color=cmap(i % cmap.N), label=name)
+        ax.scatter(points_2d[mask, 0], points_2d[mask, 1], s=4, alpha=0.7, color=cmap(i % cmap.N), label=name)
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -34,21 +33,25 @@ def plot_latent_space(points_2d, labels, class_names=None, title: str = "", ax=N
     return fig
 
 
-def plot_latent_grid(
-    projections: dict, class_names=None, cols: int = 3, title: str = "Latent spaces"
-):
+def plot_latent_grid(projections: dict, class_names=None, cols: int = 3, title: str = "Latent spaces"):
     """Grid of :func:`plot_latent_space`, one per model: ``{name: (points_2d, labels)}``."""
     if not projections:
         raise ValueError("projections is empty; pass {model_name: (points_2d, labels)}.")
     return small_multiples(
         projections,
         lambda ax, name, value: plot_latent_space(value[0], value[1], class_names, title=name, ax=ax),
-        cols, (5.5, 5), title,
+        cols,
+        (5.5, 5),
+        title,
     )
 
 
-def plot_metric_bars(df, metrics=("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1"),
-                     model_col: str = "model", title: str = "Model comparison"):
+def plot_metric_bars(
+    df,
+    metrics=("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1"),
+    model_col: str = "model",
+    title: str = "Model comparison",
+):
     """Grouped bar chart: one group per metric, one bar per model (rows of ``df``)."""
     metrics = [m for m in metrics if m in df.columns]
     if not metrics:
@@ -60,8 +63,13 @@ def plot_metric_bars(df, metrics=("3nn_accuracy", "silhouette", "map_at_r", "pre
     cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
     for i, (_, row) in enumerate(df.iterrows()):
         values = [float(row[m]) for m in metrics]
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width,
-               label=str(row[model_col]), color=cmap(i % cmap.N))
+        ax.bar(
+            x + (i - (len(models) - 1) / 2) * width,
+            values,
+            width,
+            label=str(row[model_col]),
+            color=cmap(i % cmap.N),
+        )
     ax.set_xticks(x)
     ax.set_xticklabels(metrics)
     ax.axhline(0, color="black", linewidth=0.8)

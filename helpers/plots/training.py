@@ -30,8 +30,11 @@ def plot_histories(histories: dict, cols: int = 3, title: str = "Training curves
     if not histories:
         raise ValueError("histories is empty; pass {model_name: history_dict}.")
     return small_multiples(
-        histories, lambda ax, name, history: plot_history(history, title=name, ax=ax),
-        cols, (5, 3.5), title,
+        histories,
+        lambda ax, name, history: plot_history(history, title=name, ax=ax),
+        cols,
+        (5, 3.5),
+        title,
     )
 
 
@@ -40,11 +43,10 @@ def small_multiples(items: dict, draw, cols: int, cell_size, title: str):
     names = list(items)
     cols = max(1, min(cols, len(names)))
     rows = int(np.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cell_size[0] * cols, cell_size[1] * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_size[0] * cols, cell_size[1] * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         draw(ax, name, items[name])
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
