@@ -184,8 +184,10 @@ def make_generators(
 ):
     """The training and validation generators for the registry entry ``name``.
 
-    With ``spec.mining != "random"`` the training generator mines negatives in ``embedding``'s
-    space, re-embedding the training images at the start of every epoch.
+    The spec's ``generator`` names a class of ``helpers.generators.GENERATORS`` (or a study's kind
+    in ``helpers.models.GENERATOR_KINDS``). With ``spec.mining != "random"`` the training generator
+    mines negatives in ``embedding``'s space, re-embedding the training images every epoch. The
+    validation batches stay the same every epoch (epoch 0, no augmentation), so val_loss is comparable.
     """
     from helpers import generators
 
@@ -194,29 +196,11 @@ def make_generators(
     kind = GENERATOR_KINDS.get(spec.generator)
     if kind is not None:  # a study's own sampler, registered by its module
         return (
-            kind.factory(spec, data.x_train, data.y_train, batch_size, steps_per_epoch, seed, spec.augment),
+            kind.factory(
+                spec, data.x_train, data.y_train, batch_size, steps_per_epoch, seed, spec.augment_on_host
+            ),
             kind.factory(spec, data.x_val, data.y_val, batch_size, val_steps, seed + 10_000, False),
         )
-    if spec.generator == "pk":
-        per_class = max(2, batch_size // spec.classes_per_batch)
-        make = lambda x, y, steps, s, augment: generators.PKBatchGenerator(  # noqa: E731
-            x,
-            y,
-            classes_per_batch=spec.classes_per_batch,
-            samples_per_class=per_class,
-            steps_per_epoch=steps,
-            seed=s,
-            augment=augment,
-        )
-        # the validation batches stay the same every epoch (epoch 0), so val_loss is comparable
-        return make(data.x_train, data.y_train, steps_per_epoch, seed, spec.augment_on_host), make(
-            data.x_val, data.y_val, val_steps, seed + 10_000, False
-        )
-    cls = {
-        "pairs": generators.SiamesePairGenerator,
-        "triplets": generators.TripletGenerator,
-        "triplets_cls": generators.TripletClsGenerator,
-    }[spec.generator]
     mining = {}
     if spec.mining != "random":
         if embedding is None:
@@ -225,19 +209,31 @@ def make_generators(
             "mining": spec.mining,
             "embed_fn": lambda x: embedding.predict(x, batch_size=512, verbose=0),
         }
-    train_gen = cls(
+    batches = _batch_arguments(spec, batch_size)
+    train_gen = generators.get_generator(
+        spec.generator,
         data.x_train,
         data.y_train,
-        batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
         seed=seed,
         augment=spec.augment_on_host,
+        **batches,
         **mining,
     )
-    val_gen = cls(
-        data.x_val, data.y_val, batch_size=batch_size, steps_per_epoch=val_steps, seed=seed + 10_000
+    val_gen = generators.get_generator(
+        spec.generator, data.x_val, data.y_val, steps_per_epoch=val_steps, seed=seed + 10_000, **batches
     )
     return train_gen, val_gen
+
+
+def _batch_arguments(spec, batch_size: int) -> dict:
+    """The generator's batch arguments: ``batch_size``, or P classes x K images for ``"pk"``."""
+    if spec.generator == "pk":
+        return {
+            "classes_per_batch": spec.classes_per_batch,
+            "samples_per_class": max(2, batch_size // spec.classes_per_batch),
+        }
+    return {"batch_size": batch_size}
 
 
 # --- callbacks -----------------------------------------------------------------------------------------

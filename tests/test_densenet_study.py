@@ -121,7 +121,7 @@ def test_classifier_trains_caches_and_resumes_through_the_shared_path(tmp_path):
         ds.train_classifier(
             data, params, cache_dir=tmp_path, name=TINY.name, callbacks=[_StopAfterFirstEpoch()]
         )
-    assert not training.cache_paths(TINY.name, tmp_path)["history"].exists()
+    assert not training.cache_paths(TINY.name, tmp_path, data.name)["history"].exists()
     features, _, record = ds.train_classifier(data, params, cache_dir=tmp_path, name=TINY.name)
     assert not record["from_cache"] and record["resumed_from_epoch"] == 1
     assert record["history"]["epoch"] == [0, 1] and "val_accuracy" in record["history"]
