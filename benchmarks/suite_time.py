@@ -60,11 +60,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", nargs="*", default=["smoke", "default"])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "suite_time.json")
+    parser.add_argument(
+        "--keep-evaluation",
+        action="store_true",
+        help="copy the cold run's model_evaluation.csv to results/suite_<profile>_evaluation.csv",
+    )
     args = parser.parse_args(argv)
     rows, results = [], {}
     for profile in args.profiles:
         with tempfile.TemporaryDirectory(prefix=f"suite-{profile}-") as tmp:
             cold = run_profile(profile, Path(tmp))
+            if args.keep_evaluation:  # the cold run's model_evaluation.csv, to compare figures
+                found = sorted(Path(tmp).rglob("model_evaluation.csv"))
+                if found:
+                    target = RESULTS_DIR / f"suite_{profile}_evaluation.csv"
+                    target.write_text(found[0].read_text())
+                    print(f"kept {found[0]} as {target}")
             warm = run_profile(profile, Path(tmp))
         results[profile] = {"cold": cold, "cached": warm, "target_seconds": TARGET_SECONDS.get(profile)}
         for name in cold["notebooks"]:

@@ -185,7 +185,7 @@ def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # progress: the notebook, its cells and one line per model and epoch, without start-up noise
-    assert "== [4/6] 04_training.ipynb" in proc.stdout and "   cell 1/" in proc.stdout
+    assert f"== [4/{len(NOTEBOOKS)}] 04_training.ipynb" in proc.stdout and "   cell 1/" in proc.stdout
     assert "   | [cnn_simple_v1] epoch 1/1 loss=" in proc.stdout
     assert "== model 2/6 cnn_simple_v2" in proc.stdout
     assert not [line for line in (proc.stdout + proc.stderr).splitlines() if runner.NOISE.match(line)]
