@@ -27,6 +27,7 @@ normalised); notebook 03 tells the story with the measured effects:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 
@@ -686,6 +687,19 @@ def register_generator(kind: str, inputs: int, factory: Callable) -> GeneratorKi
     entry = GeneratorKind(int(inputs), factory)
     GENERATOR_KINDS[kind] = entry
     return entry
+
+
+@contextlib.contextmanager
+def spec_override(name: str, **fields):
+    """Replace fields of the registry entry ``name`` while the context is open (a profile's choice,
+    e.g. ``augment="device"`` on an accelerator); the entry is restored afterwards."""
+    registry = MODELS if name in MODELS else STUDY_MODELS
+    original = get_spec(name)
+    registry[name] = dataclasses.replace(original, **fields)
+    try:
+        yield registry[name]
+    finally:
+        registry[name] = original
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -48,6 +48,7 @@ PROFILES: dict[str, dict] = {
         "steps_per_epoch": 2,
         "batch_size": 32,
         "force": False,
+        "augment": None,
         "umap_points": 300,
         "projection": "umap",
         "filters_per_layer": 4,
@@ -64,6 +65,7 @@ PROFILES: dict[str, dict] = {
         "steps_per_epoch": None,
         "batch_size": None,
         "force": False,
+        "augment": None,
         "umap_points": 1000,
         "projection": "umap",
         "filters_per_layer": 16,
@@ -80,6 +82,9 @@ PROFILES: dict[str, dict] = {
         "steps_per_epoch": 200,
         "batch_size": 256,
         "force": False,
+        # numpy augmentation in one host thread feeds a GPU only a tenth of what it trains at
+        # (benchmarks/results/throughput.json, gpu_training): augment in the training graph there
+        "augment": "device",
         "umap_points": 2000,
         "projection": "umap",
         "filters_per_layer": 32,

@@ -34,7 +34,13 @@ import keras
 import numpy as np
 
 from helpers import config
-from helpers.models import GENERATOR_KINDS, build_training_model, compile_training_model, get_spec
+from helpers.models import (
+    GENERATOR_KINDS,
+    build_training_model,
+    compile_training_model,
+    get_spec,
+    spec_override,
+)
 
 CACHE_FORMAT = 2
 # The modules whose code decides the trained weights beyond the registry entry and the architecture
@@ -656,6 +662,7 @@ def train(
     verbose: int | str = "auto",
     patience: int = 11,
     callbacks: list | None = None,
+    augment: str | None = None,
 ):
     """Train the registry model ``name`` on ``data`` or load it from the cache.
 
@@ -676,6 +683,10 @@ def train(
         Defaults to ``helpers.config.MODELS_CACHE``; the entry goes to ``<cache_dir>/<data.name>/``.
     verbose : "auto" or int
         "auto" prints one line per epoch; 1 shows Keras progress bars; 0 is silent.
+    augment : {"host", "device"}, optional
+        Where an augmenting model augments: numpy in the generator, or a layer in the training graph
+        (for accelerators, which one host thread cannot feed). None keeps the registry's. The cache
+        entry is the same either way; a model the registry does not augment stays unaugmented.
 
     Returns
     -------
@@ -683,6 +694,24 @@ def train(
         The embedding model (images -> embedding) and the history record
         ``{"history": {...}, "fingerprint": ..., "train_seconds": ..., "from_cache": bool, ...}``.
     """
+    if augment not in (None, "host", "device"):
+        raise ValueError(f"augment must be 'host', 'device' or None, got {augment!r}")
+    if augment is not None and get_spec(name).augment and augment != get_spec(name).augment:
+        with spec_override(name, augment=augment):
+            return train(
+                name,
+                data,
+                epochs,
+                batch_size,
+                steps_per_epoch,
+                learning_rate,
+                seed,
+                force,
+                cache_dir,
+                verbose,
+                patience,
+                callbacks,
+            )
     params = training_params(name, epochs, batch_size, steps_per_epoch, learning_rate, seed, patience)
     paths = cache_paths(name, cache_dir, _dataset_name(data))
     keras.utils.set_random_seed(seed)

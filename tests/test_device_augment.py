@@ -64,3 +64,18 @@ def test_augment_mode_is_validated_and_device_mode_wraps_the_training_model():
         MODELS["cnn_simple_v1"] = dataclasses.replace(spec, augment=True)
     assert any(isinstance(layer, DeviceAugment) for layer in model.layers)
     assert not any(isinstance(layer, DeviceAugment) for layer in embedding.layers)
+
+
+def test_train_can_move_augmentation_to_the_device_and_keeps_one_cache_entry(tmp_path):
+    from helpers.data import load_dataset
+    from helpers.training import train
+
+    data = load_dataset("mnist", source="bundled", verbose=False)
+    budget = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 40, "cache_dir": tmp_path, "verbose": 0}
+    with pytest.raises(ValueError, match="augment must be 'host', 'device' or None"):
+        train("cnn_simple_v1", data, augment="gpu", **budget)
+    _, first = train("cnn_simple_v1", data, augment="device", **budget)
+    assert not first["from_cache"]
+    assert MODELS["cnn_simple_v1"].augment is True  # the registry entry is restored
+    _, again = train("cnn_simple_v1", data, **budget)  # host augmentation: the same cache entry
+    assert again["from_cache"] and again["fingerprint"] == first["fingerprint"]
