@@ -701,16 +701,16 @@ def train(
             return train(
                 name,
                 data,
-                epochs,
-                batch_size,
-                steps_per_epoch,
-                learning_rate,
-                seed,
-                force,
-                cache_dir,
-                verbose,
-                patience,
-                callbacks,
+                epochs=epochs,
+                batch_size=batch_size,
+                steps_per_epoch=steps_per_epoch,
+                learning_rate=learning_rate,
+                seed=seed,
+                force=force,
+                cache_dir=cache_dir,
+                verbose=verbose,
+                patience=patience,
+                callbacks=callbacks,
             )
     params = training_params(name, epochs, batch_size, steps_per_epoch, learning_rate, seed, patience)
     paths = cache_paths(name, cache_dir, _dataset_name(data))
