@@ -51,6 +51,12 @@ __all__ = [
     "LOSSES",
     "get",
     "GradedContrastiveLoss",
+    "VICREG_TERMS",
+    "vicreg_terms",
+    "vicreg",
+    "VICRegLoss",
+    "VICRegTerm",
+    "vicreg_metrics",
 ]
 
 _EPS = 1e-12
@@ -529,3 +535,117 @@ def get(name: str, **kwargs) -> keras.losses.Loss:
     except (KeyError, TypeError):
         raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}") from None
     return cls(**kwargs)
+
+
+# --- VICReg (self-supervised: two views of each image, no labels) -----------------------------------
+
+#: The three terms of VICReg (Bardes, Ponce & LeCun 2022), in the order of the loss.
+VICREG_TERMS = ("invariance", "variance", "covariance")
+
+
+def vicreg_terms(z_a, z_b, eps: float = 1e-4) -> dict:
+    """The three VICReg terms of two batches of expander outputs ``(n, d)``, unweighted.
+
+    - ``invariance``: the mean squared difference of the two views' vectors, over the batch and the
+      coordinates (the official implementation's ``F.mse_loss``; the paper's equation sums over the
+      coordinates instead, d times larger, for which λ = 25 was not tuned);
+    - ``variance``: ``v(Z) + v(Z')`` with ``v(Z) = mean_j max(0, 1 - sqrt(Var(z_j) + eps))``, the
+      unbiased variance of each coordinate over the batch: a hinge that keeps every coordinate's
+      standard deviation at 1 or more, so the vectors cannot all collapse to one point;
+    - ``covariance``: ``c(Z) + c(Z')`` with ``c(Z) = sum_{i != j} C(Z)_ij^2 / d``, ``C`` the
+      covariance matrix over the batch (``1 / (n - 1)``): decorrelates the coordinates.
+
+    Needs ``n >= 2`` (a variance over one vector is undefined).
+    """
+    out = {"invariance": ops.mean(ops.square(z_a - z_b)), "variance": 0.0, "covariance": 0.0}
+    for z in (z_a, z_b):
+        n = ops.cast(ops.shape(z)[0], z.dtype)
+        d = ops.cast(ops.shape(z)[1], z.dtype)
+        centred = z - ops.mean(z, axis=0, keepdims=True)
+        var = ops.sum(ops.square(centred), axis=0) / (n - 1.0)
+        out["variance"] = out["variance"] + ops.mean(ops.relu(1.0 - ops.sqrt(var + eps)))
+        cov = ops.matmul(ops.transpose(centred), centred) / (n - 1.0)
+        off_diagonal = ops.sum(ops.square(cov)) - ops.sum(ops.square(var))
+        out["covariance"] = out["covariance"] + off_diagonal / d
+    return out
+
+
+def vicreg(z_a, z_b, inv_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0, eps=1e-4):
+    """``λ·invariance + μ·variance + ν·covariance`` (:func:`vicreg_terms`), a scalar; the paper's
+    λ = μ = 25, ν = 1 by default. ``var_weight=0`` is the ablation without the variance term."""
+    t = vicreg_terms(z_a, z_b, eps)
+    return inv_weight * t["invariance"] + var_weight * t["variance"] + cov_weight * t["covariance"]
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class VICRegLoss(keras.losses.Loss):
+    """Keras wrapper of :func:`vicreg`: ``y_pred`` ``(batch, 2, d)`` the stacked expander outputs of
+    the two views, ``y_true`` ignored (no labels). The batch loss is returned for every example, so
+    Keras' mean over the batch is the loss itself.
+
+    ``margin`` exists only so the registry builds every loss alike (VICReg has none): it must be 0.
+    """
+
+    def __init__(
+        self,
+        inv_weight: float = 25.0,
+        var_weight: float = 25.0,
+        cov_weight: float = 1.0,
+        eps: float = 1e-4,
+        margin: float = 0.0,
+        name: str = "vicreg_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if margin:
+            raise ValueError(f"VICReg has no margin; register the model with margin=0.0, got {margin!r}")
+        weights = {"inv_weight": inv_weight, "var_weight": var_weight, "cov_weight": cov_weight}
+        bad = {k: v for k, v in weights.items() if not float(v) >= 0.0}
+        if bad:
+            raise ValueError(f"VICReg weights must be >= 0, got {bad}")
+        self.inv_weight, self.var_weight, self.cov_weight = (float(v) for v in weights.values())
+        self.eps = float(eps)
+
+    def call(self, y_true, y_pred):
+        z_a, z_b = _unstack(y_pred, 2, "VICRegLoss")
+        loss = vicreg(z_a, z_b, self.inv_weight, self.var_weight, self.cov_weight, self.eps)
+        return loss * ops.ones_like(z_a[:, 0])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "inv_weight": self.inv_weight,
+            "var_weight": self.var_weight,
+            "cov_weight": self.cov_weight,
+            "eps": self.eps,
+        }
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class VICRegTerm(keras.metrics.Mean):
+    """One unweighted term of :func:`vicreg_terms` as a Keras metric, named after the term.
+
+    Like every Keras metric it reports the mean over the batches of the epoch so far, so the
+    per-batch value is recovered exactly from two consecutive logs (``helpers.vicreg.BatchTerms``).
+    """
+
+    def __init__(self, term: str = "invariance", eps: float = 1e-4, name: str | None = None, **kwargs):
+        if term not in VICREG_TERMS:
+            raise ValueError(f"term must be one of {VICREG_TERMS}, got {term!r}")
+        super().__init__(name=name or term, **kwargs)
+        self.term, self.eps = term, float(eps)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        z_a, z_b = _unstack(y_pred, 2, "VICRegTerm")
+        return super().update_state(vicreg_terms(z_a, z_b, self.eps)[self.term])
+
+    def get_config(self):
+        return {**super().get_config(), "term": self.term, "eps": self.eps}
+
+
+def vicreg_metrics(eps: float = 1e-4) -> list:
+    """The three :class:`VICRegTerm` metrics, to ``compile`` a VICReg model with."""
+    return [VICRegTerm(term, eps) for term in VICREG_TERMS]
+
+
+LOSSES["vicreg"] = VICRegLoss  # registered here, after its class, at the end of the module

@@ -340,6 +340,8 @@ LOSS_SETTINGS: dict[str, tuple[str, Callable[..., dict]]] = {
     ),
     # a study spec (helpers.contrastive_4_vs_9) adds the ``near_margin`` field
     "graded_contrastive": ("graded_contrastive", lambda s: {"near_margin": _near_margin(s)}),
+    # a study spec (helpers.vicreg) adds the weights λ, μ, ν of the three terms
+    "vicreg": ("vicreg", lambda s: _vicreg_weights(s)),
 }
 CLASS_HEAD_LOSSES = ("triplet_l2_cls", "triplet_center_cls")
 
@@ -349,6 +351,13 @@ def _near_margin(spec) -> float:
     if near is None:
         raise ValueError(f"model {spec.name!r}: loss 'graded_contrastive' needs a spec with a near_margin")
     return near
+
+
+def _vicreg_weights(spec) -> dict:
+    fields = ("inv_weight", "var_weight", "cov_weight")
+    if not all(hasattr(spec, f) for f in fields):
+        raise ValueError(f"model {spec.name!r}: loss 'vicreg' needs a spec with {', '.join(fields)}")
+    return {f: getattr(spec, f) for f in fields}
 
 
 #: ``ModelSpec.loss`` of plain classifiers (trained on labelled P x K batches, no metric loss).
@@ -789,6 +798,10 @@ def compile_training_model(
     kwargs = {"loss_weights": weights} if weights is not None else {}
     if spec.loss == "cross_entropy":  # a classifier: val_accuracy for the monitor and the logs
         kwargs["metrics"] = ["accuracy"]
+    elif spec.loss == "vicreg":  # its three terms, logged per batch and per epoch
+        from helpers.losses import vicreg_metrics
+
+        kwargs["metrics"] = vicreg_metrics()
     model.compile(optimizer=make_optimizer(spec, learning_rate, total_steps), loss=loss, **kwargs)
     return model
 

@@ -2,7 +2,7 @@
 writes it. Functions compute nothing beyond what they draw: metrics come from ``helpers.evaluation``.
 
 Topics: ``data`` (01), ``generators`` (02), ``training`` (04), ``latent_space`` (05), ``explain`` (06),
-``applications`` (07), ``densenet`` (08), ``contrastive`` (09);
+``applications`` (07), ``densenet`` (08), ``contrastive`` (09), ``vicreg`` (10);
 a new notebook adds its own module here and re-exports its public names below, so callers keep
 writing ``plots.plot_xxx``.
 """
@@ -38,3 +38,11 @@ from helpers.plots.explain import plot_feature_maps, plot_filter_images, plot_in
 from helpers.plots.generators import plot_pairs, plot_triplets, plot_triplets_cls  # noqa: E402,F401
 from helpers.plots.latent_space import plot_latent_grid, plot_latent_space, plot_metric_bars  # noqa: E402,F401
 from helpers.plots.training import plot_histories, plot_history, small_multiples  # noqa: E402,F401
+from helpers.plots.vicreg import (  # noqa: E402,F401
+    plot_anomaly_roc,
+    plot_batch_terms,
+    plot_clusters,
+    plot_image_rows,
+    plot_pca_tsne,
+    plot_spectra,
+)
