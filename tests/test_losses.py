@@ -377,3 +377,69 @@ def test_batch_all_triplet_matches_brute_force_and_wrapper(squared):
         keras.ops.convert_to_numpy(L.BatchAllTripletLoss(margin=1.5, squared=squared)(labels, emb))
     )
     assert wrapped == pytest.approx(expected.mean(), rel=1e-4)
+
+
+# --- VICReg --------------------------------------------------------------------------------------
+
+
+def _vicreg_numpy(za, zb, eps=1e-4):
+    """The three VICReg terms with plain loops (the paper's definitions, unbiased covariance)."""
+    n, d = za.shape
+    inv = sum((za[i, j] - zb[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+    var = cov = 0.0
+    for z in (za, zb):
+        mean = [sum(z[i, j] for i in range(n)) / n for j in range(d)]
+        c = [
+            [sum((z[i, a] - mean[a]) * (z[i, b] - mean[b]) for i in range(n)) / (n - 1) for b in range(d)]
+            for a in range(d)
+        ]
+        var += sum(max(0.0, 1.0 - math.sqrt(c[j][j] + eps)) for j in range(d)) / d
+        cov += sum(c[a][b] ** 2 for a in range(d) for b in range(d) if a != b) / d
+    return {"invariance": inv, "variance": var, "covariance": cov}
+
+
+def test_vicreg_terms_match_a_plain_numpy_computation():
+    za = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.5], [1.0, 1.0, -1.0], [0.5, -0.5, 0.0]], np.float32)
+    zb = np.array([[0.5, 0.0, 2.0], [0.0, 2.0, 0.0], [1.5, 1.0, -1.0], [0.0, 0.0, 0.0]], np.float32)
+    want = _vicreg_numpy(za.astype(float), zb.astype(float))
+    got = {k: float(np_(v)) for k, v in L.vicreg_terms(za, zb).items()}
+    assert got == pytest.approx(want, rel=1e-5)
+    # by hand: the invariance is the mean of the squared differences, 2.0 / 12
+    assert got["invariance"] == pytest.approx((0.25 + 1.0 + 0.25 + 0.25 + 0.25 + 0.25) / 12, rel=1e-6)
+    total = float(np_(L.vicreg(za, zb)))
+    assert total == pytest.approx(
+        25 * want["invariance"] + 25 * want["variance"] + want["covariance"], rel=1e-5
+    )
+    # mu = 0: the ablation drops exactly the variance term
+    ablation = float(np_(L.vicreg(za, zb, var_weight=0.0)))
+    assert total - ablation == pytest.approx(25 * want["variance"], rel=1e-5)
+
+
+def test_vicreg_on_a_collapsed_batch():
+    z = np.ones((5, 4), np.float32)  # every vector the same: no variance, no covariance
+    t = {k: float(np_(v)) for k, v in L.vicreg_terms(z, z).items()}
+    assert t["invariance"] == 0.0 and t["covariance"] == 0.0
+    assert t["variance"] == pytest.approx(2 * (1 - math.sqrt(1e-4)), rel=1e-6)  # 1.98: the hinge at full
+
+
+def test_vicreg_wrapper_metrics_and_serialisation():
+    rng = np.random.default_rng(1)
+    pair = rng.normal(size=(6, 2, 5)).astype(np.float32)
+    loss = L.get("vicreg", margin=0.0, var_weight=0.0)
+    assert isinstance(loss, L.VICRegLoss)
+    ref = L.vicreg(pair[:, 0], pair[:, 1], 25.0, 0.0, 1.0)
+    assert float(np_(loss(np.zeros(6, np.float32), pair))) == pytest.approx(float(np_(ref)), rel=1e-5)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert clone.get_config() == loss.get_config()
+    terms = L.vicreg_terms(pair[:, 0], pair[:, 1])
+    for metric in L.vicreg_metrics():
+        metric.update_state(np.zeros(6, np.float32), pair)
+        assert float(np_(metric.result())) == pytest.approx(float(np_(terms[metric.name])), rel=1e-5)
+    with pytest.raises(ValueError, match="no margin"):
+        L.VICRegLoss(margin=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        L.VICRegLoss(var_weight=-1.0)
+    with pytest.raises(ValueError, match="term must be one of"):
+        L.VICRegTerm("variances")
+    with pytest.raises(ValueError, match="batch, 2, d"):
+        loss(np.zeros(4, np.float32), np.zeros((4, 3, 5), np.float32))

@@ -1,0 +1,267 @@
+"""The VICReg study (helpers/vicreg.py): views, pair sampler, per-batch terms, the measurements
+against hand-worked values, a tiny training through the cache, and the same pieces under JAX."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import vicreg as V
+from helpers.data import Dataset
+from helpers.generators import GeneratorError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _images(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 28, 28, 1)).astype(np.float32)
+
+
+# --- views ----------------------------------------------------------------------------------------
+
+
+def test_views_without_jitter_are_the_image_and_flip_mirrors_it():
+    x = _images()
+    still = V.ViewAugment(scale=(1, 1), ratio=(1, 1), flip=False, brightness=0, contrast=0, blur=0, seed=0)
+    np.testing.assert_allclose(np.asarray(still(x, training=True)), x, atol=1e-5)
+    flip = V.ViewAugment(scale=(1, 1), ratio=(1, 1), flip=True, brightness=0, contrast=0, blur=0, seed=0)
+    out = np.asarray(flip(np.concatenate([x] * 4), training=True))
+    mirrored = [
+        np.allclose(o, xi[:, ::-1], atol=1e-5) for o, xi in zip(out, np.concatenate([x] * 4), strict=True)
+    ]
+    kept = [np.allclose(o, xi, atol=1e-5) for o, xi in zip(out, np.concatenate([x] * 4), strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and any(mirrored) and any(kept)
+
+
+def test_views_are_random_only_in_training_and_stay_in_range():
+    x = _images()
+    layer = V.ViewAugment(seed=1)
+    np.testing.assert_array_equal(np.asarray(layer(x)), x)
+    a, b = np.asarray(layer(x, training=True)), np.asarray(layer(x, training=True))
+    assert np.abs(a - b).mean() > 0.01  # two calls, two views
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    with pytest.raises(ValueError, match="scale"):
+        V.ViewAugment(scale=(0.0, 1.0))
+
+
+def test_blur_weights_by_hand():
+    from keras import ops
+
+    x = np.zeros((1, 5, 5, 1), np.float32)
+    x[0, 2, 2, 0] = 9.0
+    same = np.asarray(V._blur3(ops.convert_to_tensor(x), np.zeros((1, 1, 1, 1), np.float32)))
+    np.testing.assert_allclose(same, x)
+    box = np.asarray(V._blur3(ops.convert_to_tensor(x), np.ones((1, 1, 1, 1), np.float32)))[0, :, :, 0]
+    np.testing.assert_allclose(box[1:4, 1:4], np.ones((3, 3)), rtol=1e-6)  # 9 spread as [1,1,1]/3 twice
+    assert box.sum() == pytest.approx(9.0) and box[0].sum() == 0.0
+
+
+# --- pairs ----------------------------------------------------------------------------------------
+
+
+def test_pair_sampler_draws_partners_from_the_table_deterministically():
+    x = _images(10)
+    self_pairs = V.PositivePairGenerator(x, np.arange(10), batch_size=4, steps_per_epoch=2, seed=3)
+    (a, b), y = self_pairs[0]
+    np.testing.assert_array_equal(a, b)
+    assert y.shape == (4,) and not y.any()
+    table = np.stack([(np.arange(10) + k) % 10 for k in (1, 2, 3)], axis=1)
+    gen = V.PositivePairGenerator(x, table, batch_size=6, steps_per_epoch=2, seed=3)
+    anchors, partners = gen.batch_indices(1)
+    assert len(set(anchors.tolist())) == 6
+    assert all(p in table[i] for i, p in zip(anchors, partners, strict=True))
+    again = V.PositivePairGenerator(x, table, batch_size=6, steps_per_epoch=2, seed=3)
+    np.testing.assert_array_equal(again.batch_indices(1)[1], partners)
+    gen.set_epoch(1)
+    assert not np.array_equal(gen.batch_indices(1)[0], anchors)
+
+
+def test_pair_sampler_rejects_bad_tables():
+    x = _images(5)
+    with pytest.raises(GeneratorError, match="one row per image"):
+        V.PositivePairGenerator(x, np.zeros((4, 1), np.int64))
+    with pytest.raises(GeneratorError, match="outside"):
+        V.PositivePairGenerator(x, np.full((5, 1), 7))
+    with pytest.raises(GeneratorError, match="batch_size"):
+        V.PositivePairGenerator(x, np.arange(5), batch_size=6)
+
+
+def _tiny_data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 28, 28, 1)).astype(np.float32)
+    y = np.arange(n) % 4
+    return Dataset("tiny", "test", x, y, x[:16], y[:16], x[:16], y[:16], ["a", "b", "c", "d"])
+
+
+def test_positives_dataset_replaces_the_labels_by_partner_tables():
+    data = _tiny_data()
+    views = V.positives_dataset(data)
+    assert views.name == "tiny-views" and views.y_train.shape == (48, 1)
+    np.testing.assert_array_equal(views.y_train[:, 0], np.arange(48))
+    np.testing.assert_array_equal(views.y_test, data.y_test)  # evaluation keeps the labels
+    table = V.neighbour_table(data.x_train.reshape(48, -1))
+    assert table.shape == (48, 3) and not (table == np.arange(48)[:, None]).any()
+    nn = V.positives_dataset(data, table, V.neighbour_table(data.x_val.reshape(16, -1)), "neighbours")
+    assert nn.name == "tiny-neighbours" and nn.y_val.shape == (16, 3)
+
+
+def test_batch_terms_recover_each_batch_from_the_running_means():
+    logger = V.BatchTerms()
+    values = [4.0, 2.0, 3.0]
+    logger.on_epoch_begin(0)
+    for b in range(3):
+        logger.on_train_batch_end(b, {"loss": float(np.mean(values[: b + 1])), "variance": 1.0})
+    logger.on_epoch_begin(1)
+    logger.on_train_batch_end(0, {"loss": 7.0})
+    assert logger.values["loss"] == pytest.approx([4.0, 2.0, 3.0, 7.0])
+    assert logger.values["variance"] == pytest.approx([1.0, 1.0, 1.0])
+    assert logger.epochs == [0, 0, 0, 1]
+
+
+# --- measurements ------------------------------------------------------------------------------------
+
+
+def test_spectrum_effective_rank_of_round_and_flat_clouds():
+    rng = np.random.default_rng(0)
+    round_cloud = V.spectrum(rng.normal(size=(4000, 8)))
+    assert round_cloud["effective_rank"] == pytest.approx(8.0, rel=0.02) and round_cloud["rank"] == 8
+    line = np.outer(rng.normal(size=500), rng.normal(size=8))
+    flat = V.spectrum(line)
+    assert flat["effective_rank"] == pytest.approx(1.0, abs=1e-6) and flat["rank"] == 1
+    assert V.spectrum(np.ones((5, 3)))["effective_rank"] == 0.0
+    with pytest.raises(ValueError, match="n >= 2"):
+        V.spectrum(np.ones((1, 3)))
+
+
+def test_anomaly_scores_by_hand_and_a_perfect_roc():
+    train = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0]], np.float32)
+    scores = V.anomaly_scores(train, np.array([[1.0, 0.0], [5.0, 0.0]], np.float32))
+    np.testing.assert_allclose(scores, [1.0, 4.0], rtol=1e-6)  # (1 + 1) / 2, (3 + 5) / 2
+    roc = V.anomaly_roc(np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.9]))
+    assert roc["auc"] == 1.0 and roc["tpr"][-1] == 1.0
+    assert V.anomaly_roc(np.array([0.5, 0.9]), np.array([0.1, 0.2]))["auc"] == 0.0
+
+
+def _blobs(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    return rng.normal(size=(n, 5)) * 0.1 + y[:, None] * 5.0, y
+
+
+@pytest.mark.filterwarnings("ignore:Graph is not fully connected")
+def test_probe_clustering_and_laplacian_eigenmaps_on_separated_blobs():
+    x, y = _blobs()
+    assert V.linear_probe(x, y, x, y) == 1.0
+    with pytest.raises(ValueError, match="same d"):
+        V.linear_probe(x, y, x[:, :3], y)
+    c = V.clustering(x, y, n_clusters=2)
+    assert c["nmi"] == pytest.approx(1.0) and c["ari"] == pytest.approx(1.0)
+    assert c["silhouette_clusters"] == pytest.approx(c["silhouette_labels"]) and c["silhouette_labels"] > 0.9
+    images = np.zeros((40, 4, 4, 1), np.float32)
+    images[y == 1, :2] = 1.0  # two kinds of image: the kNN graph has two components
+    images += np.random.default_rng(1).random(images.shape).astype(np.float32) * 0.05
+    train, test = V.laplacian_eigenmaps(images[:30], images[30:], n_components=2, n_neighbors=5)
+    assert train.shape == (30, 2) and test.shape == (10, 2)
+    assert V.linear_probe(train, y[:30], test, y[30:]) == 1.0
+
+
+def test_profiles_and_registry_entries():
+    assert V.profile_params("default", epochs=3)["epochs"] == 3
+    with pytest.raises(ValueError, match="unknown profile"):
+        V.profile_params("huge")
+    assert V.STUDY["vicreg_no_variance"].var_weight == 0.0 and V.STUDY["vicreg"].var_weight == 25.0
+    assert {s.generator for s in V.STUDY.values()} == {"positive_pairs"}
+
+
+def test_results_table_reads_the_committed_figures(tmp_path):
+    rows = [
+        {"representation": name, "probe": 0.5, "effective_rank": 3.0, "anomaly_auc": 0.9}
+        for name in ("vicreg", "vicreg_no_variance", "vicreg_neighbours", "raw pixels")
+    ]
+    clustering = {"vicreg": {"silhouette_clusters": 0.2, "silhouette_labels": 0.1, "nmi": 0.4, "ari": 0.3}}
+    path = tmp_path / "r.json"
+    path.write_text(
+        json.dumps({"command": "c", "date": "d", "representations": rows, "clustering": clustering})
+    )
+    table = V.results_table({"default": path, "full": tmp_path / "missing.json"})
+    assert list(table.columns) == ["reference (CIFAR-10)", "default"]
+    assert table.loc["linear probe: VICReg", "reference (CIFAR-10)"] == 0.72
+    assert table.loc["VICReg k-means NMI", "default"] == 0.4
+    assert V.results_table({"default": tmp_path / "missing.json"}) is None
+
+
+# --- training through the cache ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tiny_training_caches_the_model_and_its_batch_terms(tmp_path):
+    data = _tiny_data()
+    params = {"steps_per_epoch": 2, "batch_size": 16}
+    encoder, _, record = V.train_model("vicreg", V.positives_dataset(data), params, 1, tmp_path)
+    assert encoder.output_shape == (None, V.REPRESENTATION_DIM) and not record["from_cache"]
+    terms = record["batch_terms"]["values"]
+    assert len(terms["loss"]) == 2 and all(
+        len(terms[k]) == 2 for k in ("invariance", "variance", "covariance")
+    )
+    assert set(record["history"]) >= {"loss", "invariance", "variance", "covariance", "val_loss"}
+    again, _, cached = V.train_model("vicreg", V.positives_dataset(data), params, 1, tmp_path)
+    assert cached["from_cache"] and cached["batch_terms"]["values"] == terms
+    np.testing.assert_allclose(
+        V.embed_all(again, data, data.x_test)["test"],
+        V.embed_all(encoder, data, data.x_test)["test"],
+        rtol=1e-5,
+    )
+    # the neighbour model's partners are its data: other partners, another fingerprint
+    tables = [np.roll(np.arange(n), s)[:, None] for n, s in ((48, 1), (16, 1))]
+    _, _, nn = V.train_model(
+        "vicreg_neighbours", V.positives_dataset(data, *tables, "nn"), params, 1, tmp_path
+    )
+    tables = [np.roll(np.arange(n), s)[:, None] for n, s in ((48, 2), (16, 1))]
+    _, _, nn2 = V.train_model(
+        "vicreg_neighbours", V.positives_dataset(data, *tables, "nn"), params, 1, tmp_path
+    )
+    assert not nn2["from_cache"] and nn2["data_fingerprint"] != nn["data_fingerprint"]
+
+
+@pytest.mark.slow
+def test_views_and_loss_train_under_jax(tmp_path):
+    pytest.importorskip("jax")
+    code = """
+        import json, numpy as np, keras
+        from helpers import vicreg as V, losses as L
+        x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+        layer = V.ViewAugment(seed=0)
+        a, b = np.asarray(layer(x, training=True)), np.asarray(layer(x, training=True))
+        z = np.random.default_rng(1).normal(size=(6, 2, 5)).astype("float32")
+        terms = {k: float(v) for k, v in L.vicreg_terms(z[:, 0], z[:, 1]).items()}
+        model, _ = __import__("helpers.models", fromlist=["m"]).build_training_model("vicreg")
+        __import__("helpers.models", fromlist=["m"]).compile_training_model(model, "vicreg", 1e-3)
+        hist = model.fit(V.PositivePairGenerator(x, np.arange(8), batch_size=4, steps_per_epoch=2), verbose=0)
+        print(json.dumps({"backend": keras.backend.backend(), "differ": float(np.abs(a - b).mean()),
+                          "terms": terms, "loss": hist.history["loss"][-1],
+                          "keys": sorted(hist.history)}))
+    """
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["backend"] == "jax" and got["differ"] > 0.01 and np.isfinite(got["loss"])
+    assert {"invariance", "variance", "covariance"} <= set(got["keys"])
+    z = np.random.default_rng(1).normal(size=(6, 2, 5)).astype("float32")
+    from helpers import losses as L
+
+    want = {k: float(v) for k, v in L.vicreg_terms(z[:, 0], z[:, 1]).items()}
+    assert got["terms"] == pytest.approx(want, rel=1e-5)
