@@ -286,6 +286,13 @@ def positives_dataset(data: Dataset, train_table=None, val_table=None, tag: str 
     )
 
 
+def same_class_share(table, labels) -> float:
+    """The share of the partners in ``table`` ``(n, k)`` with the label of their row's image (the
+    labels only report how class-pure the neighbour positives are; training never sees them)."""
+    labels = np.asarray(labels)
+    return float((labels[np.asarray(table)] == labels[:, None]).mean())
+
+
 def neighbour_table(representations, k: int = NEIGHBORS) -> np.ndarray:
     """``(n, k)``: each row's ``k`` nearest other rows (exact, ``helpers.knn.exact_knn``)."""
     rep = np.asarray(representations, np.float32)
@@ -713,6 +720,7 @@ def run_study(
     fit("vicreg", views, params["epochs"])
     fit("vicreg_no_variance", views, params["ablation_epochs"])
     tables = {s: neighbour_table(out["reps"]["vicreg"][s]) for s in ("train", "val")}
+    out["neighbour_same_class"] = same_class_share(tables["train"], data.y_train)
     fit(
         "vicreg_neighbours",
         positives_dataset(data, tables["train"], tables["val"], "neighbours"),
@@ -779,6 +787,7 @@ def summary(study: dict) -> dict:
             "laplacian_train": len(study["reps"]["Laplacian eigenmaps"]["train"]),
         },
         "representations": study["rows"],
+        "neighbour_same_class": study["neighbour_same_class"],
         "clustering": clusters,
         "models": records,
         "timings": {k: round(float(v), 2) for k, v in study["timings"].items()},

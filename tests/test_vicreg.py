@@ -265,3 +265,9 @@ def test_views_and_loss_train_under_jax(tmp_path):
 
     want = {k: float(v) for k, v in L.vicreg_terms(z[:, 0], z[:, 1]).items()}
     assert got["terms"] == pytest.approx(want, rel=1e-5)
+
+
+def test_same_class_share_by_hand():
+    labels = np.array([0, 0, 1, 1])
+    table = np.array([[1, 2], [0, 1], [3, 0], [2, 2]])
+    assert V.same_class_share(table, labels) == pytest.approx(6 / 8)  # rows: 1, 2, 1, 2 of 2 same-class
