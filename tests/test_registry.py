@@ -63,6 +63,11 @@ def test_every_registered_name_builds():
 
             fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
             spec = RegimeSpec(**{**fields, "loss": name, "generator": "pairs"})
+        if name == "vicreg":  # a study spec carries the weights of its three terms, and no margin
+            from helpers.vicreg import VicregSpec
+
+            fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+            spec = VicregSpec(**{**fields, "loss": name, "margin": 0.0, "generator": "positive_pairs"})
         loss, weights = models.make_loss(spec)
         if name in models.CLASS_HEAD_LOSSES:
             assert isinstance(loss[1], keras.losses.SparseCategoricalCrossentropy) and len(weights) == 2

@@ -172,6 +172,13 @@ def test_probe_clustering_and_laplacian_eigenmaps_on_separated_blobs():
 
 
 def test_profiles_and_registry_entries():
+    import dataclasses
+
+    from helpers import models
+
+    plain = dataclasses.replace(models.MODELS["cnn_simple_v1"], loss="vicreg", margin=0.0)
+    with pytest.raises(ValueError, match="needs a spec with inv_weight"):
+        models.make_loss(plain)
     assert V.profile_params("default", epochs=3)["epochs"] == 3
     with pytest.raises(ValueError, match="unknown profile"):
         V.profile_params("huge")
