@@ -278,3 +278,34 @@ def test_same_class_share_by_hand():
     labels = np.array([0, 0, 1, 1])
     table = np.array([[1, 2], [0, 1], [3, 0], [2, 2]])
     assert V.same_class_share(table, labels) == pytest.approx(6 / 8)  # rows: 1, 2, 1, 2 of 2 same-class
+
+
+def test_figures_draw_what_they_are_given_and_refuse_nothing():
+    from helpers import plots
+
+    rng = np.random.default_rng(0)
+    terms = {
+        "m": {
+            "values": {"loss": [3.0, 2.0], "invariance": [1.0, 0.5], "variance": [1, 1], "covariance": [2, 1]}
+        }
+    }
+    fig = plots.plot_batch_terms({**terms, "cached": None})
+    assert len(fig.axes) == 4 and len(fig.axes[0].lines) == 1
+    with pytest.raises(ValueError, match="no per-batch terms"):
+        plots.plot_batch_terms({"cached": None})
+    labels = np.arange(20) % 2
+    proj = {n: {"pca": rng.normal(size=(20, 2)), "tsne": rng.normal(size=(20, 2))} for n in ("a", "b")}
+    fig = plots.plot_pca_tsne(proj, labels, ["x", "y"])
+    assert len(fig.axes) == 4 and [ax.get_legend() is not None for ax in fig.axes] == [
+        False,
+        True,
+        False,
+        False,
+    ]
+    roc = V.anomaly_roc(rng.random(10), rng.random(10) + 0.5)
+    assert len(plots.plot_anomaly_roc({"a": roc}).axes[0].lines) == 2  # the curve and chance
+    fig = plots.plot_clusters(
+        rng.normal(size=(20, 2)), labels, labels, ["x", "y"], "a", {"silhouette_clusters": 0.5}
+    )
+    assert "0.500" in fig.axes[0].get_title()
+    plots.plt.close("all")

@@ -36,13 +36,13 @@ def plot_pca_tsne(projections: dict, labels, class_names, title: str = "Test rep
     if not projections:
         raise ValueError("projections is empty; compute them with helpers.vicreg.projections")
     fig, axes = plt.subplots(len(projections), 2, figsize=(11, 4.6 * len(projections)), squeeze=False)
-    for row, (name, p) in zip(axes, projections.items(), strict=True):
-        for ax, method in zip(row, ("pca", "tsne"), strict=True):
+    for i, (name, p) in enumerate(projections.items()):
+        for ax, method in zip(axes[i], ("pca", "tsne"), strict=True):
             plot_latent_space(p[method], labels, class_names, title=f"{name}: {method.upper()}", ax=ax)
-            if ax.get_legend() is not None and not (row is axes[0] and method == "tsne"):
+            if ax.get_legend() is not None and not (i == 0 and method == "tsne"):  # one legend
                 ax.get_legend().remove()
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     return fig
 
 
