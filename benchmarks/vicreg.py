@@ -6,6 +6,9 @@ Run from the repository root; the full profile is meant for a GPU with JAX (or a
     python benchmarks/vicreg.py --profile default
     KERAS_BACKEND=jax python benchmarks/vicreg.py --profile full
 
+On a machine without the Debian package, pass ``--fashion-dir`` (the IDX files) or bring the prepared
+``.cache/data/`` files along (``source="auto"`` reads an existing cache file first).
+
 Models are trained through ``helpers.training.train`` into the study's cache of the profile
 (``models_cache/10_vicreg/<profile>/``, or ``--cache-dir``): a killed run resumes from its last epoch,
 a rerun with the same settings loads them, and the notebook of the same profile then loads them too.
@@ -107,6 +110,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, help="override the profile's VICReg epochs")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--source", default="auto")
+    parser.add_argument(
+        "--fashion-dir", help="folder of the Fashion-MNIST IDX files (default: the Debian package's)"
+    )
     parser.add_argument("--force", action="store_true", help="retrain even when cached")
     parser.add_argument(
         "--notebook", action="store_true", help="time the notebook cold and cached, then measure its models"
@@ -134,6 +140,7 @@ def main(argv=None) -> int:
         force=args.force,
         profile=args.profile,
         with_projections=False,
+        fashion_dir=args.fashion_dir,
     )
     summary = V.summary(study)
     print_table(

@@ -410,12 +410,18 @@ def profile_params(profile: str, **overrides) -> dict:
     return {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
 
 
-def study_data(params: dict, seed: int = 42, source: str = "auto", verbose: bool = True) -> tuple:
+def study_data(
+    params: dict, seed: int = 42, source: str = "auto", verbose: bool = True, fashion_dir=None
+) -> tuple:
     """``(fashion, mnist_images)``: Fashion-MNIST on its official split (10 % of train for validation)
-    cut to the profile's sizes (stratified), and the profile's number of MNIST images (the anomalies)."""
+    cut to the profile's sizes (stratified), and the profile's number of MNIST images (the anomalies).
+    ``fashion_dir``: a folder of the Fashion-MNIST IDX files (default: the Debian package's)."""
     from helpers.densenet_study import subset
 
-    full = load_dataset("fashion_mnist", source=source, seed=seed, split="official", verbose=verbose)
+    kwargs = {"fashion_dir": fashion_dir} if fashion_dir else {}
+    full = load_dataset(
+        "fashion_mnist", source=source, seed=seed, split="official", verbose=verbose, **kwargs
+    )
     fashion = subset(full, params.get("train"), params.get("val"), params.get("test"), seed=seed)
     digits = load_dataset("mnist", source=source, seed=seed, verbose=verbose)
     x = np.concatenate([digits.x_test, digits.x_val, digits.x_train])  # the test split first
@@ -699,13 +705,14 @@ def run_study(
     profile: str = "default",
     verbose: bool = True,
     with_projections: bool = True,
+    fashion_dir=None,
 ) -> dict:
     """Every step of notebook 10 in one call (the benchmark's): data, the three models, the floors,
     :func:`evaluate`, k-means of the test sample and (``with_projections``) PCA / t-SNE.
     ``cache_dir`` defaults to :func:`cache_dir_for` ``(profile)``; ``timings`` in seconds."""
     timings, start = {}, time.perf_counter()
     cache_dir = cache_dir or cache_dir_for(profile)
-    data, digits = study_data(params, seed=seed, source=source, verbose=verbose)
+    data, digits = study_data(params, seed=seed, source=source, verbose=verbose, fashion_dir=fashion_dir)
     timings["data"] = time.perf_counter() - start
     out = {"data": data, "digits": digits, "models": {}, "records": {}, "reps": {}, "timings": timings}
 
