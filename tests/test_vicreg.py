@@ -237,22 +237,27 @@ def test_tiny_training_caches_the_model_and_its_batch_terms(tmp_path):
 
 
 @pytest.mark.slow
-def test_views_and_loss_train_under_jax(tmp_path):
+def test_views_loss_and_cached_training_under_jax(tmp_path):
     pytest.importorskip("jax")
     code = """
         import json, numpy as np, keras
         from helpers import vicreg as V, losses as L
-        x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+        from helpers.data import Dataset
+        x = np.random.default_rng(0).random((48, 28, 28, 1)).astype("float32")
         layer = V.ViewAugment(seed=0)
-        a, b = np.asarray(layer(x, training=True)), np.asarray(layer(x, training=True))
+        a, b = np.asarray(layer(x[:8], training=True)), np.asarray(layer(x[:8], training=True))
         z = np.random.default_rng(1).normal(size=(6, 2, 5)).astype("float32")
         terms = {k: float(v) for k, v in L.vicreg_terms(z[:, 0], z[:, 1]).items()}
-        model, _ = __import__("helpers.models", fromlist=["m"]).build_training_model("vicreg")
-        __import__("helpers.models", fromlist=["m"]).compile_training_model(model, "vicreg", 1e-3)
-        hist = model.fit(V.PositivePairGenerator(x, np.arange(8), batch_size=4, steps_per_epoch=2), verbose=0)
+        y = np.arange(48) % 4
+        data = Dataset("tiny", "test", x, y, x[:16], y[:16], x[:16], y[:16], list("abcd"))
+        params = {"steps_per_epoch": 2, "batch_size": 16}
+        encoder, _, record = V.train_model("vicreg", V.positives_dataset(data), params, 1, "cache")
+        rep = V.embed_all(encoder, data, x[:4])
         print(json.dumps({"backend": keras.backend.backend(), "differ": float(np.abs(a - b).mean()),
-                          "terms": terms, "loss": hist.history["loss"][-1],
-                          "keys": sorted(hist.history)}))
+                          "terms": terms, "loss": record["history"]["loss"][-1],
+                          "keys": sorted(record["history"]),
+                          "batches": len(record["batch_terms"]["values"]["variance"]),
+                          "rep": list(rep["digits"].shape)}))
     """
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
@@ -266,7 +271,8 @@ def test_views_and_loss_train_under_jax(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["backend"] == "jax" and got["differ"] > 0.01 and np.isfinite(got["loss"])
-    assert {"invariance", "variance", "covariance"} <= set(got["keys"])
+    assert {"invariance", "variance", "covariance"} <= set(got["keys"]) and got["batches"] == 2
+    assert got["rep"] == [4, V.REPRESENTATION_DIM]
     z = np.random.default_rng(1).normal(size=(6, 2, 5)).astype("float32")
     from helpers import losses as L
 
