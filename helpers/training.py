@@ -94,16 +94,37 @@ def code_version(modules=WEIGHT_CODE, folder: str | os.PathLike | None = None) -
     return digest.hexdigest()
 
 
+def study_code_modules(spec) -> tuple[str, ...]:
+    """The ``helpers`` modules besides :data:`WEIGHT_CODE` that define ``spec``'s builder or its study
+    generator (``("vicreg",)`` for a VICReg model): their code decides that model's weights too, and
+    is hashed for it alone, so editing one study retrains only that study's models."""
+    objects = [spec.builder]
+    kind = GENERATOR_KINDS.get(spec.generator)
+    if kind is not None:
+        objects.append(kind.factory)
+    found = []
+    for obj in objects:
+        package, _, module = (getattr(obj, "__module__", "") or "").partition(".")
+        if package == "helpers" and module and module not in WEIGHT_CODE + ("models",):
+            found.append(module)
+    return tuple(sorted(set(found)))
+
+
 def model_fingerprint(name: str, embedding: keras.Model | None = None) -> str:
     """Hash of what decides the weights of ``name`` apart from the data and the training budget:
-    the registry entry, the architecture, the loss and generator code and the Keras version."""
+    the registry entry, the architecture, the loss and generator code (and a study model's own
+    module, :func:`study_code_modules`) and the Keras version."""
+    spec = get_spec(name)
     payload = {
         "format": CACHE_FORMAT,
-        "spec": get_spec(name).config(),
+        "spec": spec.config(),
         "architecture": _architecture_digest(embedding) if embedding is not None else None,
         "code": code_version(),
         "keras": keras.__version__,
     }
+    study_modules = study_code_modules(spec)
+    if study_modules:  # absent for the six core models: their fingerprints stay as they were
+        payload["study_code"] = code_version(study_modules)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -421,3 +421,20 @@ def test_a_second_process_waits_for_the_first_and_loads_its_entry(tmp_path):
     assert loader.count("loaded from cache what the other process trained") == 1
     assert "epoch 1/2" not in loader  # it did not train
     assert not (tmp_path / "mnist" / "cnn_simple_v1.work").exists()
+
+
+def test_a_study_modules_code_is_in_its_models_fingerprint_only(monkeypatch):
+    import helpers.vicreg  # noqa: F401  (registers the VICReg models)
+    from helpers.models import get_spec
+
+    assert training.study_code_modules(get_spec("vicreg")) == ("vicreg",)
+    assert training.study_code_modules(get_spec("cnn_simple_v1")) == ()
+    core, study = training.model_fingerprint("cnn_simple_v1"), training.model_fingerprint("vicreg")
+    real = training.code_version
+
+    def edited_vicreg(modules=training.WEIGHT_CODE, folder=None):  # as if helpers/vicreg.py changed
+        return real(modules, folder) + ("-edited" if "vicreg" in modules else "")
+
+    monkeypatch.setattr(training, "code_version", edited_vicreg)
+    assert training.model_fingerprint("cnn_simple_v1") == core
+    assert training.model_fingerprint("vicreg") != study
