@@ -5,6 +5,9 @@ Run from the repository root; the full profile is meant for a GPU with JAX (or a
 
     python benchmarks/vicreg.py --profile default
     KERAS_BACKEND=jax python benchmarks/vicreg.py --profile full
+    # or: train on a GPU, evaluate on a CPU from the same cache
+    KERAS_BACKEND=jax python benchmarks/vicreg.py --profile full --train-only --cache-dir $OUT/vicreg
+    python benchmarks/vicreg.py --profile full --cache-dir <the returned vicreg folder>
 
 On a machine without the Debian package, pass ``--fashion-dir`` (the IDX files) or bring the prepared
 ``.cache/data/`` files along (``source="auto"`` reads an existing cache file first).
@@ -115,6 +118,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="retrain even when cached")
     parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train the three models into --cache-dir and write only their records (a GPU run; "
+        "evaluate later on a CPU with the same --cache-dir)",
+    )
+    parser.add_argument(
         "--notebook", action="store_true", help="time the notebook cold and cached, then measure its models"
     )
     args = parser.parse_args(argv)
@@ -141,7 +150,24 @@ def main(argv=None) -> int:
         profile=args.profile,
         with_projections=False,
         fashion_dir=args.fashion_dir,
+        train_only=args.train_only,
     )
+    if args.train_only:
+        result = {
+            **stamp(),
+            "profile": args.profile,
+            "params": params,
+            "seed": args.seed,
+            "models": V.training_summary(study),
+            "neighbour_same_class": study["neighbour_same_class"],
+            "cache_dir": str(cache_dir or V.cache_dir_for(args.profile)),
+            "wall_seconds": round(time.perf_counter() - start, 1),
+        }
+        config.write_json(out.with_name(out.stem + "_training.json"), result)
+        print(
+            f"[vicreg] trained {list(result['models'])}; wrote {out.with_name(out.stem + '_training.json')}"
+        )
+        return 0
     summary = V.summary(study)
     print_table(
         summary["representations"],

@@ -236,6 +236,21 @@ def test_tiny_training_caches_the_model_and_its_batch_terms(tmp_path):
     assert not nn2["from_cache"] and nn2["data_fingerprint"] != nn["data_fingerprint"]
 
 
+def test_train_only_study_trains_the_three_models_and_a_rerun_loads_them(tmp_path, monkeypatch):
+    # the GPU half of a split run: train, stop before the CPU-bound evaluation; the CPU half reuses
+    # the cache (its figures are then from the same weights)
+    data = _tiny_data()
+    monkeypatch.setattr(V, "study_data", lambda params, **kw: (data, data.x_test[:8]))
+    params = {"steps_per_epoch": 2, "batch_size": 16, "epochs": 1, "ablation_epochs": 1, "nn_epochs": 1}
+    study = V.run_study(params, cache_dir=tmp_path, verbose=False, train_only=True)
+    assert set(study["records"]) == set(V.LEARNED) and "rows" not in study and "clusters" not in study
+    assert not any(r["from_cache"] for r in study["records"].values())
+    again = V.run_study(params, cache_dir=tmp_path, verbose=False, train_only=True)
+    assert all(r["from_cache"] for r in again["records"].values())
+    summary = V.training_summary(again)
+    assert set(summary) == set(V.LEARNED) and all(m["epochs_run"] == 1 for m in summary.values())
+
+
 @pytest.mark.slow
 def test_views_loss_and_cached_training_under_jax(tmp_path):
     pytest.importorskip("jax")
