@@ -78,7 +78,12 @@ def meets(value: float, target: float) -> bool:
 
 def run_key(run: dict) -> tuple:
     """What identifies a run: model, split seed, weight seed, evaluation split."""
-    return (run["model"], run.get("split_seed", WEIGHT_TABLE_SPLIT), run["seed"], run.get("eval_split", "test"))
+    return (
+        run["model"],
+        run.get("split_seed", WEIGHT_TABLE_SPLIT),
+        run["seed"],
+        run.get("eval_split", "test"),
+    )
 
 
 def normalise_run(run: dict) -> dict:
@@ -261,7 +266,12 @@ def measure(models, seeds, split_seeds, eval_split, cache_dir, command):
         queries, labels = (data.x_val, data.y_val) if eval_split == "val" else (data.x_test, data.y_test)
         raw_train, raw_query = evaluation.baseline_embeddings(data.x_train, queries, kind="raw")
         raw = evaluation.evaluate_embeddings("raw_pixels", raw_train, data.y_train, raw_query, labels)
-        common = {"split_seed": split_seed, "eval_split": eval_split, "train_seconds": 0.0, "command": command}
+        common = {
+            "split_seed": split_seed,
+            "eval_split": eval_split,
+            "train_seconds": 0.0,
+            "command": command,
+        }
         rows += [{**raw, "seed": s, **common} for s in weight_seeds]  # deterministic baseline
         for name in models:
             for seed in weight_seeds:

@@ -139,7 +139,11 @@ def quality_args(study: Study, split_seeds, eval_split: str, cache_dir: Path, ou
 def _commit() -> str:
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=config.ROOT, check=True
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=config.ROOT,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "helpers"], capture_output=True, text=True, cwd=config.ROOT
@@ -186,8 +190,11 @@ def main(argv=None):
                 **stamp(),
             },
         )
-        print(f"[studies] {name}: 3nn={row['3nn_accuracy']:.4f} silhouette={row['silhouette']:.3f} "
-              f"map@r={row['map_at_r']:.4f} -> {args.out}", flush=True)
+        print(
+            f"[studies] {name}: 3nn={row['3nn_accuracy']:.4f} silhouette={row['silhouette']:.3f} "
+            f"map@r={row['map_at_r']:.4f} -> {args.out}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

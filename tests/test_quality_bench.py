@@ -128,7 +128,10 @@ def test_studies_writer_moves_legacy_rows_and_replaces_a_rerun(tmp_path):
     command = quality_studies.study_command("cbam_margin_1", [1, 2], "val")
     row = quality_studies.study_row("cbam_margin_1", study, table, command, "abc123")
     assert row["split_seeds"] == [1, 2] and row["3nn_accuracy"] == pytest.approx(0.985)
-    assert row["command"] == "python benchmarks/quality_studies.py cbam_margin_1 --split-seeds 1 2 --eval-split val"
+    assert (
+        row["command"]
+        == "python benchmarks/quality_studies.py cbam_margin_1 --split-seeds 1 2 --eval-split val"
+    )
     doc = quality_studies.merge_study(doc, row)
     doc = quality_studies.merge_study(doc, {**row, "3nn_accuracy": 0.5})  # rerun: replaces
     assert [r["3nn_accuracy"] for r in doc["studies"]] == [0.5]
