@@ -61,6 +61,24 @@ STUDIES: dict[str, Study] = {
         {"loss": "batch_hard_triplet", "margin": 0.2},
         "CBAM, batch-hard triplet margin 0.2 (the reference recipe's mining)",
     ),
+    # the class-head v1 model: the lowest 3-NN of the six; its triplets can be mined in its own space
+    # the registry's entry before semi-hard mining was chosen (its rows at commit ac1f747 ran it as
+    # registered then, with no overrides: the same spec, so the same fingerprint and weights)
+    "cls_head_v1": Study(
+        "cnn_with_attention_cls_head_v1",
+        {"mining": "random", "steps_per_epoch": 80},
+        "class-head v1 as registered: random triplets, 480 steps",
+    ),
+    "cls_head_v1_semi_hard": Study(
+        "cnn_with_attention_cls_head_v1",
+        {"mining": "semi-hard", "steps_per_epoch": 80},
+        "class-head v1, semi-hard negatives mined in its embedding every epoch",
+    ),
+    "cls_head_v1_hard": Study(
+        "cnn_with_attention_cls_head_v1",
+        {"mining": "hard", "steps_per_epoch": 80},
+        "class-head v1, hard negatives mined in its embedding every epoch",
+    ),
 }
 
 

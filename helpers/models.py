@@ -606,7 +606,10 @@ MODELS: dict[str, ModelSpec] = {
             generator="triplets_cls",
             description="CNN tokens + CLS + attention, L2 triplet + class head (0.5 / 1.0)",
             epochs=6,
-            steps_per_epoch=80,
+            # semi-hard negatives mined in its own embedding each epoch (chosen on the validation
+            # split, benchmarks/quality_studies.py); 8 fewer steps an epoch pay for the re-embedding
+            steps_per_epoch=72,
+            mining="semi-hard",
             batch_size=128,
             learning_rate=1e-3,
             optimizer="adamw",
