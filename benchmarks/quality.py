@@ -3,9 +3,9 @@
 Two tables, both in ``benchmarks/results/quality.json`` (trained models are cached per split and
 weight seed in ``.cache/benchmark_models/split<S>/seed<W>``, so a rerun only evaluates)::
 
-    # weight seeds: split seed 42, three weight seeds (about 40 minutes on 2 CPU cores)
+    # weight seeds: split seed 42, three weight seeds (each run's train_seconds is in the results)
     .venv/bin/python benchmarks/quality.py --seeds 0 1 2
-    # split seeds: weight seed 0 on four splits of the same 5,000 images (about 13 minutes a split)
+    # split seeds: weight seed 0 on four splits of the same 5,000 images
     .venv/bin/python benchmarks/quality.py --seeds 0 --split-seeds 42 1 2 3 --merge
 
 Each run appends to the runs of the ``--out`` file with ``--merge`` (a run is one model, split seed,
@@ -92,12 +92,10 @@ def normalise_run(run: dict) -> dict:
 
 
 def merge_runs(previous: list[dict], new: list[dict]) -> list[dict]:
-    """``previous`` runs, each replaced by the ``new`` run of the same :func:`run_key`, then the rest
-    of ``new``; order kept (first seen first)."""
-    merged = {run_key(r): normalise_run(r) for r in previous}
-    for r in new:
-        merged[run_key(r)] = normalise_run(r)
-    return list(merged.values())
+    """``previous`` runs without those ``new`` re-measures (same :func:`run_key`), then ``new``: the
+    runs stay in the order they were measured."""
+    fresh = {run_key(r) for r in new}
+    return [normalise_run(r) for r in previous if run_key(r) not in fresh] + [normalise_run(r) for r in new]
 
 
 def select(runs: list[dict], table: str, eval_split: str = "test") -> list[dict]:

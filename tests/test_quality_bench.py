@@ -60,8 +60,8 @@ def test_tables_split_weight_seeds_and_split_seeds():
 def test_merge_replaces_the_run_of_the_same_key_and_reads_older_runs():
     older = {k: v for k, v in run("m", 42, 0, 0.90).items() if k not in ("split_seed", "eval_split")}
     merged = quality.merge_runs([older, run("m", 1, 0, 0.91)], [run("m", 42, 0, 0.95)])
-    assert [(r["split_seed"], r["3nn_accuracy"]) for r in merged] == [(42, 0.95), (1, 0.91)]
-    assert merged[0]["eval_split"] == "test"
+    assert [(r["split_seed"], r["3nn_accuracy"]) for r in merged] == [(1, 0.91), (42, 0.95)]
+    assert merged[0]["eval_split"] == "test" and "eval_split" not in older
 
 
 def test_targets_tolerate_float_error_of_a_mean():
