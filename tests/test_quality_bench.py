@@ -144,3 +144,11 @@ def test_study_arguments_reach_quality_py():
     args = quality.parse_args(quality_studies.quality_args(study, [1, 2], "val", "/tmp/c", "/tmp/o.json"))
     assert args.models == ["cnn_simple_v1"] and args.split_seeds == [1, 2] and args.eval_split == "val"
     assert quality.parse_overrides(args.set) == {"margin": 2.0, "lr_schedule": "cosine"}
+
+
+def test_a_study_whose_overrides_change_nothing_reuses_the_benchmark_cache():
+    spec = quality_studies.MODELS["cnn_simple_v1"]
+    same = quality_studies.Study("cnn_simple_v1", {"margin": spec.margin}, "x")
+    other = quality_studies.Study("cnn_simple_v1", {"margin": spec.margin + 1.0}, "x")
+    assert quality_studies.as_registered(same) and not quality_studies.as_registered(other)
+    assert quality_studies.as_registered(quality_studies.Study("cnn_simple_v1", {}, "x"))
