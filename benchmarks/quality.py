@@ -1,28 +1,37 @@
-"""Quality benchmark: every registry model at its default budget, three seeds, against raw pixels.
+"""Quality benchmark: every registry model at its default budget, over weight seeds and split seeds.
 
-Run from the repository root (about 40 minutes on 2 CPU cores; trained models are cached in
-``.cache/benchmark_models`` so a rerun only evaluates)::
+Two tables, both in ``benchmarks/results/quality.json`` (trained models are cached per split and
+weight seed in ``.cache/benchmark_models/split<S>/seed<W>``, so a rerun only evaluates)::
 
+    # weight seeds: split seed 42, three weight seeds (each run's train_seconds is in the results)
     .venv/bin/python benchmarks/quality.py --seeds 0 1 2
-    # a study: the CBAM model with 1.7x its default steps (about 6 minutes)
-    .venv/bin/python benchmarks/quality.py --models cnn_with_attention_v1 --seeds 0 \
-        --set steps_per_epoch=200 --cache-dir .cache/study_8 --out /tmp/study.json
+    # split seeds: weight seed 0 on four splits of the same 5,000 images
+    .venv/bin/python benchmarks/quality.py --seeds 0 --split-seeds 42 1 2 3 --merge
 
-``--set`` replaces registry fields of the benchmarked models (JSON values); the single-seed studies that
-chose the defaults, with their commands, are in ``benchmarks/results/quality_studies.json``.
+Each run appends to the runs of the ``--out`` file with ``--merge`` (a run is one model, split seed,
+weight seed and evaluation split; a new run replaces the old one of the same key). The weight-seed
+table summarises the runs at split seed 42 over weight seeds, the split-seed table the runs of
+weight seed 0 over split seeds.
 
-Data: the embedded MNIST split (3000/1000/1000, split seed 42); the test split is the query set and
-the train split the reference set. Per model and seed: 3-NN accuracy, silhouette, MAP@R, P@1 and the
-training time. Prints mean, spread (std, min, max) per model, checks the targets of the suite and
-writes ``benchmarks/results/quality.json``.
+Settings are chosen on the validation split, never on the test split that the tables report:
+``--eval-split val`` scores the validation images as queries (a study), and must write elsewhere
+(``--out``). ``--set KEY=VALUE`` replaces registry fields of the benchmarked models (JSON values) and
+needs ``--out`` too, so a study never overwrites ``results/quality.json``. The studies that chose the
+defaults are defined and written by ``benchmarks/quality_studies.py``.
 
-Targets: the best model reaches 3-NN >= 0.99, silhouette >= 0.80 and MAP@R >= 0.95; every one of the
-six reaches 3-NN >= 0.95.
+Data: the embedded MNIST, split 60/20/20 stratified with the split seed (3000/1000/1000); the train
+split is the reference set, the test (or validation) split the query set. Per run: 3-NN accuracy,
+silhouette, MAP@R, P@1 and the training time. Prints mean and spread (std, min, max) per model and
+checks the targets of the suite on the split-seed table (the weight-seed table when there is none):
+one model reaches 3-NN >= 0.99, silhouette >= 0.80 and MAP@R >= 0.97 at once, and every one of the
+six reaches 3-NN >= 0.97.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -33,26 +42,205 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
-from helpers import config, evaluation  # noqa: E402
-from helpers.data import load_dataset  # noqa: E402
+from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
-from helpers.training import train  # noqa: E402
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1", "train_seconds")
+#: the split seed of the weight-seed table (and of every figure quoted from the older single split)
+WEIGHT_TABLE_SPLIT = 42
+#: the weight seed of the split-seed table
+SPLIT_TABLE_SEED = 0
+#: one model must reach the three "one model" targets at once; every model the last one
 TARGETS = {
-    "best 3nn_accuracy": 0.99,
-    "best silhouette": 0.80,
-    "best map_at_r": 0.95,
-    "every model 3nn_accuracy": 0.95,
+    "one model 3nn_accuracy": 0.99,
+    "one model silhouette": 0.80,
+    "one model map_at_r": 0.97,
+    "every model 3nn_accuracy": 0.97,
 }
+ONE_MODEL = ("3nn_accuracy", "silhouette", "map_at_r")
+# accuracies are k/1000, and a mean of them carries float error: 0.989, 0.992, 0.989 average to
+# 0.98999999999999999 in float, while 2970/3000 = 0.99 exactly
+TOLERANCE = 1e-9
+DEFAULT_OUT = RESULTS_DIR / "quality.json"
 
 
-def run_seed(data, name, seed, cache_dir):
+class QualityBenchError(ValueError):
+    """Bad benchmark arguments (one line naming the problem and the fix)."""
+
+
+# --- pure parts (tests/test_quality_bench.py) ---------------------------------------------------------
+
+
+def meets(value: float, target: float) -> bool:
+    """``value >= target`` up to the float error of a mean of k/1000 accuracies."""
+    return bool(value >= target - TOLERANCE)
+
+
+def run_key(run: dict) -> tuple:
+    """What identifies a run: model, split seed, weight seed, evaluation split."""
+    return (
+        run["model"],
+        run.get("split_seed", WEIGHT_TABLE_SPLIT),
+        run["seed"],
+        run.get("eval_split", "test"),
+    )
+
+
+def normalise_run(run: dict) -> dict:
+    """A run of an older results file (one split, test queries) with the fields of today's runs."""
+    return {"split_seed": WEIGHT_TABLE_SPLIT, "eval_split": "test", **run}
+
+
+def merge_runs(previous: list[dict], new: list[dict]) -> list[dict]:
+    """``previous`` runs without those ``new`` re-measures (same :func:`run_key`), then ``new``: the
+    runs stay in the order they were measured."""
+    fresh = {run_key(r) for r in new}
+    return [normalise_run(r) for r in previous if run_key(r) not in fresh] + [normalise_run(r) for r in new]
+
+
+def select(runs: list[dict], table: str, eval_split: str = "test") -> list[dict]:
+    """The runs of one table: ``"weight_seeds"`` (split seed 42, every weight seed) or
+    ``"split_seeds"`` (weight seed 0, every split seed), scored on ``eval_split``."""
+    runs = [normalise_run(r) for r in runs if r.get("eval_split", "test") == eval_split]
+    if table == "weight_seeds":
+        return [r for r in runs if r["split_seed"] == WEIGHT_TABLE_SPLIT]
+    if table == "split_seeds":
+        return [r for r in runs if r["seed"] == SPLIT_TABLE_SEED]
+    raise QualityBenchError(f"table must be 'weight_seeds' or 'split_seeds', got {table!r}")
+
+
+def summarise(rows: list[dict], over: str = "seed") -> list[dict]:
+    """Mean, std, min and max of each metric per model over ``over`` (``"seed"`` or
+    ``"split_seed"``), sorted by mean 3-NN accuracy (best first). ``seeds`` counts the runs and
+    ``over_values`` lists the seeds they span."""
+    out = []
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        values = sorted({r[over] for r in mine})
+        if len(values) != len(mine):
+            raise QualityBenchError(
+                f"{name}: {len(mine)} runs for {len(values)} values of {over}; select one table first"
+            )
+        summary = {"model": name, "seeds": len(mine), "over": over, "over_values": values}
+        for metric in METRICS:
+            column = np.array([r[metric] for r in mine], dtype=float)
+            summary[metric] = float(column.mean())
+            summary[f"{metric}_std"] = float(column.std())
+            summary[f"{metric}_min"] = float(column.min())
+            summary[f"{metric}_max"] = float(column.max())
+        out.append(summary)
+    return sorted(out, key=lambda s: -s["3nn_accuracy"])
+
+
+def check_targets(summary: list[dict], models=None) -> dict:
+    """The suite's targets on ``summary`` (registry models only).
+
+    The three "one model" rows name one model: the best (by 3-NN) of those meeting all three, else
+    the one meeting most of them (then the smallest summed shortfall), so a miss shows how far the
+    closest model is. ``every model`` names the worst mean 3-NN.
+    """
+    names = set(MODELS if models is None else models)
+    rows = [s for s in summary if s["model"] in names]
+    if not rows:
+        return {}
+
+    def shortfall(s):
+        met = [meets(s[m], TARGETS[f"one model {m}"]) for m in ONE_MODEL]
+        missing = sum(max(0.0, TARGETS[f"one model {m}"] - s[m]) for m in ONE_MODEL)
+        return (-sum(met), missing, -s["3nn_accuracy"])
+
+    one = min(rows, key=shortfall)
+    worst = min(rows, key=lambda s: s["3nn_accuracy"])
+    checks = {f"one model {m}": (one["model"], one[m]) for m in ONE_MODEL}
+    checks["every model 3nn_accuracy"] = (worst["model"], worst["3nn_accuracy"])
+    return {
+        k: {"model": m, "value": v, "target": TARGETS[k], "met": meets(v, TARGETS[k])}
+        for k, (m, v) in checks.items()
+    }
+
+
+def parse_overrides(assignments: list[str], fields=None) -> dict:
+    """``["augment=true", "margin=0.5", "lr_schedule=cosine"]`` -> ``{"augment": True, "margin": 0.5,
+    "lr_schedule": "cosine"}`` (JSON values, else the plain string); keys must be ``ModelSpec``
+    fields."""
+    from helpers.models import ModelSpec
+
+    valid = set(fields or (f.name for f in dataclasses.fields(ModelSpec)))
+    overrides = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise QualityBenchError(f"--set takes KEY=VALUE (e.g. --set margin=0.5), got {item!r}")
+        if key not in valid or key in ("name", "builder"):
+            raise QualityBenchError(
+                f"--set {key}: not a registry field; use one of {', '.join(sorted(valid - {'name', 'builder'}))}"
+            )
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def apply_overrides(names, assignments):
+    """Replace fields of the registry entries ``names`` (``["augment=true", "epochs=8"]``)."""
+    overrides = parse_overrides(assignments)
+    for name in names:
+        MODELS[name] = dataclasses.replace(MODELS[name], **overrides)
+    return overrides
+
+
+def check_out(out: Path, eval_split: str, overrides: dict) -> None:
+    """A study (validation queries or ``--set`` overrides) must not write ``results/quality.json``."""
+    if Path(out).resolve() != DEFAULT_OUT.resolve():
+        return
+    if eval_split != "test":
+        raise QualityBenchError(
+            f"--eval-split {eval_split} scores a study, not the reported table: name its file with --out"
+        )
+    if overrides:
+        raise QualityBenchError(
+            "--set changes the registry: a study, not the reported table; name its file with --out"
+        )
+
+
+def tables(runs: list[dict], eval_split: str = "test") -> dict:
+    """The two tables of ``runs`` (those scored on ``eval_split``): summary, targets and commands."""
+    out = {}
+    for table, over, what in (
+        ("weight_seeds", "seed", f"split seed {WEIGHT_TABLE_SPLIT}, one run per weight seed"),
+        ("split_seeds", "split_seed", f"weight seed {SPLIT_TABLE_SEED}, one run per split seed"),
+    ):
+        rows = select(runs, table, eval_split)
+        if not any(r["model"] in MODELS for r in rows):
+            continue
+        summary = summarise(rows, over)
+        out[table] = {
+            "what": what,
+            "eval_split": eval_split,
+            "summary": summary,
+            "targets": check_targets(summary),
+            "commands": list(dict.fromkeys(r["command"] for r in rows if r.get("command"))),
+        }
+    return out
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+
+def run_one(data, name, seed, split_seed, eval_split, cache_dir):
+    from helpers import evaluation
+    from helpers.training import train
+
     model, record = train(name, data, seed=seed, cache_dir=cache_dir, verbose=0)
-    train_emb, test_emb = evaluation.embed(model, data.x_train), evaluation.embed(model, data.x_test)
-    row = evaluation.evaluate_embeddings(name, train_emb, data.y_train, test_emb, data.y_test, seed=seed)
+    queries, labels = (data.x_val, data.y_val) if eval_split == "val" else (data.x_test, data.y_test)
+    train_emb, query_emb = evaluation.embed(model, data.x_train), evaluation.embed(model, queries)
+    row = evaluation.evaluate_embeddings(name, train_emb, data.y_train, query_emb, labels, seed=seed)
     row.update(
         seed=seed,
+        split_seed=split_seed,
+        eval_split=eval_split,
         train_seconds=record["train_seconds"],
         from_cache=record["from_cache"],
         epochs=len(record["history"]["loss"]),
@@ -60,67 +248,82 @@ def run_seed(data, name, seed, cache_dir):
     return row
 
 
-def summarise(rows):
-    out = []
-    for name in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == name]
-        summary = {"model": name, "seeds": len(mine)}
-        for metric in METRICS:
-            values = np.array([r[metric] for r in mine], dtype=float)
-            summary[metric] = float(values.mean())
-            summary[f"{metric}_std"] = float(values.std())
-            summary[f"{metric}_min"] = float(values.min())
-            summary[f"{metric}_max"] = float(values.max())
-        out.append(summary)
-    return sorted(out, key=lambda s: -s["3nn_accuracy"])
+def measure(models, seeds, split_seeds, eval_split, cache_dir, command):
+    """Every (split seed, weight seed, model) run, raw pixels once per split seed and weight seed.
+
+    Split seed 42 runs every weight seed of ``seeds``; the other split seeds run weight seed 0 (the
+    split-seed table), so ``--seeds 0 1 2 --split-seeds 42 1 2 3`` is 3 + 3 runs per model.
+    """
+    from helpers import evaluation
+    from helpers.data import load_dataset
+
+    rows = []
+    for split_seed in split_seeds:
+        weight_seeds = seeds if split_seed == WEIGHT_TABLE_SPLIT else [SPLIT_TABLE_SEED]
+        data = load_dataset("mnist", source="bundled", seed=split_seed, verbose=False)
+        queries, labels = (data.x_val, data.y_val) if eval_split == "val" else (data.x_test, data.y_test)
+        raw_train, raw_query = evaluation.baseline_embeddings(data.x_train, queries, kind="raw")
+        raw = evaluation.evaluate_embeddings("raw_pixels", raw_train, data.y_train, raw_query, labels)
+        common = {
+            "split_seed": split_seed,
+            "eval_split": eval_split,
+            "train_seconds": 0.0,
+            "command": command,
+        }
+        rows += [{**raw, "seed": s, **common} for s in weight_seeds]  # deterministic baseline
+        for name in models:
+            for seed in weight_seeds:
+                folder = Path(cache_dir) / f"split{split_seed}" / f"seed{seed}"
+                row = run_one(data, name, seed, split_seed, eval_split, folder)
+                row["command"] = command
+                print(
+                    f"[quality] {name} split {split_seed} seed {seed} ({eval_split}): "
+                    f"3nn={row['3nn_accuracy']:.4f} silhouette={row['silhouette']:.3f} "
+                    f"map@r={row['map_at_r']:.4f} ({row['train_seconds']:.0f}s"
+                    f"{', cached' if row['from_cache'] else ''})",
+                    flush=True,
+                )
+                rows.append(row)
+    return rows
 
 
-def check_targets(summary):
-    models = [s for s in summary if s["model"] in MODELS]
-    if not models:
-        return {}
-    best = max(models, key=lambda s: s["3nn_accuracy"])
-    worst = min(models, key=lambda s: s["3nn_accuracy"])
-    checks = {
-        "best 3nn_accuracy": (best["model"], best["3nn_accuracy"]),
-        "best silhouette": (
-            max(models, key=lambda s: s["silhouette"])["model"],
-            max(s["silhouette"] for s in models),
-        ),
-        "best map_at_r": (
-            max(models, key=lambda s: s["map_at_r"])["model"],
-            max(s["map_at_r"] for s in models),
-        ),
-        "every model 3nn_accuracy": (worst["model"], worst["3nn_accuracy"]),
-    }
-    # accuracies are k/1000, and a mean of them carries float error: 0.989, 0.992, 0.989 average to
-    # 0.98999999999999999 in float, 2970/3000 = 0.99 exactly
-    return {
-        k: {"model": m, "value": v, "target": TARGETS[k], "met": bool(v >= TARGETS[k] - 1e-9)}
-        for k, (m, v) in checks.items()
-    }
+def print_summary(doc: dict) -> None:
+    for table, t in doc["tables"].items():
+        print(f"\n{table} ({t['what']}; {t['eval_split']} split)")
+        print_table(
+            t["summary"],
+            [
+                "model",
+                "seeds",
+                "3nn_accuracy",
+                "3nn_accuracy_std",
+                "3nn_accuracy_min",
+                "silhouette",
+                "silhouette_std",
+                "map_at_r",
+                "map_at_r_std",
+                "precision_at_1",
+                "train_seconds",
+            ],
+        )
+        for key, check in t["targets"].items():
+            print(
+                f"{'PASS' if check['met'] else 'MISS'}  {key}: {check['value']:.4f} "
+                f"({check['model']}) target >= {check['target']}"
+            )
 
 
-def apply_overrides(names, assignments):
-    """Replace fields of the registry entries ``names`` (``["augment=true", "epochs=8"]``)."""
-    import dataclasses
-    import json
-
-    overrides = {}
-    for item in assignments:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    for name in names:
-        MODELS[name] = dataclasses.replace(MODELS[name], **overrides)
-    return overrides
-
-
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="weight seeds at split 42")
+    parser.add_argument(
+        "--split-seeds",
+        type=int,
+        nargs="*",
+        default=[WEIGHT_TABLE_SPLIT],
+        help="split seeds of the data (weight seed 0 on each but 42, which runs --seeds)",
+    )
+    parser.add_argument("--eval-split", choices=("test", "val"), default="test")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--cache-dir", default=str(config.ROOT / ".cache" / "benchmark_models"))
     parser.add_argument(
@@ -128,80 +331,51 @@ def main(argv=None):
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a registry field of the benchmarked models, e.g. "
-        "--set steps_per_epoch=150 --set augment=true (a budget study)",
+        help="override a registry field of the benchmarked models, e.g. --set margin=0.5 (a study: "
+        "needs --out)",
     )
     parser.add_argument(
         "--merge",
         action="store_true",
-        help="keep the other models' runs from the existing --out file (re-measure a "
-        "few models without retraining all)",
+        help="keep the runs of the existing --out file that this command does not re-measure",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "quality.json")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+    if SPLIT_TABLE_SEED not in args.seeds and any(s != WEIGHT_TABLE_SPLIT for s in args.split_seeds):
+        parser.error(f"the split-seed table uses weight seed {SPLIT_TABLE_SEED}: include it in --seeds")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_out(args.out, args.eval_split, parse_overrides(args.set))
     overrides = apply_overrides(args.models, args.set)
-
-    data = load_dataset("mnist", source="bundled", seed=42, verbose=False)
-    raw_train, raw_test = evaluation.baseline_embeddings(data.x_train, data.x_test, kind="raw")
-    raw = evaluation.evaluate_embeddings("raw_pixels", raw_train, data.y_train, raw_test, data.y_test)
-    rows = [{**raw, "seed": s, "train_seconds": 0.0} for s in args.seeds]  # deterministic baseline
-    for name in args.models:
-        for seed in args.seeds:
-            row = run_seed(data, name, seed, Path(args.cache_dir) / f"seed{seed}")
-            print(
-                f"[quality] {name} seed {seed}: 3nn={row['3nn_accuracy']:.4f} "
-                f"silhouette={row['silhouette']:.3f} map@r={row['map_at_r']:.4f} "
-                f"({row['train_seconds']:.0f}s{', cached' if row['from_cache'] else ''})",
-                flush=True,
-            )
-            rows.append(row)
-
-    commands = [stamp()["command"]]
+    command = stamp()["command"]
+    # without explicit split seeds other than 42 this is the weight-seed table alone
+    runs = measure(args.models, args.seeds, args.split_seeds, args.eval_split, args.cache_dir, command)
+    previous = {}
     if args.merge and args.out.exists():
-        import json
-
         previous = json.loads(args.out.read_text())
-        rows += [r for r in previous["runs"] if r["model"] not in args.models and r["model"] != "raw_pixels"]
-        commands = list(dict.fromkeys(previous.get("commands", [previous.get("command")]) + commands))
-    summary = summarise(rows)
-    print()
-    print_table(
-        summary,
-        [
-            "model",
-            "seeds",
-            "3nn_accuracy",
-            "3nn_accuracy_std",
-            "3nn_accuracy_min",
-            "silhouette",
-            "silhouette_std",
-            "map_at_r",
-            "map_at_r_std",
-            "precision_at_1",
-            "train_seconds",
-        ],
-    )
-    targets = check_targets(summary)
-    print()
-    for key, check in targets.items():
-        print(
-            f"{'PASS' if check['met'] else 'MISS'}  {key}: {check['value']:.4f} "
-            f"({check['model']}) target >= {check['target']}"
-        )
-    config.write_json(
-        args.out,
-        {
-            "summary": summary,
-            "targets": targets,
-            "runs": rows,
-            "registry_overrides": overrides,
-            "commands": commands,
-            "data": "mnist bundled, split seed 42 (3000/1000/1000)",
-            **stamp(),
-        },
-    )
+        older = " then ".join(previous.get("commands") or [previous.get("command", "?")])
+        for run in previous.get("runs", []):  # a results file from before runs named their command
+            run.setdefault("command", f"{older} ({previous.get('date', 'undated')})")
+        runs = merge_runs(previous.get("runs", []), runs)
+    doc = {
+        "tables": tables(runs, args.eval_split),
+        "runs": runs,
+        "registry_overrides": {**previous.get("registry_overrides", {}), **overrides},
+        "commands": list(dict.fromkeys([*previous.get("commands", []), command])),
+        "data": "mnist bundled, 60/20/20 stratified by the split seed (3000/1000/1000); queries: "
+        f"the {args.eval_split} split, references: the train split",
+        **stamp(),
+    }
+    print_summary(doc)
+    config.write_json(args.out, doc)
     print(f"wrote {args.out}")
-    return summary
+    return doc
 
 
 if __name__ == "__main__":

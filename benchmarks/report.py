@@ -24,27 +24,48 @@ def _machine(d):
     )
 
 
+TABLE_TITLES = {
+    "split_seeds": "Quality over split seeds",
+    "weight_seeds": "Quality over weight seeds",
+}
+
+
 def quality(d, title):
-    commands = " then ".join(f"`{c}`" for c in (d.get("commands") or [d["command"]]))
+    """The tables of a quality results file: over split seeds (the targets) and over weight seeds."""
+    if "tables" not in d:  # an older file: one table, split seed 42
+        return _quality_table(d, title, d.get("commands") or [d["command"]], d["data"])
+    out = []
+    for table in ("split_seeds", "weight_seeds"):
+        t = d["tables"].get(table)
+        if t:
+            out += _quality_table(t, f"{TABLE_TITLES[table]} ({t['what']})", t["commands"], d["data"], d)
+            out.append("")
+    return out[:-1]
+
+
+def _quality_table(t, title, commands, data, d=None):
+    commands = " then ".join(f"`{c}`" for c in commands)
+    seeds = "split seeds" if t["summary"][0].get("over") == "split_seed" else "seeds"
     out = [
-        f"**{title}** — {commands} ({_machine(d)}; {d['data']})",
+        f"**{title}** — {commands} ({_machine(d or t)}; {data})",
         "",
-        "| model | seeds | 3-NN accuracy mean ± std (min–max) | silhouette | MAP@R | P@1 |",
-        "|---|---|---|---|---|---|",
+        f"| model | {seeds} | 3-NN accuracy mean ± std (min–max) | silhouette | MAP@R | P@1 | train s |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for s in d["summary"]:
+    for s in t["summary"]:
         out.append(
-            f"| {s['model']} | {s['seeds']} | {s['3nn_accuracy']:.4f} ± {s['3nn_accuracy_std']:.4f} "
+            f"| {s['model']} | {' '.join(map(str, s.get('over_values', []))) or s['seeds']} | "
+            f"{s['3nn_accuracy']:.4f} ± {s['3nn_accuracy_std']:.4f} "
             f"({s['3nn_accuracy_min']:.3f}–{s['3nn_accuracy_max']:.3f}) | {s['silhouette']:.3f} ± "
             f"{s['silhouette_std']:.3f} | {s['map_at_r']:.4f} ± {s['map_at_r_std']:.4f} | "
-            f"{s['precision_at_1']:.4f} |"
+            f"{s['precision_at_1']:.4f} | {s['train_seconds']:.0f} |"
         )
-    if d.get("targets"):
+    if t.get("targets"):
         out += ["", "| target | value | model | met |", "|---|---|---|---|"]
-        for key, t in d["targets"].items():
+        for key, target in t["targets"].items():
             out.append(
-                f"| {key} ≥ {t['target']} | {t['value']:.4f} | {t['model']} | "
-                f"{'yes' if t['met'] else '**no**'} |"
+                f"| {key} ≥ {target['target']} | {target['value']:.4f} | {target['model']} | "
+                f"{'yes' if target['met'] else '**no**'} |"
             )
     return out
 
@@ -173,17 +194,25 @@ def quality_full(d):
 
 
 def studies(d):
+    """The studies of ``quality_studies.json`` (scored on the validation split; written by
+    ``benchmarks/quality_studies.py``). The legacy rows scored on the test split are not shown."""
+    rows = [r for r in d.get("studies", []) if "eval_split" in r]
+    if not rows:
+        return []
     out = [
-        "**Single-seed studies** that chose the defaults (seed 0; each row's command reproduces it at "
-        "the named commit, whose registry is the base of its `--set` overrides)",
+        "**Studies** that choose the defaults — each row's command reruns it "
+        f"(`benchmarks/quality_studies.py`; {_machine(d)}); weight seed 0, mean ± std over the split "
+        "seeds, **scored on the validation split**, so the test split reported above played no part",
         "",
-        "| study | model | 3-NN | silhouette | MAP@R | train s | commit | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "| study | model | split seeds | 3-NN | silhouette | MAP@R | train s | commit | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     out += [
-        f"| {r['study']} | {r['model']} | {r['3nn_accuracy']:.3f} | {r['silhouette']:.3f} | "
-        f"{r['map_at_r']:.4f} | {r['train_seconds']:.0f} | {r['commit']} | `{r['command']}` |"
-        for r in d["studies"]
+        f"| {r['what']} | {r['model']} | {' '.join(map(str, r['split_seeds']))} | "
+        f"{r['3nn_accuracy']:.4f} ± {r['3nn_accuracy_std']:.4f} | {r['silhouette']:.3f} ± "
+        f"{r['silhouette_std']:.3f} | {r['map_at_r']:.4f} | {r['train_seconds']:.0f} | {r['commit']} | "
+        f"`{r['command']}` |"
+        for r in rows
     ]
     return out
 
@@ -211,7 +240,7 @@ def main():
     if q:
         lines += quality(q, "Quality at the default budgets") + [""]
     q = _load("quality_studies.json")
-    if q:
+    if q and studies(q):
         lines += studies(q) + [""]
     t = _load("throughput.json")
     if t:

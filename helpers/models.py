@@ -10,8 +10,8 @@ wrapped output stacks the embeddings as ``(batch, n_inputs, dim)`` for the losse
 ``helpers.losses``.
 
 What changed from the reference project (whose attention models reached only 0.34-0.75 3-NN
-accuracy), keeping each model's identity (layers, loss family, margin where the embedding is not
-normalised); notebook 03 tells the story with the measured effects:
+accuracy in its README), keeping each model's identity (layers, loss family, margin where the
+embedding is not normalised); notebook 03 tells the story with the measured effects:
 
 - BatchNormalization after the pooling of each convolutional stage (momentum 0.9, for short budgets)
   and LayerNormalization in attention blocks.
@@ -239,8 +239,8 @@ def _conv_stem_tokens(x, dim):
 def _conv_pool_bn(x, filters, activation, name):
     """Conv2D -> AvgPool2D, with BatchNormalization and the activation after the pooling.
 
-    Normalising the pooled map costs a quarter of normalising the convolution's output: on 2 CPU
-    cores cnn_simple_v2 trains at 950 images/s this way against 450 with BN before the pooling.
+    Normalising the pooled map touches a quarter of the positions that normalising the convolution's
+    output would (``benchmarks/results/throughput.json`` has the training images/s of each model).
     """
     x = layers.Conv2D(filters, 3, padding="valid", use_bias=False, name=name)(x)
     x = layers.AveragePooling2D(pool_size=2)(x)
@@ -558,10 +558,10 @@ class ModelSpec:
 _STUDY_FIELDS = ("monitor", "plateau_factor", "plateau_patience", "weight_decay", "augment_params")
 
 
-# Budgets: about one to four minutes per model on 2 CPU cores (TensorFlow). Every model trains on
-# augmented batches (shifts, rotations, noise): without them the attention models memorised the
-# 3,000 training images (the ViT-style model's validation loss rose from epoch 4, 0.948 3-NN; with
-# them 0.979). benchmarks/quality.py has the 3-seed table of these settings.
+# Budgets: the training seconds of each model on 2 CPU cores are in benchmarks/results/quality.json
+# (train_seconds) and the suite's in suite_time.json. Every model trains on augmented batches
+# (shifts, rotations, noise): 3,000 training images are few. benchmarks/quality.py measures these
+# settings over split and weight seeds; benchmarks/quality_studies.py holds the studies that chose them.
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
@@ -615,7 +615,10 @@ MODELS: dict[str, ModelSpec] = {
             generator="triplets_cls",
             description="CNN tokens + CLS + attention, L2 triplet + class head (0.5 / 1.0)",
             epochs=6,
-            steps_per_epoch=80,
+            # semi-hard negatives mined in its own embedding each epoch (chosen on the validation
+            # split, benchmarks/quality_studies.py); 8 fewer steps an epoch pay for the re-embedding
+            steps_per_epoch=72,
+            mining="semi-hard",
             batch_size=128,
             learning_rate=1e-3,
             optimizer="adamw",
@@ -632,7 +635,9 @@ MODELS: dict[str, ModelSpec] = {
             generator="triplets_cls",
             description="as v1 with center-regularised L2 triplet + class head (1.0 / 1.0)",
             epochs=6,
-            steps_per_epoch=120,
+            # semi-hard mining as class-head v1 (chosen on the validation split, quality_studies.py)
+            steps_per_epoch=112,
+            mining="semi-hard",
             batch_size=128,
             learning_rate=1e-3,
             optimizer="adamw",

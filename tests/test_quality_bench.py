@@ -1,0 +1,154 @@
+"""The pure parts of the quality benchmark: summaries over seeds, targets, overrides, the studies file.
+
+No training: runs are hand-written rows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import quality, quality_studies
+
+MODELS = ("cnn_with_attention_v1", "cnn_simple_v1")
+
+
+def run(model, split_seed, seed, acc, sil=0.5, map_r=0.9, eval_split="test", seconds=10.0):
+    return {
+        "model": model,
+        "split_seed": split_seed,
+        "seed": seed,
+        "eval_split": eval_split,
+        "3nn_accuracy": acc,
+        "silhouette": sil,
+        "map_at_r": map_r,
+        "precision_at_1": acc,
+        "train_seconds": seconds,
+        "command": f"cmd {split_seed}",
+    }
+
+
+def test_summary_over_split_seeds_is_mean_and_population_std():
+    rows = [run("m", s, 0, acc) for s, acc in ((42, 0.99), (1, 0.98), (2, 0.97), (3, 0.96))]
+    (s,) = quality.summarise(rows, over="split_seed")
+    assert s["seeds"] == 4 and s["over_values"] == [1, 2, 3, 42]
+    assert s["3nn_accuracy"] == pytest.approx(0.975)
+    # deviations 0.015, 0.005, -0.005, -0.015: sqrt((2 * 0.015^2 + 2 * 0.005^2) / 4)
+    assert s["3nn_accuracy_std"] == pytest.approx(0.0111803, abs=1e-6)
+    assert (s["3nn_accuracy_min"], s["3nn_accuracy_max"]) == (0.96, 0.99)
+
+
+def test_summary_refuses_two_runs_of_one_seed():
+    rows = [run("m", 42, 0, 0.9), run("m", 1, 0, 0.9)]
+    with pytest.raises(quality.QualityBenchError, match="select one table"):
+        quality.summarise(rows, over="seed")
+
+
+def test_tables_split_weight_seeds_and_split_seeds():
+    runs = [run("cnn_simple_v1", 42, w, 0.97 + w / 1000) for w in (0, 1, 2)]
+    runs += [run("cnn_simple_v1", s, 0, 0.95) for s in (1, 2, 3)]
+    runs += [run("cnn_simple_v1", 1, 0, 0.5, eval_split="val")]  # a study: in neither table
+    tables = quality.tables(runs)
+    weights, splits = tables["weight_seeds"]["summary"][0], tables["split_seeds"]["summary"][0]
+    assert weights["over_values"] == [0, 1, 2] and weights["3nn_accuracy"] == pytest.approx(0.971)
+    assert splits["over_values"] == [1, 2, 3, 42]
+    assert splits["3nn_accuracy"] == pytest.approx((0.97 + 3 * 0.95) / 4)
+    assert tables["split_seeds"]["commands"] == ["cmd 42", "cmd 1", "cmd 2", "cmd 3"]
+
+
+def test_merge_replaces_the_run_of_the_same_key_and_reads_older_runs():
+    older = {k: v for k, v in run("m", 42, 0, 0.90).items() if k not in ("split_seed", "eval_split")}
+    merged = quality.merge_runs([older, run("m", 1, 0, 0.91)], [run("m", 42, 0, 0.95)])
+    assert [(r["split_seed"], r["3nn_accuracy"]) for r in merged] == [(1, 0.91), (42, 0.95)]
+    assert merged[0]["eval_split"] == "test" and "eval_split" not in older
+
+
+def test_targets_tolerate_float_error_of_a_mean():
+    # 0.989, 0.992, 0.989 average to 0.98999999999999999 in float
+    mean = (0.989 + 0.992 + 0.989) / 3
+    assert mean < 0.99 and quality.meets(mean, 0.99)
+    assert not quality.meets(0.9899, 0.99)
+
+
+def test_targets_name_one_model_for_all_three_or_the_closest():
+    summary = [
+        {"model": "cnn_with_attention_v1", "3nn_accuracy": 0.992, "silhouette": 0.79, "map_at_r": 0.98},
+        {"model": "cnn_simple_v1", "3nn_accuracy": 0.975, "silhouette": 0.85, "map_at_r": 0.96},
+    ]
+    t = quality.check_targets(summary, models=MODELS)
+    # the CBAM row meets two of the three, the other model one: CBAM is the closest, short on silhouette
+    assert t["one model silhouette"] == {
+        "model": "cnn_with_attention_v1",
+        "value": 0.79,
+        "target": 0.80,
+        "met": False,
+    }
+    assert t["one model 3nn_accuracy"]["met"] and t["every model 3nn_accuracy"]["model"] == "cnn_simple_v1"
+    summary[0]["silhouette"] = 0.81
+    t = quality.check_targets(summary, models=MODELS)
+    assert all(t[f"one model {m}"]["met"] for m in quality.ONE_MODEL)
+    assert t["every model 3nn_accuracy"]["met"] is True  # 0.975 >= 0.97
+
+
+def test_override_parsing():
+    assert quality.parse_overrides(["margin=0.5", "augment=true", "lr_schedule=cosine"]) == {
+        "margin": 0.5,
+        "augment": True,
+        "lr_schedule": "cosine",
+    }
+    with pytest.raises(quality.QualityBenchError, match="KEY=VALUE"):
+        quality.parse_overrides(["margin"])
+    with pytest.raises(quality.QualityBenchError, match="not a registry field"):
+        quality.parse_overrides(["marign=0.5"])
+
+
+def test_a_study_cannot_write_the_reported_table(tmp_path):
+    with pytest.raises(quality.QualityBenchError, match="--out"):
+        quality.check_out(quality.DEFAULT_OUT, "val", {})
+    with pytest.raises(quality.QualityBenchError, match="--out"):
+        quality.check_out(quality.DEFAULT_OUT, "test", {"margin": 1.0})
+    quality.check_out(tmp_path / "study.json", "val", {"margin": 1.0})  # elsewhere: fine
+    quality.check_out(quality.DEFAULT_OUT, "test", {})
+
+
+def test_studies_writer_moves_legacy_rows_and_replaces_a_rerun(tmp_path):
+    path = tmp_path / "quality_studies.json"
+    path.write_text(json.dumps({"studies": [{"study": "old", "3nn_accuracy": 0.98}]}))
+    doc = quality_studies.load_doc(path)
+    assert doc["studies"] == [] and doc["legacy_test_split"][0]["eval_split"] == "test"
+    study = quality_studies.STUDIES["cbam_margin_1"]
+    table = {
+        "eval_split": "val",
+        "summary": quality.summarise(
+            [run(study.model, s, 0, acc, eval_split="val") for s, acc in ((1, 0.99), (2, 0.98))],
+            over="split_seed",
+        ),
+    }
+    command = quality_studies.study_command("cbam_margin_1", [1, 2], "val")
+    row = quality_studies.study_row("cbam_margin_1", study, table, command, "abc123")
+    assert row["split_seeds"] == [1, 2] and row["3nn_accuracy"] == pytest.approx(0.985)
+    assert (
+        row["command"]
+        == "python benchmarks/quality_studies.py cbam_margin_1 --split-seeds 1 2 --eval-split val"
+    )
+    doc = quality_studies.merge_study(doc, row)
+    doc = quality_studies.merge_study(doc, {**row, "3nn_accuracy": 0.5})  # rerun: replaces
+    assert [r["3nn_accuracy"] for r in doc["studies"]] == [0.5]
+    doc = quality_studies.merge_study(doc, {**row, "split_seeds": [1]})  # other seeds: a new row
+    assert len(doc["studies"]) == 2 and len(doc["legacy_test_split"]) == 1
+
+
+def test_study_arguments_reach_quality_py():
+    study = quality_studies.Study("cnn_simple_v1", {"margin": 2.0, "lr_schedule": "cosine"}, "x")
+    args = quality.parse_args(quality_studies.quality_args(study, [1, 2], "val", "/tmp/c", "/tmp/o.json"))
+    assert args.models == ["cnn_simple_v1"] and args.split_seeds == [1, 2] and args.eval_split == "val"
+    assert quality.parse_overrides(args.set) == {"margin": 2.0, "lr_schedule": "cosine"}
+
+
+def test_a_study_whose_overrides_change_nothing_reuses_the_benchmark_cache():
+    spec = quality_studies.MODELS["cnn_simple_v1"]
+    same = quality_studies.Study("cnn_simple_v1", {"margin": spec.margin}, "x")
+    other = quality_studies.Study("cnn_simple_v1", {"margin": spec.margin + 1.0}, "x")
+    assert quality_studies.as_registered(same) and not quality_studies.as_registered(other)
+    assert quality_studies.as_registered(quality_studies.Study("cnn_simple_v1", {}, "x"))
