@@ -201,6 +201,23 @@ def _load_weights(model: keras.Model, path: Path) -> None:
 # --- generators ---------------------------------------------------------------------------------------
 
 
+def _mining_embedder(embedding: keras.Model, trainer: keras.Model | None):
+    """``embed_fn`` of a mining generator: the training images in ``embedding``'s current space.
+
+    Backend shim (JAX): during ``fit`` the JAX trainer keeps the weights in its own state and empties
+    the variables, and a ``PyDataset`` ends its epoch before the trainer puts them back; the
+    trainer's public ``jax_state_sync()`` (what a callback that needs the weights calls) puts them
+    back first. Other backends have no such method and need nothing."""
+
+    def embed(x):
+        sync = getattr(trainer, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        return embedding.predict(x, batch_size=512, verbose=0)
+
+    return embed
+
+
 def make_generators(
     name: str,
     data,
@@ -208,13 +225,15 @@ def make_generators(
     steps_per_epoch: int,
     seed: int = 0,
     embedding: keras.Model | None = None,
+    trainer: keras.Model | None = None,
 ):
     """The training and validation generators for the registry entry ``name``.
 
     The spec's ``generator`` names a class of ``helpers.generators.GENERATORS`` (or a study's kind
     in ``helpers.models.GENERATOR_KINDS``). With ``spec.mining != "random"`` the training generator
-    mines negatives in ``embedding``'s space, re-embedding the training images every epoch. The
-    validation batches stay the same every epoch (epoch 0, no augmentation), so val_loss is comparable.
+    mines negatives in ``embedding``'s space, re-embedding the training images every epoch
+    (``trainer``: the training model being fit, whose weights those are). The validation batches
+    stay the same every epoch (epoch 0, no augmentation), so val_loss is comparable.
     """
     from helpers import generators
 
@@ -234,7 +253,7 @@ def make_generators(
             raise ValueError(f"model {name!r} mines with mining={spec.mining!r}: pass its embedding")
         mining = {
             "mining": spec.mining,
-            "embed_fn": lambda x: embedding.predict(x, batch_size=512, verbose=0),
+            "embed_fn": _mining_embedder(embedding, trainer),
         }
     batches = _batch_arguments(spec, batch_size)
     train_gen = generators.get_generator(
@@ -618,7 +637,13 @@ def _fit(
         model, name, params["learning_rate"], total_steps=params["epochs"] * params["steps_per_epoch"]
     )
     train_gen, val_gen = make_generators(
-        name, data, params["batch_size"], params["steps_per_epoch"], seed=params["seed"], embedding=embedding
+        name,
+        data,
+        params["batch_size"],
+        params["steps_per_epoch"],
+        seed=params["seed"],
+        embedding=embedding,
+        trainer=model,
     )
     history_cb = HistoryCheckpoint(work / "history.partial.json")
     if history_cb.epochs:
