@@ -67,3 +67,44 @@ def stamp() -> dict:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
     }
+
+
+def time_papermill(notebook: Path, out: Path, args: list[str], models_cache: Path, label: str):
+    """``(wall, cpu)`` seconds of one papermill run of ``notebook`` (written to ``out``, with the extra
+    papermill ``args``) with ``models_cache`` as the suite's models cache; a failed run exits with
+    its stderr. CPU seconds are the children's, so they count the kernel's work."""
+    import resource
+    import subprocess
+    import time
+
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(config.ROOT),
+        "MPLBACKEND": "Agg",
+        "SIMSUITE_MODELS_CACHE": str(models_cache),
+    }
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(notebook),
+            str(out),
+            "--cwd",
+            str(config.NOTEBOOKS),
+            *args,
+            "--no-progress-bar",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{proc.stderr[-3000:]}")
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -19,16 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp, time_papermill  # noqa: E402
 from helpers import config  # noqa: E402
 
 METRICS = [
@@ -76,41 +73,13 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def time_notebook(profile: str, models_cache: Path) -> dict:
     """Wall and CPU seconds of one papermill run of notebook 09 with ``models_cache`` as the cache."""
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "PYTHONPATH": str(config.ROOT),
-        "MPLBACKEND": "Agg",
-        "SIMSUITE_MODELS_CACHE": str(models_cache),
-    }
-    out = models_cache / f"09_{profile}.ipynb"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(NOTEBOOK),
-            str(out),
-            "--cwd",
-            str(config.NOTEBOOKS),
-            "-p",
-            "profile",
-            profile,
-            *_profile_args(profile),
-            "--no-progress-bar",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    seconds, cpu = time_papermill(
+        NOTEBOOK,
+        models_cache / f"09_{profile}.ipynb",
+        ["-p", "profile", profile, *_profile_args(profile)],
+        models_cache,
+        f"notebook 09 ({profile})",
     )
-    seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"notebook 09 ({profile}) failed:\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "load_average": os.getloadavg()}
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp, time_papermill  # noqa: E402
 from helpers import config  # noqa: E402
 from helpers import vicreg as V  # noqa: E402
 
@@ -51,40 +49,14 @@ NOTEBOOK = config.NOTEBOOKS / "10_vicreg.ipynb"
 def time_notebook(profile: str, models_cache: Path) -> dict:
     """Wall and CPU seconds of one papermill run of notebook 10 with ``models_cache`` as the cache,
     and the load average (1, 5, 15 min) just before it started."""
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "PYTHONPATH": str(config.ROOT),
-        "MPLBACKEND": "Agg",
-        "SIMSUITE_MODELS_CACHE": str(models_cache),
-    }
     load = [round(v, 2) for v in os.getloadavg()]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(NOTEBOOK),
-            str(models_cache / f"10_{profile}.ipynb"),
-            "--cwd",
-            str(config.NOTEBOOKS),
-            "-p",
-            "profile",
-            profile,
-            "--no-progress-bar",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    seconds, cpu = time_papermill(
+        NOTEBOOK,
+        models_cache / f"10_{profile}.ipynb",
+        ["-p", "profile", profile],
+        models_cache,
+        f"notebook 10 ({profile})",
     )
-    seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"notebook 10 ({profile}) failed:\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "load_average_before": load}
 
 
