@@ -228,6 +228,34 @@ def batch_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bool = 
     return ops.where(valid, loss, ops.zeros_like(loss))
 
 
+def _semi_hard_negative_distances(d, negative):
+    """``(batch, batch)``: for every pair ``(a, p)``, the distance of ``a`` to its semi-hard negative.
+
+    That is ``min d(a, n)`` over the negatives ``n`` of ``a`` with ``d(a, n) > d(a, p)``, or, when
+    there is none, ``max d(a, n)`` over all of them (tfa's rule). Instead of comparing every
+    ``(a, p, n)``, each anchor's row is sorted: merged with its own distances ``d(a, p)``, negatives
+    first, a stable argsort puts each ``d(a, p)`` after exactly the negatives ``<= d(a, p)``, which a
+    running count along the sorted row then gives; the negative at that count in the anchor's sorted
+    negatives is the semi-hard one. Keras' argsort is stable on the TensorFlow, JAX and
+    NumPy backends; ties only arise on hand-made embeddings, and there it decides ``>`` versus ``>=``.
+    """
+    n = ops.shape(d)[1]
+    big = ops.max(d) + 1.0
+    negatives_first = ops.where(negative, d, big)  # non-negatives sort last, never counted
+    order = ops.argsort(negatives_first, axis=1)
+    merged = ops.concatenate([negatives_first, d], axis=1)
+    merged_order = ops.argsort(merged, axis=1)
+    # negatives met so far along the sorted row (the ``big`` entries sort after every d(a, p))
+    negatives_so_far = ops.cumsum(ops.cast(ops.less(merged_order, n), "int32"), axis=1)
+    position = ops.argsort(merged_order, axis=1)[:, n:]  # where each d(a, p) landed
+    below = ops.take_along_axis(negatives_so_far, position, axis=1)  # negatives with d(a, n) <= d(a, p)
+    num_neg = ops.sum(ops.cast(negative, below.dtype), axis=1, keepdims=True)
+    index = ops.take_along_axis(order, ops.minimum(below, n - 1), axis=1)
+    semi_hard = ops.take_along_axis(d, index, axis=1)
+    hardest_easy = ops.max(ops.where(negative, d, ops.zeros_like(d)), axis=1, keepdims=True)
+    return ops.where(ops.less(below, num_neg), semi_hard, hardest_easy + ops.zeros_like(d))
+
+
 def batch_semi_hard_triplet(
     labels, embeddings, margin: float = 0.2, squared: bool = False, center_reg_weight: float = 0.0
 ):
@@ -244,7 +272,9 @@ def batch_semi_hard_triplet(
     The per-anchor loss is the **mean over that anchor's positive pairs**; anchors with no positive
     or no negative in the batch get 0. (tfa returns one scalar, the mean over all positive pairs in
     the batch; the two agree when every anchor has the same number of positives, e.g. P x K batches.)
-    Memory is ``O(batch^3)`` like tfa's implementation.
+    The negatives are found by sorting each anchor's distances (:func:`_semi_hard_negative_distances`),
+    in ``O(batch^2 log batch)`` time and ``O(batch^2)`` memory, not tfa's ``(batch, batch, batch)``
+    comparison: at a P x K batch of 320 that comparison cost a quarter of the CBAM model's training step.
 
     ``center_reg_weight > 0`` adds the center regularisation of :func:`triplet_center_reg` on every
     positive pair of the batch: ``center_reg_weight x`` the anchor's mean over its positives of the
@@ -253,15 +283,7 @@ def batch_semi_hard_triplet(
     """
     d = pairwise_distances(embeddings, squared=squared)
     positive, negative = _label_masks(labels)
-    zeros = ops.zeros_like(d)
-    big = ops.max(d) + 1.0
-    d_an = ops.expand_dims(d, 1)  # [a, 1, n]
-    d_ap = ops.expand_dims(d, 2)  # [a, p, 1]
-    semi = ops.logical_and(ops.expand_dims(negative, 1), ops.greater(d_an, d_ap))  # [a, p, n]
-    outside = ops.min(ops.where(semi, d_an + ops.zeros_like(semi, dtype=d.dtype), big), axis=2)
-    has_outside = ops.any(semi, axis=2)
-    inside = ops.max(ops.where(negative, d, zeros), axis=1, keepdims=True)  # [a, 1]
-    chosen = ops.where(has_outside, outside, inside + zeros)
+    chosen = _semi_hard_negative_distances(d, negative)
     pair_loss = ops.relu(d - chosen + margin)
     pos_f = ops.cast(positive, d.dtype)
     num_pos = ops.sum(pos_f, axis=1)

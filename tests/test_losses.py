@@ -147,6 +147,23 @@ def test_batch_losses_match_brute_force(seed, squared):
     assert np_(L.batch_hard_triplet(labels, emb, margin, squared))[0] == 0.0
 
 
+def test_semi_hard_negatives_with_ties_and_a_pk_batch_match_brute_force():
+    # the sort-based search must keep the strict "d(a, n) > d(a, p)": integer coordinates make many
+    # distances equal; and a P x K batch as the registry trains on (4 x 6), shuffled
+    rng = np.random.default_rng(7)
+    labels = rng.permutation(np.repeat(np.arange(4), 6))
+    for emb in (
+        rng.integers(-2, 3, size=(24, 2)).astype(np.float32),
+        rng.normal(size=(24, 5)).astype(np.float32),
+    ):
+        for squared in (False, True):
+            np.testing.assert_allclose(
+                np_(L.batch_semi_hard_triplet(labels, emb, 0.5, squared)),
+                ref_semi_hard(labels, emb, 0.5, squared),
+                atol=1e-5,
+            )
+
+
 def test_semi_hard_center_regularisation_adds_the_hand_computed_pull():
     # two classes on the unit circle, a quarter turn apart inside each class: |a - p|^2 = 2, so each
     # anchor's squared distance to its pair's midpoint is 2 / 4 = 0.5

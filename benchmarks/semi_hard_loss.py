@@ -1,0 +1,164 @@
+"""Semi-hard triplet loss speed: the sort-based search of ``helpers.losses`` against the cube it replaced.
+
+Run from the repository root (rewrites ``benchmarks/results/semi_hard_loss.json`` with figures,
+command, date and machine)::
+
+    .venv/bin/python benchmarks/semi_hard_loss.py
+
+``batch_semi_hard_triplet`` used to compare every (anchor, positive, negative) of a batch, as
+``tfa.losses.TripletSemiHardLoss`` does: tensors of ``batch^3`` elements. It now sorts each anchor's
+distances (``_semi_hard_negative_distances``). The previous implementation is kept below as the
+reference. Both train the registry's ``cnn_with_attention_v1`` (the model that uses this loss: P x K
+batches of 320, margin 0.5, center pull 5) on the same batch, interleaved, in the same process; the
+table gives the seconds per training step (best of ``--repeats`` rounds of ``--steps`` steps: on shared
+CPU cores the best is the least disturbed), the loss's own forward seconds, and the largest difference
+of the two losses' per-anchor values on that batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import print_table, stamp  # noqa: E402
+from helpers import config  # noqa: E402
+
+RESULTS = config.ROOT / "benchmarks" / "results" / "semi_hard_loss.json"
+MODEL = "cnn_with_attention_v1"
+
+
+# --- the previous implementation (a batch^3 comparison, tfa's), the reference -------------------------
+
+
+def cube_semi_hard_triplet(labels, embeddings, margin=0.2, squared=False, center_reg_weight=0.0):
+    from keras import ops
+
+    from helpers.losses import _label_masks, pairwise_distances
+
+    d = pairwise_distances(embeddings, squared=squared)
+    positive, negative = _label_masks(labels)
+    zeros = ops.zeros_like(d)
+    big = ops.max(d) + 1.0
+    d_an = ops.expand_dims(d, 1)  # [a, 1, n]
+    d_ap = ops.expand_dims(d, 2)  # [a, p, 1]
+    semi = ops.logical_and(ops.expand_dims(negative, 1), ops.greater(d_an, d_ap))  # [a, p, n]
+    outside = ops.min(ops.where(semi, d_an + ops.zeros_like(semi, dtype=d.dtype), big), axis=2)
+    has_outside = ops.any(semi, axis=2)
+    inside = ops.max(ops.where(negative, d, zeros), axis=1, keepdims=True)
+    chosen = ops.where(has_outside, outside, inside + zeros)
+    pair_loss = ops.relu(d - chosen + margin)
+    pos_f = ops.cast(positive, d.dtype)
+    num_pos = ops.sum(pos_f, axis=1)
+    loss = ops.sum(pair_loss * pos_f, axis=1) / ops.maximum(num_pos, 1.0)
+    if center_reg_weight:
+        d2 = d if squared else pairwise_distances(embeddings, squared=True)
+        loss = loss + center_reg_weight * ops.sum(d2 / 4.0 * pos_f, axis=1) / ops.maximum(num_pos, 1.0)
+    valid = ops.logical_and(ops.greater(num_pos, 0.0), ops.any(negative, axis=1))
+    return ops.where(valid, loss, ops.zeros_like(loss))
+
+
+# --- measurement -------------------------------------------------------------------------------------
+
+
+def _training_model(loss):
+    import keras
+
+    from helpers import models
+
+    training_model, _ = models.build_training_model(MODEL)
+    training_model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+    return training_model
+
+
+def measure(steps: int, repeats: int, seed: int = 0) -> dict:
+    import keras
+
+    from helpers import losses, models
+
+    spec = models.get_spec(MODEL)
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(spec.classes_per_batch), spec.batch_size // spec.classes_per_batch)
+    images = rng.random((len(labels), 28, 28, 1), dtype=np.float32)
+    settings = {"margin": spec.margin, "center_reg_weight": spec.center_reg_weight}
+
+    class CubeLoss(losses.BatchSemiHardTripletLoss):
+        _fn = staticmethod(cube_semi_hard_triplet)
+
+    variants = {
+        "cube (tfa's, before)": CubeLoss(**settings),
+        "sorted (helpers.losses)": losses.BatchSemiHardTripletLoss(**settings),
+    }
+    trainers = {name: _training_model(loss) for name, loss in variants.items()}
+    embeddings = rng.normal(size=(len(labels), spec.embedding_dim)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    per_anchor = {
+        "cube (tfa's, before)": cube_semi_hard_triplet(labels, embeddings, **settings),
+        "sorted (helpers.losses)": losses.batch_semi_hard_triplet(labels, embeddings, **settings),
+    }
+    values = [keras.ops.convert_to_numpy(v) for v in per_anchor.values()]
+    max_diff = float(np.abs(values[0] - values[1]).max())
+
+    step_seconds = {name: [] for name in variants}
+    loss_seconds = {name: [] for name in variants}
+    for model in trainers.values():  # compile and warm up outside the clock
+        model.fit(images, labels, batch_size=len(labels), epochs=1, verbose=0)
+    for _ in range(repeats):
+        for name, model in trainers.items():  # interleaved: both see the same machine state
+            start = time.perf_counter()
+            model.fit(images, labels, batch_size=len(labels), epochs=steps, verbose=0)
+            step_seconds[name].append((time.perf_counter() - start) / steps)
+            fn = losses.batch_semi_hard_triplet if name.startswith("sorted") else cube_semi_hard_triplet
+            start = time.perf_counter()
+            for _ in range(steps):
+                keras.ops.convert_to_numpy(fn(labels, embeddings, **settings))
+            loss_seconds[name].append((time.perf_counter() - start) / steps)
+
+    baseline = min(step_seconds["cube (tfa's, before)"])
+    rows = []
+    for name in variants:
+        best = min(step_seconds[name])
+        rows.append(
+            {
+                "loss": name,
+                "batch": len(labels),
+                "step_s": best,
+                "step_speedup": baseline / best,
+                "loss_forward_s": min(loss_seconds[name]),
+            }
+        )
+    return {
+        "model": MODEL,
+        "batch": len(labels),
+        "steps": steps,
+        "repeats": repeats,
+        "max_abs_loss_difference": max_diff,
+        "rows": rows,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="training steps per timed round")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per variant (best kept)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be at least 1")
+    result = {**stamp(), **measure(args.steps, args.repeats)}
+    print_table(result["rows"], ["loss", "batch", "step_s", "step_speedup", "loss_forward_s"])
+    print(f"largest per-anchor loss difference: {result['max_abs_loss_difference']:.3g}")
+    config.write_json(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
