@@ -217,6 +217,24 @@ def studies(d):
     return out
 
 
+def semi_hard_loss(d):
+    """The semi-hard loss timing: the sort-based search against the (B, B, B) comparison it replaced."""
+    out = [
+        f"**Semi-hard triplet loss** — `{d['command']}` ({_machine(d)}): one training step of "
+        f"{d['model']} on a P x K batch of {d['batch']}, best of {d['repeats']} rounds of {d['steps']} "
+        f"steps, both losses interleaved in one process; largest per-anchor loss difference "
+        f"{d['max_abs_loss_difference']:.3g}",
+        "",
+        "| loss | step s | speed-up | loss forward s |",
+        "|---|---|---|---|",
+    ]
+    for r in d["rows"]:
+        out.append(
+            f"| {r['loss']} | {r['step_s']:.3f} | {r['step_speedup']:.2f}x | {r['loss_forward_s']:.4f} |"
+        )
+    return out
+
+
 def suite(docs):
     out = [
         "**Suite run time** (all notebooks, all six models; `python -m helpers.run` from an empty "
@@ -242,6 +260,9 @@ def main():
     q = _load("quality_studies.json")
     if q and studies(q):
         lines += studies(q) + [""]
+    q = _load("semi_hard_loss.json")
+    if q:
+        lines += semi_hard_loss(q) + [""]
     t = _load("throughput.json")
     if t:
         lines += throughput(t) + [""]
