@@ -99,9 +99,10 @@ def test_make_loss_builds_what_the_if_chain_built():
 
     assert config("cnn_simple_v1") == ("BatchContrastiveLoss", {"margin": 10.0}, None)
     assert config("cnn_simple_v2") == ("BatchAllTripletLoss", {"margin": 10.0, "squared": True}, None)
+    cbam = models.MODELS["cnn_with_attention_v1"]
     assert config("cnn_with_attention_v1") == (
         "BatchSemiHardTripletLoss",
-        {"margin": 0.5, "squared": False, "center_reg_weight": 5.0},
+        {"margin": cbam.margin, "squared": False, "center_reg_weight": cbam.center_reg_weight},
         None,
     )
     assert config("cnn_with_attention_cls_head_v1") == (
