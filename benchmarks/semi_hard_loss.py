@@ -7,9 +7,10 @@ command, date and machine)::
 
 ``batch_semi_hard_triplet`` used to compare every (anchor, positive, negative) of a batch, as
 ``tfa.losses.TripletSemiHardLoss`` does: tensors of ``batch^3`` elements. It now sorts each anchor's
-distances (``_semi_hard_negative_distances``). The previous implementation is kept below as the
-reference. Both train the registry's ``cnn_with_attention_v1`` (the model that uses this loss: P x K
-batches of 320, margin 0.5, center pull 5) on the same batch, interleaved, in the same process; the
+distances (``_semi_hard_negative_distances``). The previous search is kept below as the
+reference, plugged into the same loss (``_semi_hard_triplet_with``), so only the search differs.
+Both train the registry's ``cnn_with_attention_v1`` (the model that uses this loss: P x K batches
+of 320, with its margin and center pull) on the same batch, interleaved, in the same process; the
 table gives the seconds per training step (best of ``--repeats`` rounds of ``--steps`` steps: on shared
 CPU cores the best is the least disturbed), the loss's own forward seconds, and the largest difference
 of the two losses' per-anchor values on that batch.
@@ -38,13 +39,10 @@ MODEL = "cnn_with_attention_v1"
 # --- the previous implementation (a batch^3 comparison, tfa's), the reference -------------------------
 
 
-def cube_semi_hard_triplet(labels, embeddings, margin=0.2, squared=False, center_reg_weight=0.0):
+def cube_semi_hard_negative_distances(d, negative):
+    """Each pair's semi-hard negative distance by comparing every (anchor, positive, negative)."""
     from keras import ops
 
-    from helpers.losses import _label_masks, pairwise_distances
-
-    d = pairwise_distances(embeddings, squared=squared)
-    positive, negative = _label_masks(labels)
     zeros = ops.zeros_like(d)
     big = ops.max(d) + 1.0
     d_an = ops.expand_dims(d, 1)  # [a, 1, n]
@@ -53,16 +51,16 @@ def cube_semi_hard_triplet(labels, embeddings, margin=0.2, squared=False, center
     outside = ops.min(ops.where(semi, d_an + ops.zeros_like(semi, dtype=d.dtype), big), axis=2)
     has_outside = ops.any(semi, axis=2)
     inside = ops.max(ops.where(negative, d, zeros), axis=1, keepdims=True)
-    chosen = ops.where(has_outside, outside, inside + zeros)
-    pair_loss = ops.relu(d - chosen + margin)
-    pos_f = ops.cast(positive, d.dtype)
-    num_pos = ops.sum(pos_f, axis=1)
-    loss = ops.sum(pair_loss * pos_f, axis=1) / ops.maximum(num_pos, 1.0)
-    if center_reg_weight:
-        d2 = d if squared else pairwise_distances(embeddings, squared=True)
-        loss = loss + center_reg_weight * ops.sum(d2 / 4.0 * pos_f, axis=1) / ops.maximum(num_pos, 1.0)
-    valid = ops.logical_and(ops.greater(num_pos, 0.0), ops.any(negative, axis=1))
-    return ops.where(valid, loss, ops.zeros_like(loss))
+    return ops.where(has_outside, outside, inside + zeros)
+
+
+def cube_semi_hard_triplet(labels, embeddings, margin=0.2, squared=False, center_reg_weight=0.0):
+    """The loss of ``helpers.losses.batch_semi_hard_triplet`` with the cube search of its negatives."""
+    from helpers.losses import _semi_hard_triplet_with
+
+    return _semi_hard_triplet_with(
+        cube_semi_hard_negative_distances, labels, embeddings, margin, squared, center_reg_weight
+    )
 
 
 # --- measurement -------------------------------------------------------------------------------------

@@ -282,9 +282,18 @@ def batch_semi_hard_triplet(
     squared distance of ``a`` and ``p`` to their midpoint (``|a - p|^2 / 4``). The triplet term stops
     once a margin is met; this term keeps pulling each class together.
     """
+    return _semi_hard_triplet_with(
+        _semi_hard_negative_distances, labels, embeddings, margin, squared, center_reg_weight
+    )
+
+
+def _semi_hard_triplet_with(negative_distances, labels, embeddings, margin, squared, center_reg_weight):
+    """:func:`batch_semi_hard_triplet` with the search for each pair's negative passed in
+    (``negative_distances(d, negative) -> (batch, batch)``), so a benchmark can time another search
+    through the same loss."""
     d = pairwise_distances(embeddings, squared=squared)
     positive, negative = _label_masks(labels)
-    chosen = _semi_hard_negative_distances(d, negative)
+    chosen = negative_distances(d, negative)
     pair_loss = ops.relu(d - chosen + margin)
     pos_f = ops.cast(positive, d.dtype)
     num_pos = ops.sum(pos_f, axis=1)
