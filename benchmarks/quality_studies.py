@@ -122,6 +122,61 @@ STUDIES: dict[str, Study] = {
     "cbam_no_augment": Study(
         "cnn_with_attention_v1", {"augment": False}, "CBAM as registered now, no augmentation"
     ),
+    # the same questions at the registered budget, on a GPU (augmentation on the device draws the same
+    # distribution as the generator's numpy augmenter, with other random numbers): the device
+    # augmenter at the default strengths is the baseline of the augmentation rows
+    "cbam_device_augment": Study(
+        "cnn_with_attention_v1", {"augment": "device"}, "CBAM as registered now, augmentation on the device"
+    ),
+    "cbam_shift_rotation_5": Study(
+        "cnn_with_attention_v1",
+        {"augment": "device", "augment_params": {"shift": 2.0, "rotation": 5.0, "noise": 0.0}},
+        "CBAM as registered now, augmentation: +-2 px shifts, +-5 degree rotations, no noise",
+    ),
+    "cbam_device_2880": Study(
+        "cnn_with_attention_v1",
+        {"augment": "device", "steps_per_epoch": 480},
+        "CBAM as registered now, augmentation on the device, 2880 steps instead of 1440",
+    ),
+    # on the GPU, shifts alone (0.985) or with 5-degree rotations (0.985) lost to the default
+    # augmentation (0.989) and none lost most (0.977): stronger augmentation, one strength at a time
+    **{
+        name: Study(
+            "cnn_with_attention_v1",
+            {"augment": "device", "augment_params": {"shift": shift, "rotation": rotation, "noise": noise}},
+            f"CBAM as registered now, augmentation on the device: +-{shift:g} px shifts, "
+            f"+-{rotation:g} degree rotations, noise {noise:g}",
+        )
+        for name, shift, rotation, noise in (
+            ("cbam_rotation_15", 2.0, 15.0, 0.05),
+            ("cbam_rotation_20", 2.0, 20.0, 0.05),
+            ("cbam_shift_3", 3.0, 10.0, 0.05),
+            ("cbam_noise_0.1", 2.0, 10.0, 0.1),
+            ("cbam_shift_3_rotation_15", 3.0, 15.0, 0.05),
+            ("cbam_shift_3_rotation_15_noise_0.1", 3.0, 15.0, 0.1),
+        )
+    },
+    # the augmentation strengths all scored within 0.985-0.990 (noise); the batch and the loss's
+    # margin and pull at the registered budget, augmenting on the device as the GPU runs above
+    **{
+        name: Study(
+            "cnn_with_attention_v1",
+            {"augment": "device", **fields},
+            f"CBAM as registered now, augmentation on the device, {what}",
+        )
+        for name, fields, what in (
+            ("cbam_batch_640", {"batch_size": 640, "steps_per_epoch": 120}, "P10xK64 batches, 720 steps"),
+            ("cbam_margin_0.8", {"margin": 0.8}, "semi-hard margin 0.8"),
+            ("cbam_margin_1.2", {"margin": 1.2}, "semi-hard margin 1.2"),
+            ("cbam_device_center_10", {"center_reg_weight": 10.0}, "center pull 10"),
+        )
+    },
+    "cbam_center_2": Study(
+        "cnn_with_attention_v1", {"center_reg_weight": 2.0}, "CBAM as registered now, center pull 2 instead of 5"
+    ),
+    "cbam_lr_3e-3": Study(
+        "cnn_with_attention_v1", {"learning_rate": 3e-3}, "CBAM as registered now, learning rate 3e-3"
+    ),
     # the class-head v1 model: the lowest 3-NN of the six; its triplets can be mined in its own space
     # the registry's entry before semi-hard mining was chosen (its rows at commit ac1f747 ran it as
     # registered then, with no overrides: the same spec, so the same fingerprint and weights)
@@ -222,11 +277,27 @@ def study_row(name: str, study: Study, table: dict, command: str, commit: str) -
         "seed": quality.SPLIT_TABLE_SEED,
         "command": command,
         "commit": commit,
+        # rows from several machines share one file (e.g. a GPU run merged with --merge-from)
+        "machine": stamp()["machine"],
     }
     for field in SUMMARY_FIELDS:
         row[field] = summary[field]
         row[f"{field}_std"] = summary[f"{field}_std"]
     return row
+
+
+def write_doc(path: Path, doc: dict) -> None:
+    config.write_json(
+        path,
+        {
+            **doc,
+            "what": "studies that choose the registry defaults: one registry model with fields "
+            "replaced, weight seed 0, mean and std over the split seeds, scored on the "
+            "validation split (queries) against the train split; each row's command reruns it "
+            "(on the machine its row names)",
+            **stamp(),
+        },
+    )
 
 
 def study_command(name: str, split_seeds, eval_split: str) -> str:
@@ -274,7 +345,8 @@ def _commit() -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("studies", nargs="+", choices=list(STUDIES), metavar="STUDY")
+    # no choices=: argparse rejects an empty list against them; checked below
+    parser.add_argument("studies", nargs="*", metavar="STUDY", help=f"one of {', '.join(STUDIES)}")
     parser.add_argument("--split-seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--eval-split", choices=("val", "test"), default="val")
     parser.add_argument(
@@ -283,7 +355,28 @@ def main(argv=None):
         help="cache of the registry's own models (a study without overrides reuses it)",
     )
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--merge-from",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="studies files written elsewhere with --out (e.g. on a GPU machine): their rows are merged "
+        "into --out, each keeping its own command, commit and machine",
+    )
     args = parser.parse_args(argv)
+    if not args.studies and not args.merge_from:
+        parser.error("name at least one study, or give --merge-from files")
+    unknown = [name for name in args.studies if name not in STUDIES]
+    if unknown:
+        parser.error(f"unknown study {', '.join(unknown)}: choose from {', '.join(STUDIES)}")
+    for path in args.merge_from:
+        if not path.exists():
+            parser.error(f"--merge-from {path}: no such file; pass the studies file a run wrote with --out")
+        doc = load_doc(args.out)
+        for row in load_doc(path)["studies"]:
+            doc = merge_study(doc, row)
+        write_doc(args.out, doc)
+        print(f"[studies] merged {len(load_doc(path)['studies'])} rows of {path} -> {args.out}", flush=True)
     commit = _commit()
     registry = dict(MODELS)
     for name in args.studies:
@@ -298,17 +391,7 @@ def main(argv=None):
                 MODELS.update(registry)  # quality.main replaced the model's fields
         command = study_command(name, args.split_seeds, args.eval_split)
         row = study_row(name, study, doc["tables"]["split_seeds"], command, commit)
-        out = merge_study(load_doc(args.out), row)
-        config.write_json(
-            args.out,
-            {
-                **out,
-                "what": "studies that choose the registry defaults: one registry model with fields "
-                "replaced, weight seed 0, mean and std over the split seeds, scored on the "
-                "validation split (queries) against the train split; each row's command reruns it",
-                **stamp(),
-            },
-        )
+        write_doc(args.out, merge_study(load_doc(args.out), row))
         print(
             f"[studies] {name}: 3nn={row['3nn_accuracy']:.4f} silhouette={row['silhouette']:.3f} "
             f"map@r={row['map_at_r']:.4f} -> {args.out}",
