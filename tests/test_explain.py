@@ -164,11 +164,37 @@ def test_value_and_grad_shim_rejects_unsupported_backend(monkeypatch):
 def test_plot_feature_maps_grid():
     from helpers import plots
 
-    fig = plots.plot_feature_maps(np.random.default_rng(0).random((6, 6, 20)), cols=16)
-    visible_images = [ax for ax in fig.axes if ax.images]
-    assert len(visible_images) == 20 and len(fig.axes) == 32  # 2 rows x 16 columns
-    assert visible_images[0].images[0].get_cmap().name == "viridis"
+    maps = np.random.default_rng(0).random((6, 6, 20)) * 5 + 3  # not in [0, 1]: each tile is rescaled
+    fig = plots.plot_feature_maps(maps, cols=16)
+    (ax,) = fig.axes
+    (image,) = ax.images
+    assert image.get_cmap().name.startswith("viridis")
+    shown = image.get_array()
+    # 2 rows x 16 columns of 6x6 tiles with 1-pixel gaps
+    assert shown.shape == (2 * 7 - 1, 16 * 7 - 1)
+    for channel in (0, 15, 16, 19):
+        r, c = divmod(channel, 16)
+        tile = np.asarray(shown[r * 7 : r * 7 + 6, c * 7 : c * 7 + 6])
+        expected = (maps[..., channel] - maps[..., channel].min()) / np.ptp(maps[..., channel])
+        np.testing.assert_allclose(tile, expected, atol=1e-6)
+    # the gaps and the 12 empty cells of the last row are masked (drawn blank)
+    assert shown.mask[6, :].all() and shown.mask[:, 6].all()
+    assert shown.mask[7:, 4 * 7 :].all() and not shown.mask[7:, 3 * 7 : 3 * 7 + 6].any()
     plots.plt.close(fig)
+
+
+def test_tile_mosaic_rejects_mixed_shapes_and_keeps_rgb():
+    from helpers.plots import explain as plot_explain
+
+    with pytest.raises(ValueError, match="one shape"):
+        plot_explain.tile_mosaic([np.zeros((4, 4)), np.zeros((5, 4))], cols=2)
+    with pytest.raises(ValueError, match="at least one"):
+        plot_explain.tile_mosaic([], cols=2)
+    rgb = np.random.default_rng(1).random((3, 5, 5, 3))
+    canvas = plot_explain.tile_mosaic(list(rgb), cols=2, normalise=False)
+    assert canvas.shape == (2 * 6 - 1, 2 * 6 - 1, 3)
+    np.testing.assert_allclose(canvas[6:, 6:], 1.0)  # the empty cell is white
+    np.testing.assert_allclose(canvas[:5, 6:], rgb[1], atol=1e-6)
 
 
 def pointwise_model():

@@ -6,25 +6,56 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
+GAP = 1  # pixels of white between the tiles of a grid
+
+
+def tile_mosaic(images, cols: int, normalise: bool = True) -> np.ndarray:
+    """The 2-D (or RGB) arrays ``images`` laid out in one array, ``cols`` tiles per row.
+
+    Each tile is scaled to [0, 1] on its own when ``normalise``. The :data:`GAP`-pixel gaps and the
+    empty cells of the last row are NaN (1.0, white, for RGB tiles), so a colormap can show them blank.
+    """
+    tiles = [np.asarray(img, dtype=np.float32) for img in images]
+    if not tiles:
+        raise ValueError("no images to lay out: pass at least one 2-D (or RGB) array.")
+    shape = tiles[0].shape
+    if any(t.shape != shape for t in tiles) or len(shape) not in (2, 3):
+        raise ValueError(f"images must all be 2-D (or RGB) arrays of one shape, got {[t.shape for t in tiles]}.")
+    cols = max(1, min(cols, len(tiles)))
+    rows = int(np.ceil(len(tiles) / cols))
+    h, w = shape[:2]
+    canvas = np.full((rows * (h + GAP) - GAP, cols * (w + GAP) - GAP, *shape[2:]), np.nan, np.float32)
+    for k, tile in enumerate(tiles):
+        if normalise:
+            lo, hi = float(tile.min()), float(tile.max())
+            tile = (tile - lo) / (hi - lo) if hi > lo else np.zeros_like(tile)
+        r, c = divmod(k, cols)
+        canvas[r * (h + GAP) : r * (h + GAP) + h, c * (w + GAP) : c * (w + GAP) + w] = tile
+    if canvas.ndim == 3:  # imshow does not mask NaN in RGB images
+        canvas = np.nan_to_num(canvas, nan=1.0)
+    return canvas
+
+
 def _image_grid(images, cols, cmap="viridis", title=None, normalise=True):
-    """Draw a list of 2-D (or RGB) arrays in a grid with ``cols`` columns."""
+    """Draw a list of 2-D (or RGB) arrays in a grid with ``cols`` columns.
+
+    One image on one axes (:func:`tile_mosaic`), not an axes per tile: a layer's 256 feature maps
+    drew in seconds as 256 subplots, and notebook 06 draws dozens of such grids.
+    """
+    canvas = tile_mosaic(images, cols, normalise=normalise)
     n = len(images)
     cols = max(1, min(cols, n))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(cols * 1.0, rows * 1.0 + (0.4 if title else 0)), squeeze=False
-    )
-    for ax, img in zip(axes.flat, images, strict=False):
-        img = np.asarray(img, dtype=np.float32)
-        if normalise:
-            lo, hi = float(img.min()), float(img.max())
-            img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-        ax.imshow(img, cmap=None if img.ndim == 3 else cmap)
-    for ax in axes.flat:
-        ax.axis("off")
+    fig, ax = plt.subplots(figsize=(cols * 1.0, rows * 1.0 + (0.4 if title else 0)))
+    if canvas.ndim == 2:
+        colormap = plt.get_cmap(cmap).with_extremes(bad="white")
+        limits = {"vmin": 0.0, "vmax": 1.0} if normalise else {}
+        ax.imshow(np.ma.masked_invalid(canvas), cmap=colormap, interpolation="nearest", **limits)
+    else:
+        ax.imshow(np.clip(canvas, 0, 1), interpolation="nearest")
+    ax.axis("off")
     if title:
         fig.suptitle(title)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return fig
 
 
