@@ -438,3 +438,18 @@ def test_a_study_modules_code_is_in_its_models_fingerprint_only(monkeypatch):
     monkeypatch.setattr(training, "code_version", edited_vicreg)
     assert training.model_fingerprint("cnn_simple_v1") == core
     assert training.model_fingerprint("vicreg") != study
+
+
+def test_augment_threads_feed_the_trainer_the_same_batches(data, tmp_path, monkeypatch):
+    from helpers.models import get_spec
+
+    assert training._augment_threads(get_spec("cnn_simple_v1"))["workers"] == training.AUGMENT_THREADS > 1
+    # a mining generator's epoch-end refresh uses the model being trained: no threads
+    assert training._augment_threads(get_spec("cnn_with_attention_cls_head_v1")) == {}
+    budget = dict(epochs=2, steps_per_epoch=3, batch_size=40, seed=5)
+    threaded, _ = training.train("cnn_simple_v1", data, cache_dir=tmp_path / "threads", **budget)
+    monkeypatch.setattr(training, "AUGMENT_THREADS", 1)
+    single, _ = training.train("cnn_simple_v1", data, cache_dir=tmp_path / "one", **budget)
+    x = data.x_test[:32]
+    # the same augmented batches in the same order give the same weights
+    np.testing.assert_allclose(threaded.predict(x, verbose=0), single.predict(x, verbose=0), atol=1e-5)
