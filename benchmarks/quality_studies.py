@@ -172,7 +172,9 @@ STUDIES: dict[str, Study] = {
         )
     },
     "cbam_center_2": Study(
-        "cnn_with_attention_v1", {"center_reg_weight": 2.0}, "CBAM as registered now, center pull 2 instead of 5"
+        "cnn_with_attention_v1",
+        {"center_reg_weight": 2.0},
+        "CBAM as registered now, center pull 2 instead of 5",
     ),
     "cbam_lr_3e-3": Study(
         "cnn_with_attention_v1", {"learning_rate": 3e-3}, "CBAM as registered now, learning rate 3e-3"
@@ -335,12 +337,17 @@ def _commit() -> str:
             cwd=config.ROOT,
             check=True,
         ).stdout.strip()
+        # the code a row ran: the package, and the study definitions and benchmark that run it
+        paths = ["helpers", "benchmarks/quality_studies.py", "benchmarks/quality.py"]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "helpers"], capture_output=True, text=True, cwd=config.ROOT
-        ).stdout.strip()
+            ["git", "status", "--porcelain", "--", *paths], capture_output=True, text=True, cwd=config.ROOT
+        ).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return f"{head}{' (helpers/ modified)' if dirty else ''}"
+    changed = sorted(
+        {line[3:].split("/")[0] if line[3:].startswith("helpers") else line[3:] for line in dirty if line}
+    )
+    return f"{head} ({', '.join(changed)} modified)" if changed else head
 
 
 def main(argv=None):

@@ -193,6 +193,11 @@ def quality_full(d):
     return out
 
 
+def _row_machine(row, d):
+    m = row.get("machine", d["machine"])
+    return f"{m['device']}, {m['keras_backend']}"
+
+
 def studies(d):
     """The studies of ``quality_studies.json`` (scored on the validation split; written by
     ``benchmarks/quality_studies.py``). The legacy rows scored on the test split are not shown."""
@@ -200,18 +205,19 @@ def studies(d):
     if not rows:
         return []
     out = [
-        "**Studies** that choose the defaults — each row's command reruns it "
-        f"(`benchmarks/quality_studies.py`; {_machine(d)}); weight seed 0, mean ± std over the split "
-        "seeds, **scored on the validation split**, so the test split reported above played no part",
+        "**Studies** that choose the defaults — each row's command reruns it, on the machine it names "
+        f"(`benchmarks/quality_studies.py`; rows without a machine of their own: {_machine(d)}); weight "
+        "seed 0, mean ± std over the split seeds, **scored on the validation split**, so the test split "
+        "reported above played no part",
         "",
-        "| study | model | split seeds | 3-NN | silhouette | MAP@R | train s | commit | command |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| study | model | split seeds | 3-NN | silhouette | MAP@R | train s | machine | commit | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     out += [
         f"| {r['what']} | {r['model']} | {' '.join(map(str, r['split_seeds']))} | "
         f"{r['3nn_accuracy']:.4f} ± {r['3nn_accuracy_std']:.4f} | {r['silhouette']:.3f} ± "
-        f"{r['silhouette_std']:.3f} | {r['map_at_r']:.4f} | {r['train_seconds']:.0f} | {r['commit']} | "
-        f"`{r['command']}` |"
+        f"{r['silhouette_std']:.3f} | {r['map_at_r']:.4f} | {r['train_seconds']:.0f} | "
+        f"{_row_machine(r, d)} | {r['commit']} | `{r['command']}` |"
         for r in rows
     ]
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-
 GAP = 1  # pixels of white between the tiles of a grid
 
 
@@ -20,7 +19,9 @@ def tile_mosaic(images, cols: int, normalise: bool = True) -> np.ndarray:
         raise ValueError("no images to lay out: pass at least one 2-D (or RGB) array.")
     shape = tiles[0].shape
     if any(t.shape != shape for t in tiles) or len(shape) not in (2, 3):
-        raise ValueError(f"images must all be 2-D (or RGB) arrays of one shape, got {[t.shape for t in tiles]}.")
+        raise ValueError(
+            f"images must all be 2-D (or RGB) arrays of one shape, got {[t.shape for t in tiles]}."
+        )
     cols = max(1, min(cols, len(tiles)))
     rows = int(np.ceil(len(tiles) / cols))
     h, w = shape[:2]
