@@ -6,15 +6,24 @@ Run from the repository root::
 
 Each profile runs ``python -m helpers.run --profile P`` with every output under a fresh temporary
 folder (nothing cached: the models train), then a second time on the same folder (everything loads
-from the cache). Prints per-notebook seconds and writes ``benchmarks/results/suite_time.json``.
-Targets on 2 CPU cores: default <= 20 minutes, smoke <= 5 minutes.
+from the cache; ``--cold-only`` skips it). Prints per-notebook seconds and writes
+``benchmarks/results/suite_time.json``. Targets on 2 CPU cores: default <= 20 minutes, smoke <= 5 minutes.
+
+The time of a 2-core machine drifts between days by more than a change saves, so a before/after
+comparison runs both in one process: ``--baseline REV`` first runs the profile from an empty cache with
+the code of git revision ``REV`` (a temporary worktree, sharing this tree's prepared data), then
+with this tree's, and reports the ratio::
+
+    .venv/bin/python benchmarks/suite_time.py --profiles default --cold-only --baseline 887177e
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,8 +38,9 @@ from helpers import config  # noqa: E402
 TARGET_SECONDS = {"smoke": 300, "default": 1200}
 
 
-def run_profile(profile: str, root: Path) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(config.ROOT)}
+def run_profile(profile: str, root: Path, code_root: Path = config.ROOT) -> dict:
+    """``{seconds, notebooks}`` of one run of ``profile`` with the code in ``code_root``, outputs in ``root``."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(code_root)}
     start = time.perf_counter()
     proc = subprocess.run(
         [
@@ -44,7 +54,7 @@ def run_profile(profile: str, root: Path) -> dict:
             "--run-dir",
             str(root / "run"),
         ],
-        cwd=config.ROOT,
+        cwd=code_root,
         env=env,
         capture_output=True,
         text=True,
@@ -56,6 +66,34 @@ def run_profile(profile: str, root: Path) -> dict:
     return {"seconds": seconds, "notebooks": {n["name"]: n["seconds"] for n in record["notebooks"]}}
 
 
+def _git(*args, cwd=config.ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@contextlib.contextmanager
+def checkout(rev: str):
+    """A temporary worktree of git revision ``rev``, with this tree's prepared data cache copied in."""
+    try:
+        commit = _git("rev-parse", "--short", f"{rev}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise SystemExit(
+            f"--baseline {rev}: not a revision of this repository; pass a commit or tag"
+        ) from None
+    tmp = Path(tempfile.mkdtemp(prefix="suite-baseline-"))
+    tree = tmp / "tree"
+    _git("worktree", "add", "--detach", str(tree), commit)
+    try:
+        data = config.ROOT / ".cache" / "data"
+        if data.exists():  # both runs start from the same prepared datasets
+            shutil.copytree(data, tree / ".cache" / "data")
+        yield commit, tree
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(tree)], cwd=config.ROOT, capture_output=True
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", nargs="*", default=["smoke", "default"])
@@ -65,9 +103,26 @@ def main(argv=None):
         action="store_true",
         help="copy the cold run's model_evaluation.csv to results/suite_<profile>_evaluation.csv",
     )
+    parser.add_argument("--cold-only", action="store_true", help="skip the second, cached run")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="first run each profile (from an empty cache) with the code of this git revision",
+    )
     args = parser.parse_args(argv)
     rows, results = [], {}
     for profile in args.profiles:
+        baseline = None
+        if args.baseline:
+            with checkout(args.baseline) as (commit, tree), tempfile.TemporaryDirectory() as tmp:
+                baseline = {
+                    "rev": args.baseline,
+                    "commit": commit,
+                    "cold": run_profile(profile, Path(tmp), tree),
+                }
+            print(
+                f"{profile} at {commit}: {baseline['cold']['seconds']:.0f}s from an empty cache", flush=True
+            )
         with tempfile.TemporaryDirectory(prefix=f"suite-{profile}-") as tmp:
             cold = run_profile(profile, Path(tmp))
             if args.keep_evaluation:  # the cold run's model_evaluation.csv, to compare figures
@@ -76,34 +131,42 @@ def main(argv=None):
                     target = RESULTS_DIR / f"suite_{profile}_evaluation.csv"
                     target.write_text(found[0].read_text())
                     print(f"kept {found[0]} as {target}")
-            warm = run_profile(profile, Path(tmp))
+            warm = None if args.cold_only else run_profile(profile, Path(tmp))
         results[profile] = {"cold": cold, "cached": warm, "target_seconds": TARGET_SECONDS.get(profile)}
-        for name in cold["notebooks"]:
+        if baseline:
+            results[profile]["baseline"] = baseline
+        totals = {"notebook": "TOTAL (process wall time)", "cold": cold["seconds"]}
+        totals["cached"] = warm["seconds"] if warm else None
+        totals["before"] = baseline["cold"]["seconds"] if baseline else None
+        for name in [*cold["notebooks"], None]:
+            row = {"profile": profile, **(totals if name is None else {"notebook": name})}
+            if name is not None:
+                row["cold"] = cold["notebooks"][name]
+                row["cached"] = warm["notebooks"].get(name) if warm else None
+                row["before"] = baseline["cold"]["notebooks"].get(name) if baseline else None
             rows.append(
                 {
                     "profile": profile,
-                    "notebook": name,
-                    "cold_s": cold["notebooks"][name],
-                    "cached_s": warm["notebooks"].get(name, float("nan")),
+                    "notebook": row["notebook"],
+                    "cold_s": row["cold"],
+                    "cached_s": float("nan") if row["cached"] is None else row["cached"],
+                    "baseline_cold_s": float("nan") if row["before"] is None else row["before"],
+                    "cold_vs_baseline": row["cold"] / row["before"] if row["before"] else float("nan"),
                 }
             )
-        rows.append(
-            {
-                "profile": profile,
-                "notebook": "TOTAL (process wall time)",
-                "cold_s": cold["seconds"],
-                "cached_s": warm["seconds"],
-            }
-        )
         target = TARGET_SECONDS.get(profile)
         if target:
             print(
                 f"{profile}: {cold['seconds']:.0f}s from an empty cache "
-                f"({'within' if cold['seconds'] <= target else 'OVER'} the {target}s target), "
-                f"{warm['seconds']:.0f}s cached",
+                f"({'within' if cold['seconds'] <= target else 'OVER'} the {target}s target)"
+                + (f", {warm['seconds']:.0f}s cached" if warm else "")
+                + (f"; {baseline['cold']['seconds']:.0f}s at {baseline['commit']}" if baseline else ""),
                 flush=True,
             )
-    print_table(rows, ["profile", "notebook", "cold_s", "cached_s"])
+    columns = ["profile", "notebook", "cold_s", "cached_s"]
+    if args.baseline:
+        columns += ["baseline_cold_s", "cold_vs_baseline"]
+    print_table(rows, columns)
     config.write_json(args.out, {"profiles": results, **stamp()})
     print(f"wrote {args.out}")
 
