@@ -244,16 +244,25 @@ def semi_hard_loss(d):
 def suite(docs):
     out = [
         "**Suite run time** (all notebooks, all six models; `python -m helpers.run` from an empty "
-        "cache, then again with everything cached)",
+        "cache, then again with everything cached; a baseline is the same profile from an empty cache "
+        "with an earlier commit's code, run first by the same command)",
         "",
-        "| profile | command | cold | cached | target |",
-        "|---|---|---|---|---|",
+        "| profile | command | date | cold | cached | baseline (cold) | target |",
+        "|---|---|---|---|---|---|---|",
     ]
     for d in docs:
         for profile, p in d["profiles"].items():
+            cold = p["cold"]["seconds"]
+            cached = f"{p['cached']['seconds']:.0f} s" if p.get("cached") else "not run"
+            base = p.get("baseline")
+            before = (
+                f"{base['cold']['seconds']:.0f} s at {base['commit']} (now {cold / base['cold']['seconds']:.2f}x)"
+                if base
+                else "—"
+            )
             out.append(
-                f"| {profile} | `{d['command']}` | {p['cold']['seconds']:.0f} s | "
-                f"{p['cached']['seconds']:.0f} s | ≤ {p['target_seconds']} s |"
+                f"| {profile} | `{d['command']}` | {d['date'][:10]} | {cold:.0f} s | {cached} | {before} | "
+                f"≤ {p['target_seconds']} s |"
             )
     return out
 
