@@ -339,14 +339,13 @@ def _commit() -> str:
         ).stdout.strip()
         # the code a row ran: the package, and the study definitions and benchmark that run it
         paths = ["helpers", "benchmarks/quality_studies.py", "benchmarks/quality.py"]
-        dirty = subprocess.run(
+        status = subprocess.run(
             ["git", "status", "--porcelain", "--", *paths], capture_output=True, text=True, cwd=config.ROOT
-        ).stdout.split("\n")
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    changed = sorted(
-        {line[3:].split("/")[0] if line[3:].startswith("helpers") else line[3:] for line in dirty if line}
-    )
+    dirty = [line[3:] for line in status.splitlines()]
+    changed = [p for p in paths if any(f == p or f.startswith(f"{p}/") for f in dirty)]
     return f"{head} ({', '.join(changed)} modified)" if changed else head
 
 
@@ -376,14 +375,19 @@ def main(argv=None):
     unknown = [name for name in args.studies if name not in STUDIES]
     if unknown:
         parser.error(f"unknown study {', '.join(unknown)}: choose from {', '.join(STUDIES)}")
-    for path in args.merge_from:
-        if not path.exists():
-            parser.error(f"--merge-from {path}: no such file; pass the studies file a run wrote with --out")
+    missing = [str(path) for path in args.merge_from if not path.exists()]
+    if missing:
+        parser.error(
+            f"--merge-from {', '.join(missing)}: no such file; pass studies files a run wrote with --out"
+        )
+    if args.merge_from:
         doc = load_doc(args.out)
-        for row in load_doc(path)["studies"]:
-            doc = merge_study(doc, row)
+        for path in args.merge_from:
+            rows = load_doc(path)["studies"]
+            for row in rows:
+                doc = merge_study(doc, row)
+            print(f"[studies] merging {len(rows)} rows of {path} -> {args.out}", flush=True)
         write_doc(args.out, doc)
-        print(f"[studies] merged {len(load_doc(path)['studies'])} rows of {path} -> {args.out}", flush=True)
     commit = _commit()
     registry = dict(MODELS)
     for name in args.studies:

@@ -66,6 +66,13 @@ def run_profile(profile: str, root: Path, code_root: Path = config.ROOT) -> dict
     return {"seconds": seconds, "notebooks": {n["name"]: n["seconds"] for n in record["notebooks"]}}
 
 
+def _seconds(run: dict | None, notebook: str | None) -> float:
+    """A run's seconds for one notebook (``None``: the whole run); NaN for a run not made."""
+    if run is None:
+        return float("nan")
+    return run["seconds"] if notebook is None else run["notebooks"].get(notebook, float("nan"))
+
+
 def _git(*args, cwd=config.ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
@@ -135,23 +142,16 @@ def main(argv=None):
         results[profile] = {"cold": cold, "cached": warm, "target_seconds": TARGET_SECONDS.get(profile)}
         if baseline:
             results[profile]["baseline"] = baseline
-        totals = {"notebook": "TOTAL (process wall time)", "cold": cold["seconds"]}
-        totals["cached"] = warm["seconds"] if warm else None
-        totals["before"] = baseline["cold"]["seconds"] if baseline else None
-        for name in [*cold["notebooks"], None]:
-            row = {"profile": profile, **(totals if name is None else {"notebook": name})}
-            if name is not None:
-                row["cold"] = cold["notebooks"][name]
-                row["cached"] = warm["notebooks"].get(name) if warm else None
-                row["before"] = baseline["cold"]["notebooks"].get(name) if baseline else None
+        before = baseline["cold"] if baseline else None
+        for name in [*cold["notebooks"], None]:  # None: the whole run
             rows.append(
                 {
                     "profile": profile,
-                    "notebook": row["notebook"],
-                    "cold_s": row["cold"],
-                    "cached_s": float("nan") if row["cached"] is None else row["cached"],
-                    "baseline_cold_s": float("nan") if row["before"] is None else row["before"],
-                    "cold_vs_baseline": row["cold"] / row["before"] if row["before"] else float("nan"),
+                    "notebook": name or "TOTAL (process wall time)",
+                    "cold_s": _seconds(cold, name),
+                    "cached_s": _seconds(warm, name),
+                    "baseline_cold_s": _seconds(before, name),
+                    "cold_vs_baseline": _seconds(cold, name) / _seconds(before, name),
                 }
             )
         target = TARGET_SECONDS.get(profile)

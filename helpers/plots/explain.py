@@ -8,6 +8,12 @@ import numpy as np
 GAP = 1  # pixels of white between the tiles of a grid
 
 
+def grid_shape(n: int, cols: int) -> tuple[int, int]:
+    """``(rows, cols)`` of a grid of ``n`` tiles with at most ``cols`` per row."""
+    cols = max(1, min(cols, n))
+    return int(np.ceil(n / cols)), cols
+
+
 def tile_mosaic(images, cols: int, normalise: bool = True) -> np.ndarray:
     """The 2-D (or RGB) arrays ``images`` laid out in one array, ``cols`` tiles per row.
 
@@ -22,8 +28,7 @@ def tile_mosaic(images, cols: int, normalise: bool = True) -> np.ndarray:
         raise ValueError(
             f"images must all be 2-D (or RGB) arrays of one shape, got {[t.shape for t in tiles]}."
         )
-    cols = max(1, min(cols, len(tiles)))
-    rows = int(np.ceil(len(tiles) / cols))
+    rows, cols = grid_shape(len(tiles), cols)
     h, w = shape[:2]
     canvas = np.full((rows * (h + GAP) - GAP, cols * (w + GAP) - GAP, *shape[2:]), np.nan, np.float32)
     for k, tile in enumerate(tiles):
@@ -44,9 +49,7 @@ def _image_grid(images, cols, cmap="viridis", title=None, normalise=True):
     drew in seconds as 256 subplots, and notebook 06 draws dozens of such grids.
     """
     canvas = tile_mosaic(images, cols, normalise=normalise)
-    n = len(images)
-    cols = max(1, min(cols, n))
-    rows = int(np.ceil(n / cols))
+    rows, cols = grid_shape(len(images), cols)
     fig, ax = plt.subplots(figsize=(cols * 1.0, rows * 1.0 + (0.4 if title else 0)))
     if canvas.ndim == 2:
         colormap = plt.get_cmap(cmap).with_extremes(bad="white")
