@@ -1,9 +1,10 @@
-"""Semi-hard triplet loss speed: the sort-based search of ``helpers.losses`` against the cube it replaced.
+"""Sorted triplet losses: the sort-based semi-hard and batch-all losses against the cubes they replaced.
 
-Run from the repository root (rewrites ``benchmarks/results/semi_hard_loss.json`` with figures,
-command, date and machine)::
+Run from the repository root (each rewrites its results file, ``benchmarks/results/semi_hard_loss.json``
+or ``batch_all_loss.json``, with figures, command, date and machine)::
 
-    .venv/bin/python benchmarks/semi_hard_loss.py
+    .venv/bin/python benchmarks/semi_hard_loss.py                    # cnn_with_attention_v1's loss
+    .venv/bin/python benchmarks/semi_hard_loss.py --loss batch-all   # cnn_simple_v2's loss
 
 ``batch_semi_hard_triplet`` used to compare every (anchor, positive, negative) of a batch, as
 ``tfa.losses.TripletSemiHardLoss`` does: tensors of ``batch^3`` elements. It now sorts each anchor's
@@ -14,6 +15,10 @@ of 320, with its margin and center pull) on the same batch, interleaved, in the 
 table gives the seconds per training step (best of ``--repeats`` rounds of ``--steps`` steps: on shared
 CPU cores the best is the least disturbed), the loss's own forward seconds, and the largest difference
 of the two losses' per-anchor values on that batch.
+
+``batch_all_triplet`` (``--loss batch-all``, cnn_simple_v2's loss) averaged ``max(0, d(a, p) - d(a, n)
++ margin)`` over a ``batch^3`` tensor of triplets; it now sums, for each pair, the count and the total of
+the negatives that violate the margin, from a sort of each anchor's row (``_violating_negatives``).
 """
 
 from __future__ import annotations
@@ -31,10 +36,6 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import print_table, stamp  # noqa: E402
 from helpers import config  # noqa: E402
-
-RESULTS = config.ROOT / "benchmarks" / "results" / "semi_hard_loss.json"
-MODEL = "cnn_with_attention_v1"
-
 
 # --- the previous implementation (a batch^3 comparison, tfa's), the reference -------------------------
 
@@ -63,46 +64,82 @@ def cube_semi_hard_triplet(labels, embeddings, margin=0.2, squared=False, center
     )
 
 
+def cube_batch_all_triplet(labels, embeddings, margin=1.0, squared=True):
+    """``helpers.losses.batch_all_triplet`` as it was: one ``max(0, .)`` per (anchor, positive, negative)."""
+    from keras import ops
+
+    from helpers.losses import _label_masks, pairwise_distances
+
+    d = pairwise_distances(embeddings, squared=squared)
+    positive, negative = _label_masks(labels)
+    losses = ops.relu(ops.expand_dims(d, 2) - ops.expand_dims(d, 1) + margin)  # [a, p, n]
+    valid = ops.cast(ops.logical_and(ops.expand_dims(positive, 2), ops.expand_dims(negative, 1)), d.dtype)
+    return ops.sum(losses * valid, axis=(1, 2)) / ops.maximum(ops.sum(valid, axis=(1, 2)), 1.0)
+
+
+def _cases() -> dict:
+    """Per ``--loss``: the model that trains with it, the loss class, the sorted and cube functions,
+    the spec fields the loss takes, and the results file."""
+    from helpers import losses
+
+    results = config.ROOT / "benchmarks" / "results"
+    return {
+        "semi-hard": {
+            "model": "cnn_with_attention_v1",
+            "loss_class": losses.BatchSemiHardTripletLoss,
+            "sorted": losses.batch_semi_hard_triplet,
+            "cube": cube_semi_hard_triplet,
+            "settings": lambda spec: {"margin": spec.margin, "center_reg_weight": spec.center_reg_weight},
+            "cube_name": "cube (tfa's, before)",
+            "out": results / "semi_hard_loss.json",
+        },
+        "batch-all": {
+            "model": "cnn_simple_v2",
+            "loss_class": losses.BatchAllTripletLoss,
+            "sorted": losses.batch_all_triplet,
+            "cube": cube_batch_all_triplet,
+            "settings": lambda spec: {"margin": spec.margin, "squared": not spec.l2_normalized},
+            "cube_name": "cube (before)",
+            "out": results / "batch_all_loss.json",
+        },
+    }
+
+
 # --- measurement -------------------------------------------------------------------------------------
 
 
-def _training_model(loss):
+def _training_model(model_name, loss):
     import keras
 
     from helpers import models
 
-    training_model, _ = models.build_training_model(MODEL)
+    training_model, _ = models.build_training_model(model_name)
     training_model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
     return training_model
 
 
-def measure(steps: int, repeats: int, seed: int = 0) -> dict:
+def measure(case: dict, steps: int, repeats: int, seed: int = 0) -> dict:
     import keras
 
-    from helpers import losses, models
+    from helpers import models
 
-    spec = models.get_spec(MODEL)
+    spec = models.get_spec(case["model"])
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(spec.classes_per_batch), spec.batch_size // spec.classes_per_batch)
     images = rng.random((len(labels), 28, 28, 1), dtype=np.float32)
-    settings = {"margin": spec.margin, "center_reg_weight": spec.center_reg_weight}
+    settings = case["settings"](spec)
 
-    class CubeLoss(losses.BatchSemiHardTripletLoss):
-        _fn = staticmethod(cube_semi_hard_triplet)
+    class CubeLoss(case["loss_class"]):
+        _fn = staticmethod(case["cube"])
 
-    variants = {
-        "cube (tfa's, before)": CubeLoss(**settings),
-        "sorted (helpers.losses)": losses.BatchSemiHardTripletLoss(**settings),
-    }
-    trainers = {name: _training_model(loss) for name, loss in variants.items()}
+    cube_name = case["cube_name"]
+    functions = {cube_name: case["cube"], "sorted (helpers.losses)": case["sorted"]}
+    variants = {cube_name: CubeLoss(**settings), "sorted (helpers.losses)": case["loss_class"](**settings)}
+    trainers = {name: _training_model(case["model"], loss) for name, loss in variants.items()}
     embeddings = rng.normal(size=(len(labels), spec.embedding_dim)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    per_anchor = {
-        "cube (tfa's, before)": cube_semi_hard_triplet(labels, embeddings, **settings),
-        "sorted (helpers.losses)": losses.batch_semi_hard_triplet(labels, embeddings, **settings),
-    }
-    values = [keras.ops.convert_to_numpy(v) for v in per_anchor.values()]
+    values = [keras.ops.convert_to_numpy(fn(labels, embeddings, **settings)) for fn in functions.values()]
     max_diff = float(np.abs(values[0] - values[1]).max())
 
     step_seconds = {name: [] for name in variants}
@@ -114,13 +151,13 @@ def measure(steps: int, repeats: int, seed: int = 0) -> dict:
             start = time.perf_counter()
             model.fit(images, labels, batch_size=len(labels), epochs=steps, verbose=0)
             step_seconds[name].append((time.perf_counter() - start) / steps)
-            fn = losses.batch_semi_hard_triplet if name.startswith("sorted") else cube_semi_hard_triplet
+            fn = functions[name]
             start = time.perf_counter()
             for _ in range(steps):
                 keras.ops.convert_to_numpy(fn(labels, embeddings, **settings))
             loss_seconds[name].append((time.perf_counter() - start) / steps)
 
-    baseline = min(step_seconds["cube (tfa's, before)"])
+    baseline = min(step_seconds[cube_name])
     rows = []
     for name in variants:
         best = min(step_seconds[name])
@@ -134,7 +171,7 @@ def measure(steps: int, repeats: int, seed: int = 0) -> dict:
             }
         )
     return {
-        "model": MODEL,
+        "model": case["model"],
         "batch": len(labels),
         "steps": steps,
         "repeats": repeats,
@@ -147,11 +184,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="training steps per timed round")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per variant (best kept)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--loss", choices=["semi-hard", "batch-all"], default="semi-hard")
+    parser.add_argument("--out", type=Path, help="results file (default: the loss's own in results/)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be at least 1")
-    result = {**stamp(), **measure(args.steps, args.repeats)}
+    case = _cases()[args.loss]
+    args.out = args.out or case["out"]
+    result = {**stamp(), **measure(case, args.steps, args.repeats)}
     print_table(result["rows"], ["loss", "batch", "step_s", "step_speedup", "loss_forward_s"])
     print(f"largest per-anchor loss difference: {result['max_abs_loss_difference']:.3g}")
     config.write_json(args.out, result)

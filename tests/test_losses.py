@@ -396,6 +396,36 @@ def test_batch_all_triplet_matches_brute_force_and_wrapper(squared):
     assert wrapped == pytest.approx(expected.mean(), rel=1e-4)
 
 
+@pytest.mark.parametrize("squared", [True, False])
+def test_sorted_batch_all_has_the_gradients_of_every_triplet(squared):
+    # against the loss as it was (one relu per triplet, kept in the benchmark that times both); float64,
+    # so the sums' order does not matter: values and gradients agree to round-off, on a P x K batch and
+    # on one with uneven classes and a class of one image (no positive)
+    from benchmarks.semi_hard_loss import cube_batch_all_triplet as _every_triplet_batch_all
+
+    rng = np.random.default_rng(11)
+    for labels in (np.repeat(np.arange(5), 6), np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])):
+        emb = rng.normal(size=(len(labels), 3))
+        (got,) = _grad(lambda e, labels=labels: L.batch_all_triplet(labels, e, 1.5, squared), emb)
+        (want,) = _grad(lambda e, labels=labels: _every_triplet_batch_all(labels, e, 1.5, squared), emb)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            np_(L.batch_all_triplet(labels, emb, 1.5, squared)),
+            np_(_every_triplet_batch_all(labels, emb, 1.5, squared)),
+            rtol=1e-9,
+            atol=1e-12,
+        )
+
+
+def test_batch_all_counts_a_negative_exactly_at_the_margin_as_zero():
+    # anchor 0 at 0, positive at 1, negative at 2; squared distances 1 and 4: margin 3 puts the
+    # negative exactly on the threshold (1 + 3 = 4), so that triplet adds 0; margin 3.5 adds 0.5
+    emb = np.array([[0.0], [1.0], [2.0]])
+    labels = np.array([0, 0, 1])
+    assert np_(L.batch_all_triplet(labels, emb, 3.0))[0] == pytest.approx(0.0, abs=1e-12)
+    assert np_(L.batch_all_triplet(labels, emb, 3.5))[0] == pytest.approx(0.5)
+
+
 # --- VICReg --------------------------------------------------------------------------------------
 
 
