@@ -46,6 +46,8 @@ __all__ = [
     "SOURCES",
     "cache_path",
     "load_dataset",
+    "read_dataset",
+    "save_dataset",
     "prepare",
 ]
 
@@ -591,6 +593,26 @@ def _read_cache(path: Path, name: str, source: str) -> Dataset:
                 f"{split} arrays have unexpected dtype/shape {x.dtype}{x.shape}, {y.dtype}{y.shape}"
             )
     return Dataset(name=name, source=source, class_names=class_names, **arrays)
+
+
+def save_dataset(ds: Dataset, path) -> Path:
+    """Write ``ds`` to one ``.npz`` file (no pickled objects) that :func:`read_dataset` reads back as
+    it was: the arrays, the class names, the name and the source. Written atomically."""
+    path = Path(path)
+    _write_cache(path, ds)
+    return path
+
+
+def read_dataset(path) -> Dataset:
+    """The :class:`Dataset` that :func:`save_dataset` wrote to ``path``."""
+    with np.load(path, allow_pickle=False) as npz:
+        name, source = str(npz["name"]), str(npz["source"])
+    try:
+        return _read_cache(Path(path), name, source)
+    except (KeyError, ValueError) as exc:
+        raise DatasetError(
+            f"{path} is not a dataset written by save_dataset ({exc}); write it again"
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ PROFILES: dict[str, dict] = {
         "batch_size": 32,
         "force": False,
         "augment": None,
+        "train_processes": 1,  # two steps per model: starting worker processes would cost more
         "umap_points": 300,
         "projection": "umap",
         "filters_per_layer": 4,
@@ -66,6 +67,7 @@ PROFILES: dict[str, dict] = {
         "batch_size": None,
         "force": False,
         "augment": None,
+        "train_processes": 2,  # two one-thread workers (helpers.training.train_many)
         "umap_points": 1000,
         "projection": "umap",
         "filters_per_layer": 16,
@@ -85,6 +87,7 @@ PROFILES: dict[str, dict] = {
         # numpy augmentation in one host thread feeds a GPU only a tenth of what it trains at
         # (benchmarks/results/throughput.json, gpu_training): augment in the training graph there
         "augment": "device",
+        "train_processes": 1,
         "umap_points": 2000,
         "projection": "umap",
         "filters_per_layer": 32,

@@ -16,6 +16,10 @@ cache is loaded instead of training, anything else retrains; :func:`load_trained
 entry. While a model trains, its work folder ``<name>.work/`` holds the Keras ``BackupAndRestore``
 state, the best weights so far and the partial history, so a killed run restarts from its last
 finished epoch.
+
+``train_many(names, data, processes=2)`` trains several models at once, each in its own worker
+process (``python -m helpers.training``) with its share of the CPU's cores, through the same
+``train`` and the same cache; then it loads them all.
 """
 
 from __future__ import annotations
@@ -857,42 +861,236 @@ def load_embedding(
     return embedding
 
 
+# --- several models at once ------------------------------------------------------------------------
+
+
+class TrainingWorkerError(RuntimeError):
+    """A worker process of :func:`train_many` failed; the message holds its last lines."""
+
+
+def is_cached(
+    name: str,
+    data,
+    cache_dir: str | os.PathLike | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    steps_per_epoch: int | None = None,
+    learning_rate: float | None = None,
+    seed: int = 0,
+    patience: int = 11,
+) -> bool:
+    """Whether :func:`train` with these arguments would load ``name`` from the cache: a complete
+    entry with the same fingerprint. Builds the model (no weights are loaded, nothing is trained)."""
+    params = training_params(name, epochs, batch_size, steps_per_epoch, learning_rate, seed, patience)
+    record = read_cache_record(name, cache_dir, _dataset_name(data))
+    if not record or not record.get("complete"):
+        return False
+    _, embedding = build_training_model(name, len(data.class_names), tuple(data.x_train.shape[1:]))
+    return record.get("fingerprint") == training_fingerprint(name, data, params, embedding)
+
+
+def train_many(
+    names,
+    data,
+    processes: int = 1,
+    threads: int | None = None,
+    force: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    augment: str | None = None,
+    **params,
+) -> dict:
+    """Train (or load) the registry models ``names`` on ``data``: ``{name: (embedding, record)}``.
+
+    ``processes=1`` calls :func:`train` on each in turn, announcing each with :func:`track`. With
+    more, the models that are not cached (all with ``force``) first train in that many worker
+    processes at once, the largest budget in steps first, each worker with ``threads`` compute
+    threads (default: the CPU's cores shared out). Their lines (one per epoch) are printed here as
+    they come. Then every model loads from the cache; ``record["from_cache"]`` is False for the ones
+    the workers trained. A worker runs :func:`train` with the same arguments, so the cache entry,
+    its fingerprint and a resume after a kill are the same as in one process.
+
+    Why: these models are too small for one training step to keep two CPU threads busy (a
+    cnn_with_attention_v1 step takes 1.3x as long on one thread as on two), so two one-thread
+    workers train more images per second on a 2-core CPU than one process does
+    (``benchmarks/results/suite_time.json``: notebook 04 both ways). On a GPU the workers share it.
+
+    ``params``: ``epochs``, ``batch_size``, ``steps_per_epoch``, ``learning_rate``, ``seed``,
+    ``patience``, as :func:`train` takes them.
+
+    Raises
+    ------
+    TrainingWorkerError
+        A worker exited with an error; its last lines are in the message. The other workers are
+        stopped; what they finished stays cached, and an interrupted model resumes next time.
+    """
+    names = list(names)
+    unknown = sorted(set(params) - _WORKER_PARAMS)
+    if unknown:
+        raise TypeError(f"train_many got unexpected arguments {unknown}; it takes {sorted(_WORKER_PARAMS)}")
+    if int(processes) < 1:
+        raise ValueError(f"processes must be at least 1, got {processes!r}")
+    for name in names:
+        training_params(name, **params)  # an unknown name or a bad budget fails here, not in a worker
+    trained = set()
+    if processes > 1:
+        pending = [n for n in names if force or not is_cached(n, data, cache_dir, **params)]
+        if len(pending) > 1:
+            threads = threads or max(1, (os.cpu_count() or 1) // int(processes))
+            _train_in_workers(pending, data, int(processes), int(threads), force, cache_dir, augment, params)
+            trained = set(pending)
+    results = {}
+    budget = {"epochs": params.get("epochs"), "steps_per_epoch": params.get("steps_per_epoch")}
+    for name in track(names, **budget) if not trained else names:
+        embedding, record = train(
+            name, data, force=force and name not in trained, cache_dir=cache_dir, augment=augment, **params
+        )
+        results[name] = (embedding, {**record, "from_cache": name not in trained and record["from_cache"]})
+    return results
+
+
+_WORKER_PARAMS = {"epochs", "batch_size", "steps_per_epoch", "learning_rate", "seed", "patience"}
+
+
+def _worker_command(name, data_path, cache_dir, force, augment, params) -> list[str]:
+    """``python -m helpers.training NAME --data FILE ...``: one worker of :func:`train_many`."""
+    cmd = [sys.executable, "-m", "helpers.training", name, "--data", str(data_path), "--no-summary"]
+    cmd += ["--cache-dir", str(Path(cache_dir or config.MODELS_CACHE).resolve())]
+    for key, value in params.items():
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    if augment:
+        cmd += ["--augment", augment]
+    return cmd + (["--force"] if force else [])
+
+
+def _train_in_workers(names, data, processes, threads, force, cache_dir, augment, params) -> None:
+    """Run one worker per model, ``processes`` at a time; relay their lines; raise on a failure."""
+    import collections
+    import queue
+    import subprocess
+    import tempfile
+    import threading
+
+    from helpers.data import save_dataset
+    from helpers.run import NOISE
+
+    def steps(name):
+        p = training_params(name, **params)
+        return p["epochs"] * p["steps_per_epoch"]
+
+    todo = sorted(names, key=steps, reverse=True)  # the longest first: the last to start is short
+    env = {
+        **os.environ,
+        # the worker's share of the cores (TensorFlow; OpenMP for numpy's BLAS); on a GPU, JAX
+        # would otherwise give the first worker most of the device memory
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    }
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    lines: queue.Queue = queue.Queue()
+
+    def relay(name, stream):
+        for line in stream:
+            lines.put((name, line.rstrip("\n")))
+        lines.put((name, None))
+
+    print(
+        f"== training {len(todo)} models in {processes} worker processes, {threads} thread(s) each: "
+        + ", ".join(todo),
+        flush=True,
+    )
+    running: dict[str, subprocess.Popen] = {}
+    tails = {name: collections.deque(maxlen=30) for name in todo}
+    open_streams = 0
+    with tempfile.TemporaryDirectory(prefix="simsuite-train-") as tmp:
+        data_path = save_dataset(data, Path(tmp) / "data.npz")
+        try:
+            while todo or running:
+                while todo and len(running) < processes:
+                    name = todo.pop(0)
+                    proc = subprocess.Popen(
+                        _worker_command(name, data_path, cache_dir, force, augment, params),
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                        env=env,
+                    )
+                    threading.Thread(target=relay, args=(name, proc.stdout), daemon=True).start()
+                    running[name], open_streams = proc, open_streams + 1
+                name, line = lines.get()  # printed from this thread: a notebook shows it in the cell
+                if line is not None:
+                    tails[name].append(line)
+                    if not NOISE.match(line):
+                        print(line, flush=True)
+                    continue
+                open_streams -= 1
+                code = running.pop(name).wait()
+                if code != 0:
+                    tail = "\n".join(tails[name])
+                    raise TrainingWorkerError(
+                        f"the worker training {name!r} exited with code {code}; its last lines:\n{tail}\n"
+                        f"run train({name!r}, data) in this process to see the error with its traceback"
+                    )
+        finally:
+            for proc in running.values():  # an error or an interrupt: stop the others
+                proc.terminate()
+            for proc in running.values():
+                proc.wait()
+
+
 def main(argv=None):
-    """``python -m helpers.training NAME [--epochs N] ...``: train (or load) one model; used by the
-    resume and the concurrent-run tests, which kill this process or run two at once."""
+    """``python -m helpers.training NAME [--epochs N] ...``: train (or load) one model. The workers of
+    :func:`train_many` (``--data FILE``), and the resume and concurrent-run tests, which kill this
+    process or run two at once."""
     import argparse
 
-    from helpers.data import load_dataset
+    from helpers.data import load_dataset, read_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patience", type=int, default=11)
+    parser.add_argument("--augment", choices=["host", "device"])
     parser.add_argument("--cache-dir")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--source", default="auto")
+    parser.add_argument("--data", help="a dataset file written by helpers.data.save_dataset (not --dataset)")
+    parser.add_argument("--no-summary", action="store_true", help="do not print the JSON summary line")
     args = parser.parse_args(argv)
-    data = load_dataset(args.dataset, source=args.source)
+    data = read_dataset(args.data) if args.data else load_dataset(args.dataset, source=args.source)
     _, record = train(
         args.name,
         data,
         epochs=args.epochs,
         batch_size=args.batch_size,
         steps_per_epoch=args.steps_per_epoch,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        patience=args.patience,
         force=args.force,
         cache_dir=args.cache_dir,
+        augment=args.augment,
     )
-    print(
-        json.dumps(
-            {
-                "from_cache": record["from_cache"],
-                "epochs": record["history"]["epoch"],
-                "resumed_from_epoch": record["resumed_from_epoch"],
-            }
+    if not args.no_summary:
+        print(
+            json.dumps(
+                {
+                    "from_cache": record["from_cache"],
+                    "epochs": record["history"]["epoch"],
+                    "resumed_from_epoch": record["resumed_from_epoch"],
+                }
+            )
         )
-    )
     return 0
 
 

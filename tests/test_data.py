@@ -534,3 +534,16 @@ def test_plot_class_counts(bundled42):
     assert heights == [100, 300]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "val", "test"]
     plt.close("all")
+
+
+def test_save_dataset_round_trips_and_a_foreign_file_is_one_clear_error(tmp_path):
+    ds = data.load_dataset("mnist", source="bundled", verbose=False)
+    path = data.save_dataset(ds, tmp_path / "d.npz")
+    back = data.read_dataset(path)
+    assert (back.name, back.source, back.class_names) == (ds.name, ds.source, ds.class_names)
+    for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(ds, key))
+        assert getattr(back, key).dtype == getattr(ds, key).dtype
+    np.savez(tmp_path / "other.npz", name=np.array("mnist"), source=np.array("bundled"))
+    with pytest.raises(DatasetError, match="not a dataset written by save_dataset"):
+        data.read_dataset(tmp_path / "other.npz")

@@ -453,3 +453,66 @@ def test_augment_threads_feed_the_trainer_the_same_batches(data, tmp_path, monke
     x = data.x_test[:32]
     # the same augmented batches in the same order give the same weights
     np.testing.assert_allclose(threaded.predict(x, verbose=0), single.predict(x, verbose=0), atol=1e-5)
+
+
+# --- several models at once (train_many) ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_many_trains_in_worker_processes_then_loads_what_train_would(
+    data, tmp_path, monkeypatch, capsys
+):
+    names = ["cnn_simple_v1", "cnn_simple_v2"]
+    assert not training.is_cached(names[0], data, cache_dir=tmp_path, **TINY)
+    trained = training.train_many(names, data, processes=2, cache_dir=tmp_path, **TINY)
+    out = capsys.readouterr().out
+    assert "training 2 models in 2 worker processes" in out
+    # the workers' epoch lines reach this process's output
+    assert all(f"[{name}] epoch 1/1" in out for name in names)
+    assert list(trained) == names and all(rec["from_cache"] is False for _, rec in trained.values())
+    # the entries are train()'s: same fingerprint, so train() in this process loads them
+    for name in names:
+        assert training.is_cached(name, data, cache_dir=tmp_path, **TINY)
+        embedding, record = training.train(name, data, cache_dir=tmp_path, **TINY)
+        assert record["from_cache"] is True
+        x = data.x_test[:8]
+        np.testing.assert_allclose(embedding.predict(x, verbose=0), trained[name][0].predict(x, verbose=0))
+    # everything cached: no worker starts, and the records say so
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a worker started"))
+    again = training.train_many(names, data, processes=2, cache_dir=tmp_path, **TINY)
+    assert all(rec["from_cache"] is True for _, rec in again.values())
+    # another budget is another entry
+    assert not training.is_cached(names[0], data, cache_dir=tmp_path, **{**TINY, "steps_per_epoch": 2})
+
+
+def test_a_failing_worker_raises_with_its_last_lines_and_stops_the_others(data, tmp_path, monkeypatch):
+    started = []
+
+    def command(name, *args):
+        started.append(name)
+        if name == "cnn_simple_v2":  # the shorter budget: the second worker to start
+            return [
+                sys.executable,
+                "-c",
+                "print('loading'); print('boom: out of memory'); raise SystemExit(3)",
+            ]
+        return [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    monkeypatch.setattr(training, "_worker_command", command)
+    start = time.perf_counter()
+    with pytest.raises(training.TrainingWorkerError, match=r"(?s)'cnn_simple_v2' exited with code 3.*boom"):
+        training.train_many(["cnn_simple_v2", "cnn_simple_v1"], data, processes=2, cache_dir=tmp_path)
+    assert started == ["cnn_simple_v1", "cnn_simple_v2"]  # the registry's larger budget (600 steps) first
+    assert time.perf_counter() - start < 30  # the sleeping worker was stopped, not waited for
+
+
+def test_train_many_rejects_bad_arguments_before_starting_a_worker(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a worker started"))
+    with pytest.raises(ValueError, match="processes must be at least 1"):
+        training.train_many(["cnn_simple_v1"], data, processes=0, cache_dir=tmp_path)
+    with pytest.raises(TypeError, match="unexpected arguments.*'epoch'"):
+        training.train_many(["cnn_simple_v1"], data, processes=2, cache_dir=tmp_path, epoch=1)
+    with pytest.raises(ValueError, match="unknown model 'nope'|'nope'"):
+        training.train_many(["cnn_simple_v1", "nope"], data, processes=2, cache_dir=tmp_path, **TINY)
+    with pytest.raises(ValueError, match="steps_per_epoch must be a positive integer"):
+        training.train_many(["cnn_simple_v1"], data, processes=2, cache_dir=tmp_path, steps_per_epoch=0)
