@@ -223,10 +223,10 @@ def studies(d):
     return out
 
 
-def semi_hard_loss(d):
-    """The semi-hard loss timing: the sort-based search against the (B, B, B) comparison it replaced."""
+def sorted_loss(d, title):
+    """A sorted loss's timing (``benchmarks/semi_hard_loss.py``): against the (B, B, B) cube it replaced."""
     out = [
-        f"**Semi-hard triplet loss** — `{d['command']}` ({_machine(d)}): one training step of "
+        f"**{title}** — `{d['command']}` ({_machine(d)}): one training step of "
         f"{d['model']} on a P x K batch of {d['batch']}, best of {d['repeats']} rounds of {d['steps']} "
         f"steps, both losses interleaved in one process; largest per-anchor loss difference "
         f"{d['max_abs_loss_difference']:.3g}",
@@ -275,9 +275,13 @@ def main():
     q = _load("quality_studies.json")
     if q and studies(q):
         lines += studies(q) + [""]
-    q = _load("semi_hard_loss.json")
-    if q:
-        lines += semi_hard_loss(q) + [""]
+    for file, title in (
+        ("semi_hard_loss.json", "Semi-hard triplet loss"),
+        ("batch_all_loss.json", "Batch-all triplet loss"),
+    ):
+        q = _load(file)
+        if q:
+            lines += sorted_loss(q, title) + [""]
     t = _load("throughput.json")
     if t:
         lines += throughput(t) + [""]

@@ -909,10 +909,10 @@ def train_many(
     the workers trained. A worker runs :func:`train` with the same arguments, so the cache entry,
     its fingerprint and a resume after a kill are the same as in one process.
 
-    Why: these models are too small for one training step to keep two CPU threads busy (a
-    cnn_with_attention_v1 step takes 1.3x as long on one thread as on two), so two one-thread
-    workers train more images per second on a 2-core CPU than one process does
-    (``benchmarks/results/suite_time.json``: notebook 04 both ways). On a GPU the workers share it.
+    Why: these models are too small for one training step to keep two CPU threads busy, so two
+    one-thread workers train more images per second on a 2-core CPU than one process on two threads
+    (``benchmarks/results/suite_time.json`` times notebook 04 both ways). On a GPU the workers
+    share the device.
 
     ``params``: ``epochs``, ``batch_size``, ``steps_per_epoch``, ``learning_rate``, ``seed``,
     ``patience``, as :func:`train` takes them.
