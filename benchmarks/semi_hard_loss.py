@@ -18,7 +18,7 @@ of the two losses' per-anchor values on that batch.
 
 ``batch_all_triplet`` (``--loss batch-all``, cnn_simple_v2's loss) averaged ``max(0, d(a, p) - d(a, n)
 + margin)`` over a ``batch^3`` tensor of triplets; it now sums, for each pair, the count and the total of
-the negatives that violate the margin, from a sort of each anchor's row (``_violating_negatives``).
+the negatives that violate the margin, from a sort of each anchor's row (``_negatives_at_or_below``).
 """
 
 from __future__ import annotations

@@ -228,27 +228,44 @@ def batch_hard_triplet(labels, embeddings, margin: float = 0.2, squared: bool = 
     return ops.where(valid, loss, ops.zeros_like(loss))
 
 
+def _negatives_at_or_below(negatives_first, thresholds, with_sum: bool = False):
+    """For every row ``a`` and every threshold ``thresholds[a, j]``: how many of the row's negatives
+    are ``<=`` it (``(batch, batch)`` int32), and with ``with_sum`` also their sum.
+
+    ``negatives_first`` holds each anchor's distances to its negatives, and a value above every
+    threshold elsewhere (never counted). The row is merged with its thresholds, negatives first, and
+    a stable argsort puts each threshold after exactly the negatives ``<=`` it; running sums along
+    the sorted row, read where each threshold landed, give the count and the sum. The sum is a gather
+    from ``negatives_first``, so its gradient reaches every counted distance. Keras' argsort is stable
+    on the TensorFlow, JAX and NumPy backends; ties only arise on hand-made embeddings.
+    """
+    n = ops.shape(negatives_first)[1]
+    merged = ops.concatenate([negatives_first, thresholds], axis=1)
+    merged_order = ops.argsort(merged, axis=1)
+    is_negative = ops.less(merged_order, n)
+    position = ops.argsort(merged_order, axis=1)[:, n:]  # where each threshold landed
+    count = ops.take_along_axis(ops.cumsum(ops.cast(is_negative, "int32"), axis=1), position, axis=1)
+    if not with_sum:
+        return count
+    sorted_values = ops.take_along_axis(merged, merged_order, axis=1)
+    negative_values = ops.where(is_negative, sorted_values, ops.zeros_like(sorted_values))
+    return count, ops.take_along_axis(ops.cumsum(negative_values, axis=1), position, axis=1)
+
+
 def _semi_hard_negative_distances(d, negative):
     """``(batch, batch)``: for every pair ``(a, p)``, the distance of ``a`` to its semi-hard negative.
 
     That is ``min d(a, n)`` over the negatives ``n`` of ``a`` with ``d(a, n) > d(a, p)``, or, when
     there is none, ``max d(a, n)`` over all of them (tfa's rule). Instead of comparing every
-    ``(a, p, n)``, each anchor's row is sorted: merged with its own distances ``d(a, p)``, negatives
-    first, a stable argsort puts each ``d(a, p)`` after exactly the negatives ``<= d(a, p)``, which a
-    running count along the sorted row then gives; the negative at that count in the anchor's sorted
-    negatives is the semi-hard one. Keras' argsort is stable on the TensorFlow, JAX and
-    NumPy backends; ties only arise on hand-made embeddings, and there it decides ``>`` versus ``>=``.
+    ``(a, p, n)``, each anchor's row is sorted: :func:`_negatives_at_or_below` counts the negatives
+    ``<= d(a, p)``, and the negative at that count in the anchor's sorted negatives is the semi-hard
+    one (on ties, which only hand-made embeddings have, this decides ``>`` versus ``>=``).
     """
     n = ops.shape(d)[1]
     big = ops.max(d) + 1.0
     negatives_first = ops.where(negative, d, big)  # non-negatives sort last, never counted
     order = ops.argsort(negatives_first, axis=1)
-    merged = ops.concatenate([negatives_first, d], axis=1)
-    merged_order = ops.argsort(merged, axis=1)
-    # negatives met so far along the sorted row (the ``big`` entries sort after every d(a, p))
-    negatives_so_far = ops.cumsum(ops.cast(ops.less(merged_order, n), "int32"), axis=1)
-    position = ops.argsort(merged_order, axis=1)[:, n:]  # where each d(a, p) landed
-    below = ops.take_along_axis(negatives_so_far, position, axis=1)  # negatives with d(a, n) <= d(a, p)
+    below = _negatives_at_or_below(negatives_first, d)  # negatives with d(a, n) <= d(a, p)
     num_neg = ops.sum(ops.cast(negative, below.dtype), axis=1, keepdims=True)
     index = ops.take_along_axis(order, ops.minimum(below, n - 1), axis=1)
     semi_hard = ops.take_along_axis(d, index, axis=1)
@@ -305,31 +322,6 @@ def _semi_hard_triplet_with(negative_distances, labels, embeddings, margin, squa
     return ops.where(valid, loss, ops.zeros_like(loss))
 
 
-def _violating_negatives(d, negative, margin):
-    """``(count, total)``, each ``(batch, batch)``: for every pair ``(a, p)``, how many negatives ``n``
-    of ``a`` have ``d(a, n) <= d(a, p) + margin`` (the triplets that violate the margin) and the sum of
-    their ``d(a, n)``.
-
-    The merge of :func:`_semi_hard_negative_distances`: each anchor's negatives and its thresholds
-    ``d(a, p) + margin`` are argsorted together, negatives first on ties, and running sums along the
-    sorted row give, at each threshold, the count and the sum of the negatives below it. The sum is
-    a gather from ``d``, so its gradient reaches every violating ``d(a, n)``.
-    """
-    n = ops.shape(d)[1]
-    big = ops.max(d) + margin + 1.0  # above every threshold: non-negatives are never counted
-    negatives_first = ops.where(negative, d, big)
-    merged = ops.concatenate([negatives_first, d + margin], axis=1)
-    merged_order = ops.argsort(merged, axis=1)
-    is_negative = ops.less(merged_order, n)
-    sorted_values = ops.take_along_axis(merged, merged_order, axis=1)
-    count_so_far = ops.cumsum(ops.cast(is_negative, d.dtype), axis=1)
-    sum_so_far = ops.cumsum(ops.where(is_negative, sorted_values, ops.zeros_like(sorted_values)), axis=1)
-    position = ops.argsort(merged_order, axis=1)[:, n:]  # where each threshold landed
-    count = ops.take_along_axis(count_so_far, position, axis=1)
-    total = ops.take_along_axis(sum_so_far, position, axis=1)
-    return count, total
-
-
 def batch_all_triplet(labels, embeddings, margin: float = 1.0, squared: bool = True):
     """Batch-all triplet loss, per anchor ``(batch,)``: every valid triplet of a labelled batch.
 
@@ -340,21 +332,17 @@ def batch_all_triplet(labels, embeddings, margin: float = 1.0, squared: bool = T
     Anchors without a positive or a negative get 0.
 
     The sum over negatives is not taken triplet by triplet: for a pair ``(a, p)`` it is
-    ``count x (d(a, p) + margin) - total`` over the negatives that violate the margin
-    (:func:`_violating_negatives`, a sort of each anchor's row), so time is ``O(batch^2 log batch)``
-    and memory ``O(batch^2)``, not the ``O(batch^3)`` of comparing every triplet, with the same values
-    up to float rounding (``python benchmarks/semi_hard_loss.py --loss batch-all`` times both).
+    ``count x (d(a, p) + margin) - total`` over the negatives that violate the margin, those with
+    ``d(a, n) <= d(a, p) + margin`` (:func:`_negatives_at_or_below`, a sort of each anchor's row),
+    so time is ``O(batch^2 log batch)`` and memory ``O(batch^2)``, not the ``O(batch^3)`` of comparing
+    every triplet, with the same values up to float rounding
+    (``python benchmarks/semi_hard_loss.py --loss batch-all`` times both).
     """
-    return _batch_all_triplet_with(_violating_negatives, labels, embeddings, margin, squared)
-
-
-def _batch_all_triplet_with(violating_negatives, labels, embeddings, margin, squared):
-    """:func:`batch_all_triplet` with the sum over each pair's negatives passed in
-    (``violating_negatives(d, negative, margin) -> (count, total)``), so a benchmark can time the
-    triplet-by-triplet sum through the same loss."""
     d = pairwise_distances(embeddings, squared=squared)
     positive, negative = _label_masks(labels)
-    count, total = violating_negatives(d, negative, margin)
+    big = ops.max(d) + margin + 1.0  # above every threshold: non-negatives are never counted
+    count, total = _negatives_at_or_below(ops.where(negative, d, big), d + margin, with_sum=True)
+    count = ops.cast(count, d.dtype)
     pos_f = ops.cast(positive, d.dtype)
     pair_sums = (count * (d + margin) - total) * pos_f
     num_triplets = ops.sum(pos_f, axis=1) * ops.sum(ops.cast(negative, d.dtype), axis=1)

@@ -489,6 +489,12 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def budget_steps(name: str, epochs: int | None = None, steps_per_epoch: int | None = None) -> int:
+    """Training steps of ``name``: ``epochs x steps_per_epoch``, each the registry's when not given."""
+    spec = get_spec(name)
+    return (epochs or spec.epochs) * (steps_per_epoch or spec.steps_per_epoch)
+
+
 def track(names, epochs: int | None = None, steps_per_epoch: int | None = None):
     """Yield ``names`` one by one, printing ``== model 2/6 name (~3m10s left for the list)`` first.
 
@@ -497,12 +503,7 @@ def track(names, epochs: int | None = None, steps_per_epoch: int | None = None):
     cache takes seconds, so the estimate falls as the cache fills.
     """
     names = list(names)
-
-    def steps(name):
-        spec = get_spec(name)
-        return (epochs or spec.epochs) * (steps_per_epoch or spec.steps_per_epoch)
-
-    budgets = [steps(name) for name in names]
+    budgets = [budget_steps(name, epochs, steps_per_epoch) for name in names]
     start = time.perf_counter()
     for i, name in enumerate(names):
         done, elapsed = sum(budgets[:i]), time.perf_counter() - start
@@ -975,8 +976,7 @@ def _train_in_workers(names, data, processes, threads, force, cache_dir, augment
     from helpers.run import NOISE
 
     def steps(name):
-        p = training_params(name, **params)
-        return p["epochs"] * p["steps_per_epoch"]
+        return budget_steps(name, params.get("epochs"), params.get("steps_per_epoch"))
 
     todo = sorted(names, key=steps, reverse=True)  # the longest first: the last to start is short
     env = {
@@ -1006,7 +1006,6 @@ def _train_in_workers(names, data, processes, threads, force, cache_dir, augment
     )
     running: dict[str, subprocess.Popen] = {}
     tails = {name: collections.deque(maxlen=30) for name in todo}
-    open_streams = 0
     with tempfile.TemporaryDirectory(prefix="simsuite-train-") as tmp:
         data_path = save_dataset(data, Path(tmp) / "data.npz")
         try:
@@ -1021,14 +1020,13 @@ def _train_in_workers(names, data, processes, threads, force, cache_dir, augment
                         env=env,
                     )
                     threading.Thread(target=relay, args=(name, proc.stdout), daemon=True).start()
-                    running[name], open_streams = proc, open_streams + 1
+                    running[name] = proc
                 name, line = lines.get()  # printed from this thread: a notebook shows it in the cell
                 if line is not None:
                     tails[name].append(line)
                     if not NOISE.match(line):
                         print(line, flush=True)
                     continue
-                open_streams -= 1
                 code = running.pop(name).wait()
                 if code != 0:
                     tail = "\n".join(tails[name])
