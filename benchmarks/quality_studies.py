@@ -171,6 +171,15 @@ STUDIES: dict[str, Study] = {
             ("cbam_device_center_10", {"center_reg_weight": 10.0}, "center pull 10"),
         )
     },
+    # the knobs the GPU search above left alone: the embedding's width and a decoupled weight decay
+    "cbam_embedding_128": Study(
+        "cnn_with_attention_v1", {"embedding_dim": 128}, "CBAM as registered now, 128-d embedding"
+    ),
+    "cbam_adamw_0.05": Study(
+        "cnn_with_attention_v1",
+        {"optimizer": "adamw", "weight_decay": 0.05},
+        "CBAM as registered now, AdamW with weight decay 0.05",
+    ),
     "cbam_center_2": Study(
         "cnn_with_attention_v1",
         {"center_reg_weight": 2.0},
