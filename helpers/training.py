@@ -495,6 +495,35 @@ def budget_steps(name: str, epochs: int | None = None, steps_per_epoch: int | No
     return (epochs or spec.epochs) * (steps_per_epoch or spec.steps_per_epoch)
 
 
+#: the training seconds ``benchmarks/quality.py`` measured for each registry model at its budget
+#: (``runs[].train_seconds``): :func:`expected_seconds` reads them to start the costliest model first
+MEASURED_SECONDS = config.ROOT / "benchmarks" / "results" / "quality.json"
+
+
+def expected_seconds(names, epochs=None, steps_per_epoch=None, measured=None) -> dict[str, float]:
+    """Each model's expected training seconds: its median measured seconds per step times its budget.
+
+    The budget is :func:`budget_steps`. The seconds per step are the median of the model's runs in
+    ``measured`` (default :data:`MEASURED_SECONDS`), each run's ``train_seconds`` divided by the
+    model's registry budget. Steps alone are a poor guide: a step of ``cnn_simple_v2`` (128 and 256
+    filters) costs several of ``cnn_simple_v1`` (32 and 64). A model with no run gets the median rate of those with
+    one; with no usable file, every model gets one second per step (the order of the budgets).
+    """
+    names = list(names)
+    rates: dict[str, list[float]] = {}
+    try:
+        runs = json.loads(Path(measured or MEASURED_SECONDS).read_text())["runs"]
+        for run in runs:
+            if run.get("model") in names and run.get("train_seconds"):
+                rate = float(run["train_seconds"]) / budget_steps(run["model"])
+                rates.setdefault(run["model"], []).append(rate)
+    except (OSError, ValueError, KeyError, TypeError):  # only an order hint: fall back to the budgets
+        rates = {}
+    median = {name: float(np.median(r)) for name, r in rates.items()}
+    default = float(np.median(list(median.values()))) if median else 1.0
+    return {name: median.get(name, default) * budget_steps(name, epochs, steps_per_epoch) for name in names}
+
+
 def track(names, epochs: int | None = None, steps_per_epoch: int | None = None):
     """Yield ``names`` one by one, printing ``== model 2/6 name (~3m10s left for the list)`` first.
 
@@ -904,7 +933,7 @@ def train_many(
 
     ``processes=1`` calls :func:`train` on each in turn, announcing each with :func:`track`. With
     more, the models that are not cached (all with ``force``) first train in that many worker
-    processes at once, the largest budget in steps first, each worker with ``threads`` compute
+    processes at once, the costliest first (:func:`expected_seconds`), each worker with ``threads`` compute
     threads (default: the CPU's cores shared out). Their lines (one per epoch) are printed here as
     they come. Then every model loads from the cache; ``record["from_cache"]`` is False for the ones
     the workers trained. A worker runs :func:`train` with the same arguments, so the cache entry,
@@ -975,10 +1004,10 @@ def _train_in_workers(names, data, processes, threads, force, cache_dir, augment
     from helpers.data import save_dataset
     from helpers.run import NOISE
 
-    def steps(name):
-        return budget_steps(name, params.get("epochs"), params.get("steps_per_epoch"))
-
-    todo = sorted(names, key=steps, reverse=True)  # the longest first: the last to start is short
+    # the costliest first (longest-processing-time order): the last to start is short, so the
+    # workers finish together instead of one core idling while a costly model trains alone
+    cost = expected_seconds(names, params.get("epochs"), params.get("steps_per_epoch"))
+    todo = sorted(names, key=cost.__getitem__, reverse=True)
     env = {
         **os.environ,
         # the worker's share of the cores (TensorFlow; OpenMP for numpy's BLAS); on a GPU, JAX

@@ -485,12 +485,43 @@ def test_train_many_trains_in_worker_processes_then_loads_what_train_would(
     assert not training.is_cached(names[0], data, cache_dir=tmp_path, **{**TINY, "steps_per_epoch": 2})
 
 
+def _measured(path, seconds: dict) -> Path:
+    """A results file as benchmarks/quality.py writes it: one run per (model, train_seconds)."""
+    runs = [{"model": name, "train_seconds": s} for name, values in seconds.items() for s in values]
+    path.write_text(json.dumps({"runs": runs}))
+    return path
+
+
+def test_expected_seconds_scale_the_measured_seconds_per_step_to_the_budget(tmp_path):
+    # registry budgets: cnn_simple_v1 600 steps, cnn_simple_v2 180, cnn_with_attention_v1 1440
+    measured = _measured(tmp_path / "q.json", {"cnn_simple_v1": [60.0, 90.0, 66.0], "cnn_simple_v2": [180.0]})
+    names = ["cnn_simple_v1", "cnn_simple_v2", "cnn_with_attention_v1"]
+    cost = training.expected_seconds(names, measured=measured)
+    # the median run of each (66 s / 600 steps; 180 s / 180 steps) at the registry budget
+    assert cost["cnn_simple_v1"] == pytest.approx(66.0)
+    assert cost["cnn_simple_v2"] == pytest.approx(180.0)
+    # no run: the median rate of the measured ones, (0.11 + 1.0) / 2 s a step, times 1440 steps
+    assert cost["cnn_with_attention_v1"] == pytest.approx(0.555 * 1440)
+    # a smaller budget scales every model alike: 2 x 5 steps
+    small = training.expected_seconds(names, epochs=2, steps_per_epoch=5, measured=measured)
+    assert small["cnn_simple_v2"] == pytest.approx(10.0) and small["cnn_simple_v1"] == pytest.approx(1.1)
+    # no usable file: the budgets in steps give the order
+    for bad in (tmp_path / "missing.json", tmp_path / "bad.json"):
+        if bad.name == "bad.json":
+            bad.write_text("{not json")
+        steps = training.expected_seconds(names, measured=bad)
+        assert steps == {"cnn_simple_v1": 600.0, "cnn_simple_v2": 180.0, "cnn_with_attention_v1": 1440.0}
+
+
 def test_a_failing_worker_raises_with_its_last_lines_and_stops_the_others(data, tmp_path, monkeypatch):
+    # cnn_simple_v2 fewer steps (180 against 600) but the costlier: it starts first
+    measured = _measured(tmp_path / "q.json", {"cnn_simple_v1": [60.0], "cnn_simple_v2": [140.0]})
+    monkeypatch.setattr(training, "MEASURED_SECONDS", measured)
     started = []
 
     def command(name, *args):
         started.append(name)
-        if name == "cnn_simple_v2":  # the shorter budget: the second worker to start
+        if name == "cnn_simple_v1":  # the cheaper model: the second worker to start
             return [
                 sys.executable,
                 "-c",
@@ -500,9 +531,9 @@ def test_a_failing_worker_raises_with_its_last_lines_and_stops_the_others(data, 
 
     monkeypatch.setattr(training, "_worker_command", command)
     start = time.perf_counter()
-    with pytest.raises(training.TrainingWorkerError, match=r"(?s)'cnn_simple_v2' exited with code 3.*boom"):
-        training.train_many(["cnn_simple_v2", "cnn_simple_v1"], data, processes=2, cache_dir=tmp_path)
-    assert started == ["cnn_simple_v1", "cnn_simple_v2"]  # the registry's larger budget (600 steps) first
+    with pytest.raises(training.TrainingWorkerError, match=r"(?s)'cnn_simple_v1' exited with code 3.*boom"):
+        training.train_many(["cnn_simple_v1", "cnn_simple_v2"], data, processes=2, cache_dir=tmp_path)
+    assert started == ["cnn_simple_v2", "cnn_simple_v1"]  # the costlier first, whatever the list's order
     assert time.perf_counter() - start < 30  # the sleeping worker was stopped, not waited for
 
 
