@@ -15,6 +15,10 @@ the code of git revision ``REV`` (a temporary worktree, sharing this tree's prep
 with this tree's, and reports the ratio::
 
     .venv/bin/python benchmarks/suite_time.py --profiles default --cold-only --baseline 887177e
+
+``--also-jobs 1`` adds a run of this tree's code with the notebooks one after another, between the two.
+Each run records the CPU seconds of the processes it started; with notebooks run at once
+(``helpers.run --jobs``), the per-notebook seconds overlap and add up to more than the run's.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -38,32 +43,30 @@ from helpers import config  # noqa: E402
 TARGET_SECONDS = {"smoke": 300, "default": 1200}
 
 
-def run_profile(profile: str, root: Path, code_root: Path = config.ROOT) -> dict:
-    """``{seconds, notebooks}`` of one run of ``profile`` with the code in ``code_root``, outputs in ``root``."""
+def run_profile(profile: str, root: Path, code_root: Path = config.ROOT, jobs: int | None = None) -> dict:
+    """``{seconds, cpu_seconds, notebooks}`` of one run of ``profile`` with the code in ``code_root``,
+    outputs in ``root``; ``jobs``: the runner's ``--jobs`` (None: the profile's own, or none for a
+    revision that predates the flag). ``cpu_seconds`` is the CPU time of every process the run
+    started (the kernels and training workers, which their parents wait for): over ``seconds``, the
+    number of cores kept busy on average."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(code_root)}
+    cmd = [sys.executable, "-m", "helpers.run", "--profile", profile, "--output-root", str(root)]
+    cmd += ["--run-dir", str(root / "run")] + ([] if jobs is None else ["--jobs", str(jobs)])
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "helpers.run",
-            "--profile",
-            profile,
-            "--output-root",
-            str(root),
-            "--run-dir",
-            str(root / "run"),
-        ],
-        cwd=code_root,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    proc = subprocess.run(cmd, cwd=code_root, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{profile} run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     record = json.loads((root / "run" / "run.json").read_text())
-    return {"seconds": seconds, "notebooks": {n["name"]: n["seconds"] for n in record["notebooks"]}}
+    cpu = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "jobs": record.get("jobs", 1),
+        "notebooks": {n["name"]: n["seconds"] for n in record["notebooks"]},
+    }
 
 
 def _seconds(run: dict | None, notebook: str | None) -> float:
@@ -112,6 +115,14 @@ def main(argv=None):
     )
     parser.add_argument("--cold-only", action="store_true", help="skip the second, cached run")
     parser.add_argument(
+        "--also-jobs",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also run this tree's code from an empty cache with these --jobs values (e.g. 1: the "
+        "notebooks one after another), to tell the effect of running notebooks at once from the rest",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="REV",
         help="first run each profile (from an empty cache) with the code of this git revision",
@@ -130,6 +141,14 @@ def main(argv=None):
             print(
                 f"{profile} at {commit}: {baseline['cold']['seconds']:.0f}s from an empty cache", flush=True
             )
+        also = {}
+        for jobs in args.also_jobs:
+            with tempfile.TemporaryDirectory(prefix=f"suite-{profile}-jobs{jobs}-") as tmp:
+                also[str(jobs)] = run_profile(profile, Path(tmp), jobs=jobs)
+            print(
+                f"{profile} with --jobs {jobs}: {also[str(jobs)]['seconds']:.0f}s from an empty cache",
+                flush=True,
+            )
         with tempfile.TemporaryDirectory(prefix=f"suite-{profile}-") as tmp:
             cold = run_profile(profile, Path(tmp))
             if args.keep_evaluation:  # the cold run's model_evaluation.csv, to compare figures
@@ -142,6 +161,8 @@ def main(argv=None):
         results[profile] = {"cold": cold, "cached": warm, "target_seconds": TARGET_SECONDS.get(profile)}
         if baseline:
             results[profile]["baseline"] = baseline
+        if also:
+            results[profile]["cold_with_jobs"] = also
         before = baseline["cold"] if baseline else None
         for name in [*cold["notebooks"], None]:  # None: the whole run
             rows.append(
@@ -150,10 +171,19 @@ def main(argv=None):
                     "notebook": name or "TOTAL (process wall time)",
                     "cold_s": _seconds(cold, name),
                     "cached_s": _seconds(warm, name),
+                    **{f"jobs_{j}_cold_s": _seconds(also[str(j)], name) for j in args.also_jobs},
                     "baseline_cold_s": _seconds(before, name),
                     "cold_vs_baseline": _seconds(cold, name) / _seconds(before, name),
                 }
             )
+        runs = {"cold": cold, **{f"jobs {j}": also[str(j)] for j in args.also_jobs}, "baseline": before}
+        for label, made in runs.items():
+            if made and made.get("cpu_seconds"):
+                print(
+                    f"{profile} {label}: {made['cpu_seconds']:.0f} CPU s in {made['seconds']:.0f} s: "
+                    f"{made['cpu_seconds'] / made['seconds']:.2f} cores busy on average",
+                    flush=True,
+                )
         target = TARGET_SECONDS.get(profile)
         if target:
             print(
@@ -163,7 +193,7 @@ def main(argv=None):
                 + (f"; {baseline['cold']['seconds']:.0f}s at {baseline['commit']}" if baseline else ""),
                 flush=True,
             )
-    columns = ["profile", "notebook", "cold_s", "cached_s"]
+    columns = ["profile", "notebook", "cold_s", "cached_s", *(f"jobs_{j}_cold_s" for j in args.also_jobs)]
     if args.baseline:
         columns += ["baseline_cold_s", "cold_vs_baseline"]
     print_table(rows, columns)

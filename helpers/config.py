@@ -69,4 +69,17 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    log_image(path)
     return path
+
+
+def log_image(path: str | os.PathLike) -> None:
+    """Append ``path`` to the file ``$SIMSUITE_IMAGE_LOG`` names, if any.
+
+    The suite runner (``helpers.run``) gives each notebook's kernel its own log, so that the gallery
+    credits an image to the notebook that wrote it even while two notebooks run at once.
+    """
+    log = os.environ.get("SIMSUITE_IMAGE_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"{Path(path).resolve()}\n")

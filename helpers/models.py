@@ -826,7 +826,7 @@ def save_architecture_diagram(model: keras.Model, path) -> str | None:
     import importlib.util
     import shutil
 
-    from helpers.config import atomic_path
+    from helpers.config import atomic_path, log_image
 
     if shutil.which("dot") is None or importlib.util.find_spec("pydot") is None:
         print(
@@ -838,6 +838,7 @@ def save_architecture_diagram(model: keras.Model, path) -> str | None:
         keras.utils.plot_model(
             model, to_file=str(tmp), show_shapes=True, show_layer_names=True, expand_nested=False, dpi=72
         )
+    log_image(path)
     return str(path)
 
 

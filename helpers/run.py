@@ -2,12 +2,15 @@
 
     python -m helpers.run --profile smoke|default|full [--only 01,04] [--output-root DIR]
 
-Every ``notebooks/NN_*.ipynb`` is executed in order into ``runs/<profile>/`` (git-ignored); each
-receives the profile's parameters that its ``parameters`` cell declares (others are left out, so
-a new notebook is picked up without editing this file). The run stops at the first failing
-notebook and names it. At the end, ``runs/<profile>/index.html`` shows the evaluation table, every
-image the run wrote (grouped by the notebook that wrote it) and links to the executed notebooks,
-rendered to HTML (the ``.ipynb`` beside each).
+Every ``notebooks/NN_*.ipynb`` is executed into ``runs/<profile>/`` (git-ignored); each receives the
+profile's parameters that its ``parameters`` cell declares (others are left out, so a new notebook is
+picked up without editing this file). ``--jobs N`` (default: the profile's, :data:`JOBS`) runs up to
+``N`` notebooks at once, each in its own process, a notebook starting once the notebooks it
+``needs`` have finished (:func:`notebook_needs`: its metadata, or every earlier notebook). The run
+stops at the first failing notebook (with ``--jobs``, once the ones already running end) and names
+it. At the end, ``runs/<profile>/index.html`` shows the evaluation table, every image the run wrote
+(grouped by the notebook that wrote it) and links to the executed notebooks, rendered to HTML (the
+``.ipynb`` beside each).
 
 Each profile keeps its outputs: the figures, latent-space and explanation images and the evaluation
 CSV go to ``runs/<profile>/`` too, and the models to ``models_cache/<dataset>/`` (one folder per
@@ -15,7 +18,8 @@ dataset, shared by the profiles that train on it; the smoke profile keeps its ow
 ``runs/smoke/models_cache``). ``--output-root`` sends all of them elsewhere.
 
 While it runs, the terminal shows the notebook, each code cell as it starts, and what the kernel
-prints (one line per model and epoch during training), without the TensorFlow start-up noise.
+prints (one line per model and epoch during training), without the TensorFlow start-up noise; with
+``--jobs``, each line starts with its notebook's number.
 """
 
 from __future__ import annotations
@@ -95,6 +99,11 @@ PROFILES: dict[str, dict] = {
         "n_trials": 3,
     },
 }
+
+# Notebooks run at once, by profile. Most notebooks keep one of two CPU cores busy (kernel start-up,
+# imports, UMAP, t-SNE, plots, models too small to use two threads), so two independent notebooks
+# side by side finish sooner (benchmarks/results/suite_time.json). A GPU run keeps to one at a time.
+JOBS = {"smoke": 2, "default": 2, "full": 1}
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg"}
 
@@ -185,6 +194,30 @@ def set_profile_outputs(profile: str, run_dir: Path) -> None:
     set_output_root(run_dir, keep=() if profile == "smoke" else ("models_cache",), respect_env=True)
 
 
+def notebook_needs(nb: Path, numbers) -> set[str]:
+    """The numbers (``"04"``) of the notebooks among ``numbers`` whose outputs ``nb`` reads.
+
+    A notebook names them in its metadata, ``{"simsuite": {"needs": ["04"]}}`` (``[]``: it reads
+    nothing another notebook writes); one that says nothing needs every earlier notebook, so a new
+    notebook runs after the others until it says otherwise.
+    """
+    import nbformat
+
+    number = nb.name[:2]
+    meta = nbformat.read(nb, as_version=4).metadata.get("simsuite", {})
+    if "needs" not in meta:
+        return {n for n in numbers if n < number}
+    needs = meta["needs"]
+    if not isinstance(needs, list) or not all(
+        isinstance(n, str) and re.fullmatch(r"\d\d", n) and n < number for n in needs
+    ):
+        raise ValueError(
+            f"{nb.name}: metadata simsuite.needs must list the two-digit numbers of earlier notebooks, "
+            f"e.g. ['04'], or be [] for none; got {needs!r}"
+        )
+    return set(needs) & set(numbers)
+
+
 def run(
     profile: str = "default",
     only: list[str] | None = None,
@@ -192,12 +225,22 @@ def run(
     kernel_name: str | None = None,
     overrides: dict | None = None,
     notebooks_dir: Path | None = None,
+    jobs: int = 1,
+    part: Path | None = None,
+    position: tuple[int, int] | None = None,
 ) -> dict:
-    """Execute the notebooks of ``profile`` and write the gallery; return the run record."""
+    """Execute the notebooks of ``profile`` and write the gallery; return the run record.
+
+    ``jobs`` notebooks run at once (each in a ``python -m helpers.run --only NN`` process) when it
+    is more than one. ``part`` and ``position`` serve those processes: the record goes to ``part``
+    (no gallery), and the progress line numbers the notebook ``position`` = (k, n) of the whole run.
+    """
     import papermill
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs!r}")
     params = {**PROFILES[profile], **(overrides or {})}
     kernel_name = kernel_name or ensure_run_kernel()
     run_dir = Path(run_dir or config.RUNS / profile).resolve()
@@ -206,16 +249,55 @@ def run(
     if not selected:
         raise ValueError(f"no notebook matches --only {only}; notebooks are in {config.NOTEBOOKS}")
 
-    record = {"profile": profile, "parameters": params, "notebooks": [], "run_dir": str(run_dir)}
-    last_times = _last_run_seconds(run_dir)
+    record = {
+        "profile": profile,
+        "parameters": params,
+        "notebooks": [],
+        "run_dir": str(run_dir),
+        "jobs": jobs,
+    }
     start = time.perf_counter()
-    for i, nb in enumerate(selected, start=1):
-        declared = papermill.inspect_notebook(str(nb))
-        nb_params = {k: v for k, v in params.items() if k in declared}
-        out = run_dir / nb.name
+    if int(jobs) > 1 and len(selected) > 1:
+        entries = _run_concurrently(
+            selected, profile, overrides, run_dir, kernel_name, int(jobs), notebooks_dir
+        )
+    else:
+        last_times = _last_run_seconds(run_dir)
+        entries = []
+        for i, nb in enumerate(selected, start=1):
+            declared = papermill.inspect_notebook(str(nb))
+            nb_params = {k: v for k, v in params.items() if k in declared}
+            entries.append(
+                _run_notebook(nb, position or (i, len(selected)), nb_params, run_dir, kernel_name, last_times)
+            )
+    record["seconds"] = time.perf_counter() - start
+    if part is not None:  # one notebook of a run with --jobs: the parent credits the images
+        record["notebooks"] = entries
+        config.write_json(part, record)
+        return record
+    record["notebooks"] = credit_images(entries)
+    config.write_json(run_dir / "run.json", record)
+    gallery = write_gallery(record, run_dir)
+    print(f"== run finished in {record['seconds']:.1f}s; gallery: {gallery}", flush=True)
+    return record
+
+
+def _run_notebook(nb: Path, position, nb_params: dict, run_dir: Path, kernel_name: str, last_times) -> dict:
+    """Execute one notebook into ``run_dir``; its record entry (images: see :func:`credit_images`)."""
+    import tempfile
+
+    import papermill
+
+    out = run_dir / nb.name
+    last = f" (last run: {last_times[nb.name]:.0f}s)" if nb.name in last_times else ""
+    print(
+        f"== [{position[0]}/{position[1]}] {nb.name}{last} {json.dumps(nb_params, default=str)}", flush=True
+    )
+    saved_log = os.environ.get("SIMSUITE_IMAGE_LOG")
+    with tempfile.TemporaryDirectory(prefix="simsuite-images-") as tmp:
+        image_log = Path(tmp) / "images.txt"
+        os.environ["SIMSUITE_IMAGE_LOG"] = str(image_log)  # the kernel inherits it (config.log_image)
         before = _snapshot()
-        last = f" (last run: {last_times[nb.name]:.0f}s)" if nb.name in last_times else ""
-        print(f"== [{i}/{len(selected)}] {nb.name}{last} {json.dumps(nb_params, default=str)}", flush=True)
         t0 = time.perf_counter()
         try:
             execute(nb, out, nb_params, kernel_name)
@@ -224,26 +306,120 @@ def run(
                 f"{nb.name} failed at cell {exc.exec_count}: {exc.ename}: {exc.evalue} (executed copy: {out})"
             ) from None
         finally:
+            if saved_log is None:
+                os.environ.pop("SIMSUITE_IMAGE_LOG", None)
+            else:
+                os.environ["SIMSUITE_IMAGE_LOG"] = saved_log
             html_copy = render_html(out) if out.exists() else None
-        after = _snapshot()
-        images = sorted(str(p) for p, m in after.items() if before.get(p) != m)
         seconds = time.perf_counter() - t0
-        print(f"   {nb.name} done in {seconds:.1f}s, {len(images)} images", flush=True)
-        record["notebooks"].append(
-            {
-                "name": nb.name,
-                "seconds": seconds,
-                "executed": str(out),
-                "images": images,
-                "parameters": nb_params,
-                "html": str(html_copy) if html_copy else None,
-            }
+        logged = image_log.read_text(encoding="utf-8").splitlines() if image_log.exists() else []
+    after = _snapshot()
+    images = sorted(str(p) for p, m in after.items() if before.get(p) != m)
+    print(f"   {nb.name} done in {seconds:.1f}s, {len(images)} images", flush=True)
+    return {
+        "name": nb.name,
+        "seconds": seconds,
+        "executed": str(out),
+        "images": images,
+        "logged_images": sorted({p for p in logged if Path(p).is_file()}),
+        "parameters": nb_params,
+        "html": str(html_copy) if html_copy else None,
+    }
+
+
+def credit_images(entries: list[dict]) -> list[dict]:
+    """Each notebook's images: those its kernel logged writing (``config.log_image``), and those that
+    changed while it ran that no notebook logged. (While two notebooks run at once, an image that
+    changed during one's run may be the other's.)"""
+    logged = {p for entry in entries for p in entry.get("logged_images", [])}
+    credited = []
+    for entry in entries:
+        own = set(entry.get("logged_images", [])) | {p for p in entry["images"] if p not in logged}
+        credited.append({**{k: v for k, v in entry.items() if k != "logged_images"}, "images": sorted(own)})
+    return credited
+
+
+def _run_concurrently(selected, profile, overrides, run_dir, kernel_name, jobs, notebooks_dir) -> list[dict]:
+    """Run ``selected`` ``jobs`` at a time, each in a ``python -m helpers.run --only NN`` process,
+    starting a notebook once those it needs have finished; relay their lines; raise on a failure."""
+    import collections
+    import queue
+    import subprocess
+    import tempfile
+
+    numbers = [nb.name[:2] for nb in selected]
+    needs = {nb.name: notebook_needs(nb, numbers) for nb in selected}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    }
+    print(
+        f"== running {len(selected)} notebooks, {jobs} at a time, each after those it needs: "
+        + ", ".join(
+            f"{nb.name[:2]} (after {', '.join(sorted(needs[nb.name]))})" if needs[nb.name] else nb.name[:2]
+            for nb in selected
+        ),
+        flush=True,
+    )
+    lines: queue.Queue = queue.Queue()
+
+    def relay(name, stream):
+        for line in stream:
+            lines.put((name, line.rstrip("\n")))
+        lines.put((name, None))
+
+    pending, running, done, entries = list(selected), {}, set(), {}
+    tails = {nb.name: collections.deque(maxlen=20) for nb in selected}
+    failed = None
+    with tempfile.TemporaryDirectory(prefix="simsuite-run-") as tmp:
+        try:
+            while pending or running:
+                ready = [nb for nb in pending if needs[nb.name] <= done] if failed is None else []
+                for nb in ready[: jobs - len(running)]:
+                    pending.remove(nb)
+                    part = Path(tmp) / f"{nb.stem}.json"
+                    cmd = [
+                        sys.executable, "-m", "helpers.run", "--profile", profile, "--only", nb.name[:2],
+                        "--jobs", "1", "--run-dir", str(run_dir), "--kernel", kernel_name,
+                        "--part", str(part), "--position", f"{selected.index(nb) + 1}/{len(selected)}",
+                        "--overrides", json.dumps(overrides or {}, default=str),
+                    ]  # fmt: skip
+                    if notebooks_dir is not None:
+                        cmd += ["--notebooks-dir", str(notebooks_dir)]
+                    proc = subprocess.Popen(
+                        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+                    )
+                    threading.Thread(target=relay, args=(nb.name, proc.stdout), daemon=True).start()
+                    running[nb.name] = (proc, part)
+                if not running:
+                    break  # a failure left the rest unstarted
+                name, line = lines.get()
+                if line is not None:
+                    tails[name].append(line)
+                    print(f"[{name[:2]}] {line}", flush=True)
+                    continue
+                proc, part = running.pop(name)
+                if proc.wait() == 0:
+                    entries[name] = json.loads(part.read_text())["notebooks"][0]
+                    done.add(name[:2])
+                elif failed is None:
+                    failed = name
+        finally:
+            for proc, _ in running.values():  # an interrupt: stop the others
+                proc.terminate()
+            for proc, _ in running.values():
+                proc.wait()
+    if failed is not None:
+        reason = next((ln for ln in reversed(tails[failed]) if ln.startswith("RUN FAILED: ")), None)
+        raise NotebookFailed(
+            reason[len("RUN FAILED: ") :]
+            if reason
+            else f"{failed} failed; its last lines:\n" + "\n".join(tails[failed])
         )
-    record["seconds"] = time.perf_counter() - start
-    config.write_json(run_dir / "run.json", record)
-    gallery = write_gallery(record, run_dir)
-    print(f"== run finished in {record['seconds']:.1f}s; gallery: {gallery}", flush=True)
-    return record
+    return [entries[nb.name] for nb in selected]
 
 
 def _last_run_seconds(run_dir: Path) -> dict[str, float]:
@@ -511,6 +687,15 @@ def main(argv=None) -> int:
         "figures/ and the evaluation CSV under this folder",
     )
     parser.add_argument("--kernel", help="Jupyter kernel name (default: this interpreter)")
+    parser.add_argument(
+        "--jobs", type=int, help="notebooks run at once (default: the profile's: " + ", ".join(
+            f"{p} {j}" for p, j in JOBS.items()) + ")"
+    )  # fmt: skip
+    # a notebook of a run with --jobs (_run_concurrently): where its record goes, its place in the run
+    parser.add_argument("--part", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--position", help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", type=json.loads, help=argparse.SUPPRESS)
+    parser.add_argument("--notebooks-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir) if args.run_dir else config.RUNS / args.profile
     if args.output_root:
@@ -521,7 +706,17 @@ def main(argv=None) -> int:
         os.environ.setdefault(key, value)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     try:
-        run(args.profile, only=only, run_dir=run_dir, kernel_name=args.kernel)
+        run(
+            args.profile,
+            only=only,
+            run_dir=run_dir,
+            kernel_name=args.kernel,
+            overrides=args.overrides,
+            notebooks_dir=args.notebooks_dir,
+            jobs=JOBS.get(args.profile, 1) if args.jobs is None else args.jobs,
+            part=args.part,
+            position=tuple(int(n) for n in args.position.split("/")) if args.position else None,
+        )
     except NotebookFailed as exc:
         print(f"RUN FAILED: {exc}", file=sys.stderr, flush=True)
         return 1

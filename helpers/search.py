@@ -721,6 +721,7 @@ def write_image(path, image) -> Path:
     with config.atomic_path(path, suffix=path.suffix or ".png") as tmp:
         if not cv2.imwrite(str(tmp), a):
             raise SearchError(f"cannot write image {path}.")
+    config.log_image(path)
     return path
 
 

@@ -49,6 +49,126 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path):
     assert len(declared) == len(assigned)
 
 
+def _write_notebooks(folder: Path, cells: dict[str, tuple[str, list | None]]) -> None:
+    """Tiny notebooks ``{name: (code, needs)}`` with a ``parameters`` cell (needs None: no metadata)."""
+    folder.mkdir()
+    for name, (code, needs) in cells.items():
+        nb = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell("seed = 0")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, nbformat.v4.new_code_cell(code)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        if needs is not None:
+            nb.metadata["simsuite"] = {"needs": needs}
+        nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+def test_a_notebook_needs_what_its_metadata_names_or_every_earlier_one(tmp_path):
+    _write_notebooks(
+        tmp_path / "nbs",
+        {
+            "01_a": ("", []),
+            "02_b": ("", None),
+            "03_c": ("", ["01"]),
+            "04_d": ("", ["04"]),
+            "05_e": ("", "01"),
+        },
+    )
+    nbs = {nb.name[:2]: nb for nb in runner.notebooks(tmp_path / "nbs")}
+    numbers = list(nbs)
+    assert runner.notebook_needs(nbs["01"], numbers) == set()
+    assert runner.notebook_needs(nbs["02"], numbers) == {"01"}  # says nothing: every earlier one
+    assert runner.notebook_needs(nbs["03"], numbers) == {"01"}
+    assert runner.notebook_needs(nbs["03"], ["02", "03"]) == set()  # 01 is not in this run
+    with pytest.raises(ValueError, match=r"04_d.ipynb: metadata simsuite.needs must list .*earlier"):
+        runner.notebook_needs(nbs["04"], numbers)  # itself: not earlier
+    with pytest.raises(ValueError, match=r"05_e.ipynb: metadata simsuite.needs"):
+        runner.notebook_needs(nbs["05"], numbers)
+    # the suite's own: the studies and the first four stand alone; evaluation, kernels and search
+    # read notebook 04's models
+    suite = {nb.name[:2]: runner.notebook_needs(nb, [n.name[:2] for n in NOTEBOOKS]) for nb in NOTEBOOKS}
+    assert suite["04"] == set() and suite["05"] == suite["06"] == suite["07"] == {"04"}
+
+
+def test_images_go_to_the_notebook_that_logged_them_else_to_the_one_running():
+    entries = [
+        {"name": "01", "images": ["a.png", "b.png", "u.png"], "logged_images": ["a.png"]},
+        {"name": "02", "images": ["a.png", "b.png", "u.png"], "logged_images": ["b.png"]},
+        {"name": "03", "images": ["c.png"], "logged_images": []},
+    ]
+    credited = runner.credit_images(entries)
+    # u.png changed while 01 and 02 ran and neither logged it: both windows keep it
+    assert [e["images"] for e in credited] == [["a.png", "u.png"], ["b.png", "u.png"], ["c.png"]]
+    assert all("logged_images" not in e for e in credited)
+
+
+@pytest.mark.slow
+def test_jobs_run_independent_notebooks_at_once_and_wait_for_what_they_need(tmp_path, monkeypatch, capfd):
+    out = tmp_path / "out"
+    runner.set_output_root(out)  # the environment the notebook processes inherit (monkeypatch restores)
+    for key in runner._OUTPUTS:
+        monkeypatch.setenv(key, os.environ[key])
+    for attr, _ in runner._OUTPUTS.values():
+        monkeypatch.setattr(runner.config, attr, getattr(runner.config, attr))
+    figure = (
+        "import time, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "from helpers import config\n"
+        "start = time.time()\n"
+        "config.save_figure(plt.figure(), config.FIGURES / '{name}.png')\n"
+        "(config.FIGURES / '{name}.started').write_text(str(start))\n"
+        "time.sleep(2)\n"
+        "(config.FIGURES / '{name}.done').write_text(str(time.time()))\n"
+    )
+    _write_notebooks(
+        tmp_path / "nbs",
+        {
+            "01_slow": (figure.format(name="one"), []),
+            "02_alone": (figure.format(name="two"), []),
+            # reads what 01 wrote: it must not start before 01 has finished
+            "03_after_01": (
+                "from helpers import config\nassert (config.FIGURES / 'one.done').exists()",
+                ["01"],
+            ),
+        },
+    )
+    record = runner.run("smoke", run_dir=out / "run", notebooks_dir=tmp_path / "nbs", jobs=2)
+    stdout = capfd.readouterr().out
+    assert [n["name"] for n in record["notebooks"]] == [
+        "01_slow.ipynb",
+        "02_alone.ipynb",
+        "03_after_01.ipynb",
+    ]
+    figures = out / "figures"
+    # 01 and 02 overlapped: each started before the other finished
+    assert float((figures / "one.started").read_text()) < float((figures / "two.done").read_text())
+    assert float((figures / "two.started").read_text()) < float((figures / "one.done").read_text())
+    # each image is credited to the notebook that wrote it, though the other ran meanwhile
+    assert [[Path(i).name for i in n["images"]] for n in record["notebooks"]] == [
+        ["one.png"],
+        ["two.png"],
+        [],
+    ]
+    assert "[01] == [1/3] 01_slow.ipynb" in stdout and "[03] == [3/3] 03_after_01.ipynb" in stdout
+    assert json.loads((out / "run" / "run.json").read_text())["jobs"] == 2
+    assert (out / "run" / "index.html").exists()
+
+
+def test_with_jobs_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
+    _write_notebooks(
+        tmp_path / "nbs",
+        {
+            "01_broken": ("raise RuntimeError('boom')", []),
+            "02_alone": ("x = 1", []),
+            "03_needs_01": ("y = 2", ["01"]),
+        },
+    )
+    with pytest.raises(runner.NotebookFailed, match=r"01_broken\.ipynb failed .*RuntimeError: boom"):
+        runner.run("smoke", run_dir=tmp_path / "run", notebooks_dir=tmp_path / "nbs", jobs=2)
+    assert (tmp_path / "run" / "02_alone.ipynb").exists()  # it was running: it finished
+    assert not (tmp_path / "run" / "03_needs_01.ipynb").exists()
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
 class _Links(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
