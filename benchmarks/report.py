@@ -245,23 +245,31 @@ def suite(docs):
     out = [
         "**Suite run time** (all notebooks, all six models; `python -m helpers.run` from an empty "
         "cache, then again with everything cached; a baseline is the same profile from an empty cache "
-        "with an earlier commit's code, run first by the same command)",
+        "with an earlier commit's code, run first by the same command; cores: the CPU seconds of every "
+        "process the run started over its wall time, on 2 cores)",
         "",
         "| profile | command | date | cold | cached | baseline (cold) | target |",
         "|---|---|---|---|---|---|---|",
     ]
+
+    def busy(run):
+        return f", {run['cpu_seconds'] / run['seconds']:.2f} cores" if run.get("cpu_seconds") else ""
+
     for d in docs:
         for profile, p in d["profiles"].items():
-            cold = p["cold"]["seconds"]
+            cold = f"{p['cold']['seconds']:.0f} s" + busy(p["cold"])
+            for jobs, run in p.get("cold_with_jobs", {}).items():
+                cold += f" (`--jobs {jobs}`: {run['seconds']:.0f} s{busy(run)})"
             cached = f"{p['cached']['seconds']:.0f} s" if p.get("cached") else "not run"
             base = p.get("baseline")
             before = (
-                f"{base['cold']['seconds']:.0f} s at {base['commit']} (now {cold / base['cold']['seconds']:.2f}x)"
+                f"{base['cold']['seconds']:.0f} s{busy(base['cold'])} at {base['commit']} "
+                f"(now {p['cold']['seconds'] / base['cold']['seconds']:.2f}x)"
                 if base
                 else "—"
             )
             out.append(
-                f"| {profile} | `{d['command']}` | {d['date'][:10]} | {cold:.0f} s | {cached} | {before} | "
+                f"| {profile} | `{d['command']}` | {d['date'][:10]} | {cold} | {cached} | {before} | "
                 f"≤ {p['target_seconds']} s |"
             )
     return out

@@ -100,9 +100,10 @@ PROFILES: dict[str, dict] = {
     },
 }
 
-# Notebooks run at once, by profile. Most notebooks keep one of two CPU cores busy (kernel start-up,
+# Notebooks run at once, by profile. One notebook rarely keeps two CPU cores busy (kernel start-up,
 # imports, UMAP, t-SNE, plots, models too small to use two threads), so two independent notebooks
-# side by side finish sooner (benchmarks/results/suite_time.json). A GPU run keeps to one at a time.
+# side by side finish sooner (benchmarks/results/suite_time.json: the default run with --jobs 1 and 2,
+# and the cores each kept busy). A GPU run keeps to one at a time.
 JOBS = {"smoke": 2, "default": 2, "full": 1}
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg"}
