@@ -195,6 +195,58 @@ def set_profile_outputs(profile: str, run_dir: Path) -> None:
     set_output_root(run_dir, keep=() if profile == "smoke" else ("models_cache",), respect_env=True)
 
 
+class ProcessLines:
+    """Subprocesses started by key whose output lines (stdout and stderr) arrive on one queue.
+
+    :meth:`next` returns ``(key, line)``, and ``(key, None)`` once that process has closed its
+    output; :meth:`finish` then waits for it and returns its exit code. The last ``tail`` lines of
+    each are kept for error messages. Used by the notebook runner (``--jobs``) and by
+    ``helpers.training.train_many``'s workers; as a context manager it stops what is still running
+    when the block exits (an error or an interrupt).
+    """
+
+    def __init__(self, env: dict | None = None, tail: int = 30):
+        import collections
+        import queue
+
+        self.env, self.running = env, {}
+        self.tails = collections.defaultdict(lambda: collections.deque(maxlen=tail))
+        self._lines: queue.Queue = queue.Queue()
+
+    def start(self, key, cmd: list[str]) -> None:
+        import subprocess
+
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
+        )
+        threading.Thread(target=self._relay, args=(key, proc.stdout), daemon=True).start()
+        self.running[key] = proc
+
+    def _relay(self, key, stream) -> None:
+        for line in stream:
+            self._lines.put((key, line.rstrip("\n")))
+        self._lines.put((key, None))
+
+    def next(self):
+        key, line = self._lines.get()
+        if line is not None:
+            self.tails[key].append(line)
+        return key, line
+
+    def finish(self, key) -> int:
+        return self.running.pop(key).wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.running.values():
+            proc.terminate()
+        for proc in self.running.values():
+            proc.wait()
+        self.running.clear()
+
+
 def notebook_needs(nb: Path, numbers) -> set[str]:
     """The numbers (``"04"``) of the notebooks among ``numbers`` whose outputs ``nb`` reads.
 
@@ -343,9 +395,6 @@ def credit_images(entries: list[dict]) -> list[dict]:
 def _run_concurrently(selected, profile, overrides, run_dir, kernel_name, jobs, notebooks_dir) -> list[dict]:
     """Run ``selected`` ``jobs`` at a time, each in a ``python -m helpers.run --only NN`` process,
     starting a notebook once those it needs have finished; relay their lines; raise on a failure."""
-    import collections
-    import queue
-    import subprocess
     import tempfile
 
     numbers = [nb.name[:2] for nb in selected]
@@ -365,60 +414,40 @@ def _run_concurrently(selected, profile, overrides, run_dir, kernel_name, jobs, 
         ),
         flush=True,
     )
-    lines: queue.Queue = queue.Queue()
-
-    def relay(name, stream):
-        for line in stream:
-            lines.put((name, line.rstrip("\n")))
-        lines.put((name, None))
-
-    pending, running, done, entries = list(selected), {}, set(), {}
-    tails = {nb.name: collections.deque(maxlen=20) for nb in selected}
+    pending, done, entries, parts = list(selected), set(), {}, {}
     failed = None
-    with tempfile.TemporaryDirectory(prefix="simsuite-run-") as tmp:
-        try:
-            while pending or running:
-                ready = [nb for nb in pending if needs[nb.name] <= done] if failed is None else []
-                for nb in ready[: jobs - len(running)]:
-                    pending.remove(nb)
-                    part = Path(tmp) / f"{nb.stem}.json"
-                    cmd = [
-                        sys.executable, "-m", "helpers.run", "--profile", profile, "--only", nb.name[:2],
-                        "--jobs", "1", "--run-dir", str(run_dir), "--kernel", kernel_name,
-                        "--part", str(part), "--position", f"{selected.index(nb) + 1}/{len(selected)}",
-                        "--overrides", json.dumps(overrides or {}, default=str),
-                    ]  # fmt: skip
-                    if notebooks_dir is not None:
-                        cmd += ["--notebooks-dir", str(notebooks_dir)]
-                    proc = subprocess.Popen(
-                        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-                    )
-                    threading.Thread(target=relay, args=(nb.name, proc.stdout), daemon=True).start()
-                    running[nb.name] = (proc, part)
-                if not running:
-                    break  # a failure left the rest unstarted
-                name, line = lines.get()
-                if line is not None:
-                    tails[name].append(line)
-                    print(f"[{name[:2]}] {line}", flush=True)
-                    continue
-                proc, part = running.pop(name)
-                if proc.wait() == 0:
-                    entries[name] = json.loads(part.read_text())["notebooks"][0]
-                    done.add(name[:2])
-                elif failed is None:
-                    failed = name
-        finally:
-            for proc, _ in running.values():  # an interrupt: stop the others
-                proc.terminate()
-            for proc, _ in running.values():
-                proc.wait()
+    with tempfile.TemporaryDirectory(prefix="simsuite-run-") as tmp, ProcessLines(env, tail=20) as procs:
+        while pending or procs.running:
+            ready = [nb for nb in pending if needs[nb.name] <= done] if failed is None else []
+            for nb in ready[: jobs - len(procs.running)]:
+                pending.remove(nb)
+                parts[nb.name] = Path(tmp) / f"{nb.stem}.json"
+                cmd = [
+                    sys.executable, "-m", "helpers.run", "--profile", profile, "--only", nb.name[:2],
+                    "--jobs", "1", "--run-dir", str(run_dir), "--kernel", kernel_name,
+                    "--part", str(parts[nb.name]), "--position", f"{selected.index(nb) + 1}/{len(selected)}",
+                    "--overrides", json.dumps(overrides or {}, default=str),
+                ]  # fmt: skip
+                if notebooks_dir is not None:
+                    cmd += ["--notebooks-dir", str(notebooks_dir)]
+                procs.start(nb.name, cmd)
+            if not procs.running:
+                break  # a failure left the rest unstarted
+            name, line = procs.next()
+            if line is not None:
+                print(f"[{name[:2]}] {line}", flush=True)
+            elif procs.finish(name) == 0:
+                entries[name] = json.loads(parts[name].read_text())["notebooks"][0]
+                done.add(name[:2])
+            elif failed is None:
+                failed = name
     if failed is not None:
-        reason = next((ln for ln in reversed(tails[failed]) if ln.startswith("RUN FAILED: ")), None)
+        tail = procs.tails[failed]
+        reason = next((ln for ln in reversed(tail) if ln.startswith("RUN FAILED: ")), None)
         raise NotebookFailed(
             reason[len("RUN FAILED: ") :]
             if reason
-            else f"{failed} failed; its last lines:\n" + "\n".join(tails[failed])
+            else f"{failed} failed; its last lines:\n" + "\n".join(tail)
         )
     return [entries[nb.name] for nb in selected]
 

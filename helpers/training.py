@@ -995,14 +995,10 @@ def _worker_command(name, data_path, cache_dir, force, augment, params) -> list[
 
 def _train_in_workers(names, data, processes, threads, force, cache_dir, augment, params) -> None:
     """Run one worker per model, ``processes`` at a time; relay their lines; raise on a failure."""
-    import collections
-    import queue
-    import subprocess
     import tempfile
-    import threading
 
     from helpers.data import save_dataset
-    from helpers.run import NOISE
+    from helpers.run import NOISE, ProcessLines
 
     # the costliest first (longest-processing-time order): the last to start is short, so the
     # workers finish together instead of one core idling while a costly model trains alone
@@ -1021,53 +1017,30 @@ def _train_in_workers(names, data, processes, threads, force, cache_dir, augment
         ),
     }
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    lines: queue.Queue = queue.Queue()
-
-    def relay(name, stream):
-        for line in stream:
-            lines.put((name, line.rstrip("\n")))
-        lines.put((name, None))
-
     print(
         f"== training {len(todo)} models in {processes} worker processes, {threads} thread(s) each: "
         + ", ".join(todo),
         flush=True,
     )
-    running: dict[str, subprocess.Popen] = {}
-    tails = {name: collections.deque(maxlen=30) for name in todo}
-    with tempfile.TemporaryDirectory(prefix="simsuite-train-") as tmp:
+    # an error or an interrupt leaves the block: ProcessLines stops the other workers
+    with tempfile.TemporaryDirectory(prefix="simsuite-train-") as tmp, ProcessLines(env) as workers:
         data_path = save_dataset(data, Path(tmp) / "data.npz")
-        try:
-            while todo or running:
-                while todo and len(running) < processes:
-                    name = todo.pop(0)
-                    proc = subprocess.Popen(
-                        _worker_command(name, data_path, cache_dir, force, augment, params),
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT,
-                        text=True,
-                        env=env,
-                    )
-                    threading.Thread(target=relay, args=(name, proc.stdout), daemon=True).start()
-                    running[name] = proc
-                name, line = lines.get()  # printed from this thread: a notebook shows it in the cell
-                if line is not None:
-                    tails[name].append(line)
-                    if not NOISE.match(line):
-                        print(line, flush=True)
-                    continue
-                code = running.pop(name).wait()
-                if code != 0:
-                    tail = "\n".join(tails[name])
-                    raise TrainingWorkerError(
-                        f"the worker training {name!r} exited with code {code}; its last lines:\n{tail}\n"
-                        f"run train({name!r}, data) in this process to see the error with its traceback"
-                    )
-        finally:
-            for proc in running.values():  # an error or an interrupt: stop the others
-                proc.terminate()
-            for proc in running.values():
-                proc.wait()
+        while todo or workers.running:
+            while todo and len(workers.running) < processes:
+                name = todo.pop(0)
+                workers.start(name, _worker_command(name, data_path, cache_dir, force, augment, params))
+            name, line = workers.next()  # printed from this thread: a notebook shows it in the cell
+            if line is not None:
+                if not NOISE.match(line):
+                    print(line, flush=True)
+                continue
+            code = workers.finish(name)
+            if code != 0:
+                tail = "\n".join(workers.tails[name])
+                raise TrainingWorkerError(
+                    f"the worker training {name!r} exited with code {code}; its last lines:\n{tail}\n"
+                    f"run train({name!r}, data) in this process to see the error with its traceback"
+                )
 
 
 def main(argv=None):
