@@ -209,7 +209,17 @@ class ProcessLines:
         import collections
         import queue
 
-        self.env, self.running = env, {}
+        # the children import this package (``python -m helpers...``) and print line by line;
+        # ``env`` adds to or overrides this process's environment
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+            **(env or {}),
+        }
+        self.running = {}
         self.tails = collections.defaultdict(lambda: collections.deque(maxlen=tail))
         self._lines: queue.Queue = queue.Queue()
 
@@ -399,13 +409,6 @@ def _run_concurrently(selected, profile, overrides, run_dir, kernel_name, jobs, 
 
     numbers = [nb.name[:2] for nb in selected]
     needs = {nb.name: notebook_needs(nb, numbers) for nb in selected}
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
-        ),
-    }
     print(
         f"== running {len(selected)} notebooks, {jobs} at a time, each after those it needs: "
         + ", ".join(
@@ -416,7 +419,7 @@ def _run_concurrently(selected, profile, overrides, run_dir, kernel_name, jobs, 
     )
     pending, done, entries, parts = list(selected), set(), {}, {}
     failed = None
-    with tempfile.TemporaryDirectory(prefix="simsuite-run-") as tmp, ProcessLines(env, tail=20) as procs:
+    with tempfile.TemporaryDirectory(prefix="simsuite-run-") as tmp, ProcessLines(tail=20) as procs:
         while pending or procs.running:
             ready = [nb for nb in pending if needs[nb.name] <= done] if failed is None else []
             for nb in ready[: jobs - len(procs.running)]:

@@ -506,8 +506,9 @@ def expected_seconds(names, epochs=None, steps_per_epoch=None, measured=None) ->
     The budget is :func:`budget_steps`. The seconds per step are the median of the model's runs in
     ``measured`` (default :data:`MEASURED_SECONDS`), each run's ``train_seconds`` divided by the
     model's registry budget. Steps alone are a poor guide: a step of ``cnn_simple_v2`` (128 and 256
-    filters) costs several of ``cnn_simple_v1`` (32 and 64). A model with no run gets the median rate of those with
-    one; with no usable file, every model gets one second per step (the order of the budgets).
+    filters) costs several of ``cnn_simple_v1`` (32 and 64). A model with no run gets the median rate
+    of those with one; with no usable file, every model gets one second per step (the order of the
+    budgets).
     """
     names = list(names)
     rates: dict[str, list[float]] = {}
@@ -933,8 +934,8 @@ def train_many(
 
     ``processes=1`` calls :func:`train` on each in turn, announcing each with :func:`track`. With
     more, the models that are not cached (all with ``force``) first train in that many worker
-    processes at once, the costliest first (:func:`expected_seconds`), each worker with ``threads`` compute
-    threads (default: the CPU's cores shared out). Their lines (one per epoch) are printed here as
+    processes at once, the costliest first (:func:`expected_seconds`), each worker with ``threads``
+    compute threads (default: the CPU's cores shared out). Their lines (one per epoch) are printed here as
     they come. Then every model loads from the cache; ``record["from_cache"]`` is False for the ones
     the workers trained. A worker runs :func:`train` with the same arguments, so the cache entry,
     its fingerprint and a resume after a kill are the same as in one process.
@@ -1005,18 +1006,13 @@ def _train_in_workers(names, data, processes, threads, force, cache_dir, augment
     cost = expected_seconds(names, params.get("epochs"), params.get("steps_per_epoch"))
     todo = sorted(names, key=cost.__getitem__, reverse=True)
     env = {
-        **os.environ,
         # the worker's share of the cores (TensorFlow; OpenMP for numpy's BLAS); on a GPU, JAX
         # would otherwise give the first worker most of the device memory
         "TF_NUM_INTRAOP_THREADS": str(threads),
         "OMP_NUM_THREADS": str(threads),
         "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
-        ),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
     }
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     print(
         f"== training {len(todo)} models in {processes} worker processes, {threads} thread(s) each: "
         + ", ".join(todo),
