@@ -105,11 +105,13 @@ def test_images_go_to_the_notebook_that_logged_them_else_to_the_one_running():
 @pytest.mark.slow
 def test_jobs_run_independent_notebooks_at_once_and_wait_for_what_they_need(tmp_path, monkeypatch, capfd):
     out = tmp_path / "out"
-    runner.set_output_root(out)  # the environment the notebook processes inherit (monkeypatch restores)
+    # monkeypatch records the environment and the config first, so both are restored afterwards
+    # (a variable it sets is removed again; one it only deletes while absent is not recorded)
     for key in runner._OUTPUTS:
-        monkeypatch.setenv(key, os.environ[key])
+        monkeypatch.setenv(key, "")
     for attr, _ in runner._OUTPUTS.values():
         monkeypatch.setattr(runner.config, attr, getattr(runner.config, attr))
+    runner.set_output_root(out)  # the environment the notebook processes inherit
     figure = (
         "import time, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
         "from helpers import config\n"
