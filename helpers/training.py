@@ -682,6 +682,65 @@ def _callbacks(name, params, work, train_gen, history_cb, verbose, extra) -> lis
     return cbs + list(extra or [])
 
 
+def recalibrate_batchnorm(embedding: keras.Model, images, batch_size: int = 500) -> int:
+    """Recompute the moving mean and variance of ``embedding``'s BatchNormalization layers on ``images``.
+
+    During training the moving statistics follow augmented batches (shifted, rotated, noisy digits),
+    while retrieval embeds clean ones. This replaces them with the exact population statistics of
+    ``images`` ("precise BN"), one layer at a time in graph order, each layer seeing the outputs of the
+    layers before it already recalibrated. The weights the optimizer learned are not touched.
+
+    Parameters
+    ----------
+    embedding : keras.Model
+        A functional model whose BatchNormalization layers are its own (not inside a nested model).
+    images : array-like of shape (n_samples, ...)
+        Model inputs, e.g. the clean training images.
+    batch_size : int, default=500
+        Images per forward pass (memory, not the result, depends on it).
+
+    Returns
+    -------
+    int
+        The number of layers recalibrated.
+    """
+    images = np.asarray(images)
+    if len(images) < 2:
+        raise ValueError(f"recalibrating BatchNorm needs at least 2 images, got {len(images)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    nested = [
+        layer.name
+        for model in embedding.layers
+        if isinstance(model, keras.Model)
+        for layer in _walk_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    if nested:
+        raise ValueError(
+            f"{embedding.name} has BatchNormalization layers inside nested models ({', '.join(nested)}); "
+            "recalibrate_batchnorm handles the model's own layers only: build it as one functional model"
+        )
+    layers_bn = [layer for layer in embedding.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers_bn:
+        probe = keras.Model(embedding.input, layer.input)
+        axes = [a % len(layer.input.shape) for a in np.atleast_1d(layer.axis)]
+        total, total_sq, count = 0.0, 0.0, 0
+        for start in range(0, len(images), batch_size):
+            x = np.asarray(probe.predict_on_batch(images[start : start + batch_size]), dtype=np.float64)
+            reduce = tuple(a for a in range(x.ndim) if a not in axes)
+            total = total + x.sum(axis=reduce)
+            total_sq = total_sq + np.square(x).sum(axis=reduce)
+            count += int(np.prod([x.shape[a] for a in reduce]))
+        mean = total / count
+        variance = np.maximum(total_sq / count - np.square(mean), 0.0)
+        layer.moving_mean.assign(mean.reshape(layer.moving_mean.shape).astype(layer.moving_mean.dtype))
+        layer.moving_variance.assign(
+            variance.reshape(layer.moving_variance.shape).astype(layer.moving_variance.dtype)
+        )
+    return len(layers_bn)
+
+
 def _fit(
     name, model, embedding, data, params, work, verbose, extra_callbacks
 ) -> tuple[HistoryCheckpoint, float]:
@@ -833,6 +892,8 @@ def train(
             return embedding, {**record, "from_cache": True}
         work = _work_folder(paths, fingerprints["fingerprint"], force)
         history_cb, seconds = _fit(name, model, embedding, data, params, work, verbose, callbacks)
+        if get_spec(name).recalibrate_bn:  # after the best epoch's weights are loaded, before saving
+            recalibrate_batchnorm(embedding, data.x_train)
         record = _save_entry(name, model, embedding, data, params, fingerprints, history_cb, seconds, paths)
     return embedding, {**record, "from_cache": False}
 

@@ -152,3 +152,26 @@ def test_a_study_whose_overrides_change_nothing_reuses_the_benchmark_cache():
     other = quality_studies.Study("cnn_simple_v1", {"margin": spec.margin + 1.0}, "x")
     assert quality_studies.as_registered(same) and not quality_studies.as_registered(other)
     assert quality_studies.as_registered(quality_studies.Study("cnn_simple_v1", {}, "x"))
+
+
+def test_bn_recalibration_summary_pairs_each_split_seeds_two_rows():
+    from benchmarks import bn_recalibration
+
+    def row(split_seed, statistics, acc, sil):
+        metrics = {"3nn_accuracy": acc, "silhouette": sil, "map_at_r": acc, "precision_at_1": acc}
+        return {"split_seed": split_seed, "bn_statistics": statistics, **metrics}
+
+    # rows out of order: the gain must pair by split seed, not by position
+    rows = [
+        row(2, "moving", 0.980, 0.70),
+        row(1, "moving", 0.990, 0.80),
+        row(1, "recalibrated", 0.993, 0.81),
+        row(2, "recalibrated", 0.979, 0.74),
+    ]
+    moving, recalibrated, gain = bn_recalibration.summarise(rows)
+    assert moving["bn_statistics"] == "moving" and moving["3nn_accuracy"] == pytest.approx(0.985)
+    assert moving["3nn_accuracy_std"] == pytest.approx(0.005)
+    assert recalibrated["silhouette"] == pytest.approx(0.775)
+    assert gain["3nn_accuracy_per_split"] == pytest.approx([0.003, -0.001])
+    assert gain["silhouette_per_split"] == pytest.approx([0.01, 0.04])
+    assert gain["3nn_accuracy"] == pytest.approx(0.001)

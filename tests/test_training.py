@@ -547,3 +547,65 @@ def test_train_many_rejects_bad_arguments_before_starting_a_worker(data, tmp_pat
         training.train_many(["cnn_simple_v1", "nope"], data, processes=2, cache_dir=tmp_path, **TINY)
     with pytest.raises(ValueError, match="steps_per_epoch must be a positive integer"):
         training.train_many(["cnn_simple_v1"], data, processes=2, cache_dir=tmp_path, steps_per_epoch=0)
+
+
+def _bn_chain():
+    import keras
+
+    inputs = keras.Input((3,))
+    x = keras.layers.BatchNormalization(name="bn1")(inputs)
+    x = keras.layers.Dense(2, use_bias=False, kernel_initializer="ones", name="sum")(x)
+    return keras.Model(inputs, keras.layers.BatchNormalization(name="bn2")(x))
+
+
+def test_recalibrate_batchnorm_sets_population_statistics_layer_by_layer():
+    rng = np.random.default_rng(0)
+    x = rng.normal([1.0, -2.0, 5.0], [0.5, 2.0, 3.0], size=(1000, 3)).astype("float32")
+    model = _bn_chain()
+    assert training.recalibrate_batchnorm(model, x, batch_size=64) == 2
+    bn1, bn2 = model.get_layer("bn1"), model.get_layer("bn2")
+    np.testing.assert_allclose(bn1.moving_mean.numpy(), x.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bn1.moving_variance.numpy(), x.var(axis=0), rtol=1e-4)
+    # bn2 sees the sum of three features bn1 has just standardised (gamma 1, beta 0): mean 0 and,
+    # as the three draws are independent, variance about 3 (not the raw sum's 0.25 + 4 + 9)
+    standardised = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + bn1.epsilon)
+    expected = standardised.sum(axis=1)
+    np.testing.assert_allclose(bn2.moving_mean.numpy(), [expected.mean()] * 2, atol=1e-5)
+    np.testing.assert_allclose(bn2.moving_variance.numpy(), [expected.var()] * 2, rtol=1e-4)
+    assert abs(expected.var() - 3.0) < 0.3
+
+
+def test_recalibrate_batchnorm_rejects_what_it_cannot_do():
+    import keras
+
+    with pytest.raises(ValueError, match="at least 2 images"):
+        training.recalibrate_batchnorm(_bn_chain(), np.zeros((1, 3), "float32"))
+    inputs = keras.Input((3,))
+    nested = keras.Model(inputs, _bn_chain()(inputs))
+    with pytest.raises(ValueError, match="nested models \\(bn1, bn2\\)"):
+        training.recalibrate_batchnorm(nested, np.zeros((4, 3), "float32"))
+
+
+def test_recalibrate_bn_entry_saves_the_clean_training_images_statistics(data, tmp_path, monkeypatch):
+    import dataclasses
+
+    name = "cnn_with_attention_v1"
+    monkeypatch.setitem(MODELS, name, dataclasses.replace(MODELS[name], recalibrate_bn=True))
+    trained, _ = training.train(name, data, cache_dir=tmp_path, epochs=1, steps_per_epoch=2, batch_size=20)
+    loaded = training.load_trained(name, data, cache_dir=tmp_path)  # what the cache holds
+    first = [w.copy() for w in loaded.get_weights()]
+    # recalibrating again on the same images changes nothing: the saved statistics are theirs
+    assert training.recalibrate_batchnorm(loaded, data.x_train) == 3
+    for before, after in zip(first, loaded.get_weights(), strict=True):
+        np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-5)
+    # the entry without the flag keeps the moving averages of augmented batches, which differ
+    monkeypatch.setitem(MODELS, name, dataclasses.replace(MODELS[name], recalibrate_bn=False))
+    plain, _ = training.train(
+        name, data, cache_dir=tmp_path / "plain", epochs=1, steps_per_epoch=2, batch_size=20
+    )
+    norms = [layer for layer in plain.layers if "batch_normalization" in layer.name]
+    moving = [layer.moving_mean.numpy().copy() for layer in norms]
+    training.recalibrate_batchnorm(plain, data.x_train)
+    recalibrated = [layer.moving_mean.numpy() for layer in norms]
+    assert len(moving) == 3
+    assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(moving, recalibrated, strict=True))
