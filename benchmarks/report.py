@@ -223,6 +223,36 @@ def studies(d):
     return out
 
 
+def bn_recalibration(d):
+    """``bn_recalibration.json``: one trained model with its moving BatchNorm statistics and with
+    statistics recomputed on the clean training images, and the paired gain per split seed."""
+    rows = {r["bn_statistics"]: r for r in d["summary"]}
+    seeds = sorted({r["split_seed"] for r in d["rows"]})
+    gain = rows["gain"]
+    out = [
+        f"**BatchNorm recalibration, paired** — `{d['command']}` ({_machine(d)}): {d['what']}; "
+        f"split seeds {' '.join(map(str, seeds))}",
+        "",
+        "| BatchNorm statistics | 3-NN | silhouette | MAP@R |",
+        "|---|---|---|---|",
+    ]
+    for name in ("moving", "recalibrated"):
+        r = rows[name]
+        out.append(
+            f"| {name} | {r['3nn_accuracy']:.4f} ± {r['3nn_accuracy_std']:.4f} | {r['silhouette']:.3f} ± "
+            f"{r['silhouette_std']:.3f} | {r['map_at_r']:.4f} ± {r['map_at_r_std']:.4f} |"
+        )
+    per = {
+        m: " ".join(f"{v:+.4f}" for v in gain[f"{m}_per_split"])
+        for m in ("3nn_accuracy", "silhouette", "map_at_r")
+    }
+    out.append(
+        f"| gain (per split seed) | {gain['3nn_accuracy']:+.4f} ({per['3nn_accuracy']}) | "
+        f"{gain['silhouette']:+.3f} ({per['silhouette']}) | {gain['map_at_r']:+.4f} ({per['map_at_r']}) |"
+    )
+    return out
+
+
 def sorted_loss(d, title):
     """A sorted loss's timing (``benchmarks/semi_hard_loss.py``): against the (B, B, B) cube it replaced."""
     out = [
@@ -283,6 +313,9 @@ def main():
     q = _load("quality_studies.json")
     if q and studies(q):
         lines += studies(q) + [""]
+    q = _load("bn_recalibration.json")
+    if q:
+        lines += bn_recalibration(q) + [""]
     for file, title in (
         ("semi_hard_loss.json", "Semi-hard triplet loss"),
         ("batch_all_loss.json", "Batch-all triplet loss"),
