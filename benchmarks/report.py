@@ -330,7 +330,8 @@ def main():
     q = _load("quality_full.json")
     if q:
         lines += quality_full(q) + [""]
-    docs = [d for d in (_load("suite_time_smoke.json"), _load("suite_time.json")) if d]
+    suite_files = ("suite_time_smoke.json", "suite_time.json", "suite_time_recalibrate.json")
+    docs = [d for d in map(_load, suite_files) if d]
     if docs:
         lines += suite(docs)
     sys.stdout.write("\n".join(lines) + "\n")
