@@ -553,20 +553,16 @@ class ModelSpec:
         # where the augmentation runs (numpy in the generator or a layer on the device) is an
         # execution detail, like the generator's workers: the same draws' distribution, one entry
         out["augment"] = bool(self.augment)
-        for f in dataclasses.fields(self):  # study fields at their defaults: fingerprints unchanged
-            if f.name in _STUDY_FIELDS and out[f.name] == f.default:
+        for f in dataclasses.fields(self):  # these fields at their defaults: fingerprints unchanged
+            if f.name in _OMITTED_AT_DEFAULT and out[f.name] == f.default:
                 del out[f.name]
         return out
 
 
-_STUDY_FIELDS = (
-    "monitor",
-    "plateau_factor",
-    "plateau_patience",
-    "weight_decay",
-    "augment_params",
-    "recalibrate_bn",
-)
+_STUDY_FIELDS = ("monitor", "plateau_factor", "plateau_patience", "weight_decay", "augment_params")
+#: fields a cache fingerprint leaves out while they hold their defaults: adding one kept every older
+#: entry's fingerprint (the study fields, and recalibrate_bn, which CBAM sets)
+_OMITTED_AT_DEFAULT = (*_STUDY_FIELDS, "recalibrate_bn")
 
 
 # Budgets: the training seconds of each model on 2 CPU cores are in benchmarks/results/quality.json
