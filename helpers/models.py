@@ -83,9 +83,20 @@ class DeviceAugment(layers.Layer):
     embedding model a user embeds with never contains it. ``ModelSpec.augment="device"`` selects it.
     """
 
-    def __init__(self, shift: float = 2, rotation: float = 10, noise: float = 0.05, seed=None, **kwargs):
+    def __init__(
+        self,
+        shift: float = 2,
+        rotation: float = 10,
+        noise: float = 0.05,
+        elastic: float = 0.0,
+        elastic_grid: int = 4,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        generators.Augmenter(shift, rotation, noise, elastic, elastic_grid)  # one check of the values
         self.shift, self.rotation, self.noise = float(shift), float(rotation), float(noise)
+        self.elastic, self.elastic_grid = float(elastic), int(elastic_grid)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -102,7 +113,9 @@ class DeviceAugment(layers.Layer):
             return images
         shape = ops.shape(images)
         out = images
-        if self.shift > 0 or self.rotation > 0:
+        if self.elastic > 0:  # a displacement field is no affine map: sample every pixel's source
+            out = self._warp_elastic(out, shape[0], images.shape[1], images.shape[2], images.shape[3])
+        elif self.shift > 0 or self.rotation > 0:
             out = ops.image.affine_transform(
                 out,
                 self.transforms(shape[0], images.shape[1], images.shape[2]),
@@ -115,12 +128,38 @@ class DeviceAugment(layers.Layer):
             out = out + self.noise * keras.random.normal(shape, seed=self.seed_generator, dtype=out.dtype)
         return ops.clip(out, 0.0, 1.0)
 
+    def _warp_elastic(self, images, batch, height: int, width: int, channels: int):
+        """Rotation, shift and the elastic field of :class:`helpers.generators.Augmenter`, bilinear
+        with zero fill, through ``keras.ops.image.map_coordinates`` over the whole batch."""
+        t = self.transforms(batch, height, width)
+        yy, xx = ops.meshgrid(
+            ops.arange(height, dtype="float32"), ops.arange(width, dtype="float32"), indexing="ij"
+        )
+        # projective rows (a0 a1 a2 / b0 b1 b2) with c0 = c1 = 0: source = A [x, y, 1]
+        sx = t[:, 0, None, None] * xx + t[:, 1, None, None] * yy + t[:, 2, None, None]
+        sy = t[:, 3, None, None] * xx + t[:, 4, None, None] * yy + t[:, 5, None, None]
+        grid = self.elastic_grid
+        coarse = self.elastic * keras.random.normal((2, batch, grid, grid), seed=self.seed_generator)
+        rows = ops.convert_to_tensor(generators.interpolation_matrix(height, grid))
+        cols = ops.convert_to_tensor(generators.interpolation_matrix(width, grid))
+        field = ops.einsum("hi,abij,wj->abhw", rows, coarse, cols)
+        sy, sx = sy + field[0], sx + field[1]
+        shape = (batch, height, width, channels)
+        index = ops.broadcast_to(ops.reshape(ops.arange(batch, dtype="float32"), (-1, 1, 1, 1)), shape)
+        channel = ops.broadcast_to(ops.arange(channels, dtype="float32"), shape)
+        coordinates = ops.stack(
+            [index, ops.broadcast_to(sy[..., None], shape), ops.broadcast_to(sx[..., None], shape), channel]
+        )
+        return ops.image.map_coordinates(images, coordinates, order=1, fill_mode="constant", fill_value=0)
+
     def get_config(self):
         return {
             **super().get_config(),
             "shift": self.shift,
             "rotation": self.rotation,
             "noise": self.noise,
+            "elastic": self.elastic,
+            "elastic_grid": self.elastic_grid,
             "seed": self.seed,
         }
 

@@ -247,7 +247,7 @@ def make_generators(
     if kind is not None:  # a study's own sampler, registered by its module
         return (
             kind.factory(
-                spec, data.x_train, data.y_train, batch_size, steps_per_epoch, seed, spec.augment_on_host
+                spec, data.x_train, data.y_train, batch_size, steps_per_epoch, seed, _host_augment(spec)
             ),
             kind.factory(spec, data.x_val, data.y_val, batch_size, val_steps, seed + 10_000, False),
         )
@@ -266,7 +266,7 @@ def make_generators(
         data.y_train,
         steps_per_epoch=steps_per_epoch,
         seed=seed,
-        augment=spec.augment_on_host,
+        augment=_host_augment(spec),
         **batches,
         **mining,
         **_augment_threads(spec),
@@ -275,6 +275,16 @@ def make_generators(
         spec.generator, data.x_val, data.y_val, steps_per_epoch=val_steps, seed=seed + 10_000, **batches
     )
     return train_gen, val_gen
+
+
+def _host_augment(spec):
+    """The training generator's ``augment``: False, or the numpy augmenter of ``spec.augment_params``
+    (``True``, the default strengths, when it has none)."""
+    from helpers import generators
+
+    if not spec.augment_on_host:
+        return False
+    return generators.Augmenter(**spec.augment_params) if spec.augment_params else True
 
 
 #: threads that build the next batches while the trainer runs this one (``PyDataset(workers=...)``)
