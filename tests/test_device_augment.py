@@ -79,3 +79,23 @@ def test_train_can_move_augmentation_to_the_device_and_keeps_one_cache_entry(tmp
     assert MODELS["cnn_simple_v1"].augment is True  # the registry entry is restored
     _, again = train("cnn_simple_v1", data, **budget)  # host augmentation: the same cache entry
     assert again["from_cache"] and again["fingerprint"] == first["fingerprint"]
+
+
+def test_device_elastic_field_matches_the_host_augmenter():
+    from helpers.generators import Augmenter
+
+    img = np.zeros((256, 28, 28, 1), np.float32)
+    img[:, 8:20, 13:15] = 1.0
+    # a vanishing field: the map_coordinates path reproduces the affine path of the same draws
+    tiny, affine = DeviceAugment(2, 10, 0, elastic=1e-6, seed=3), DeviceAugment(2, 10, 0, seed=3)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(tiny(img[:8], training=True)),
+        ops.convert_to_numpy(affine(img[:8], training=True)),
+        atol=1e-4,
+    )
+    # the same field size moves the bar as much on the device as on the host (other random numbers)
+    device = ops.convert_to_numpy(DeviceAugment(0, 0, 0, elastic=1.5, seed=0)(img, training=True))
+    host = Augmenter(0, 0, 0, elastic=1.5)(img, np.random.default_rng(0))
+    change_device, change_host = np.abs(device - img).mean(), np.abs(host - img).mean()
+    assert change_device > 0.005 and abs(change_device - change_host) < 0.2 * change_host
+    assert DeviceAugment(elastic=1.5).get_config()["elastic"] == 1.5

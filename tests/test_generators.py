@@ -335,3 +335,44 @@ def test_mine_positives_picks_far_same_class(data):
         same = np.flatnonzero((y == y[ai]) & (np.arange(len(y)) != ai))
         far = same[np.argsort(-((emb[same] - emb[ai]) ** 2).sum(1))[:3]]
         assert pi in far
+
+
+def test_interpolation_matrix_is_the_hand_computed_linear_one():
+    from helpers.generators import elastic_field, interpolation_matrix
+
+    # 5 pixels, 2 control points at pixels 0 and 4: weights (1, 0), (3/4, 1/4), ..., (0, 1)
+    expected = np.array([[1, 0], [0.75, 0.25], [0.5, 0.5], [0.25, 0.75], [0, 1]], np.float32)
+    np.testing.assert_allclose(interpolation_matrix(5, 2), expected)
+    # 7 pixels, 4 control points at pixels 0, 2, 4, 6: every other row is a control point
+    weights = interpolation_matrix(7, 4)
+    np.testing.assert_allclose(weights[[0, 2, 4, 6]], np.eye(4), atol=1e-6)
+    np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-6)
+    # a field of corner values 0, 1 (top) and 2, 3 (bottom) is the bilinear surface between them
+    field = elastic_field(np.array([[0.0, 1.0], [2.0, 3.0]], np.float32), 3, 3)
+    np.testing.assert_allclose(field, [[0, 0.5, 1], [1, 1.5, 2], [2, 2.5, 3]], atol=1e-6)
+
+
+def test_elastic_distortion_moves_strokes_by_its_size_and_is_seeded():
+    img = np.zeros((64, 28, 28, 1), np.float32)
+    img[:, 8:20, 13:15] = 1.0  # a vertical bar
+    plain = Augmenter(shift=0, rotation=0, noise=0)
+    np.testing.assert_array_equal(plain(img, np.random.default_rng(0)), img)  # elastic 0: identity
+
+    def moved(elastic, seed=0):
+        out = Augmenter(shift=0, rotation=0, noise=0, elastic=elastic)(img, np.random.default_rng(seed))
+        assert out.shape == img.shape and out.min() >= 0.0 and out.max() <= 1.0
+        return out
+
+    small, large = np.abs(moved(0.5) - img).mean(), np.abs(moved(2.0) - img).mean()
+    assert 0.0 < small < large  # a larger field displaces the bar further
+    np.testing.assert_array_equal(moved(1.0, seed=3), moved(1.0, seed=3))
+    assert not np.array_equal(moved(1.0, seed=3), moved(1.0, seed=4))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"elastic": -1.0}, "elastic must be >= 0"), ({"elastic_grid": 1}, "elastic_grid must be >= 2")],
+)
+def test_augmenter_rejects_bad_strengths(kwargs, message):
+    with pytest.raises(GeneratorError, match=message):
+        Augmenter(**kwargs)

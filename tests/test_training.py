@@ -612,3 +612,18 @@ def test_recalibrate_bn_entry_saves_the_clean_training_images_statistics(data, t
     recalibrated = [layer.moving_mean.numpy() for layer in norms]
     assert len(moving) == 3
     assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(moving, recalibrated, strict=True))
+
+
+def test_augment_params_reach_the_host_augmenter(data):
+    from helpers.generators import Augmenter
+    from helpers.models import spec_override
+
+    name = "cnn_simple_v1"  # augments on the host
+    train_gen, val_gen = training.make_generators(name, data, batch_size=40, steps_per_epoch=2)
+    assert isinstance(train_gen.augmenter, Augmenter) and train_gen.augmenter.elastic == 0.0
+    assert val_gen.augmenter is None  # validation batches stay clean
+    params = {"shift": 1.0, "rotation": 0.0, "noise": 0.0, "elastic": 1.5}
+    with spec_override(name, augment_params=params):
+        train_gen, _ = training.make_generators(name, data, batch_size=40, steps_per_epoch=2)
+    augmenter = train_gen.augmenter
+    assert (augmenter.shift, augmenter.rotation, augmenter.elastic) == (1.0, 0.0, 1.5)
