@@ -42,7 +42,7 @@ def measure_split(name: str, split_seed: int, eval_split: str, cache_dir: Path) 
     from helpers.training import recalibrate_batchnorm, train
 
     data = load_dataset("mnist", source="bundled", seed=split_seed, verbose=False)
-    queries, labels = (data.x_val, data.y_val) if eval_split == "val" else (data.x_test, data.y_test)
+    queries, labels = data.split(eval_split)
     with spec_override(name, recalibrate_bn=False):
         model, record = train(name, data, seed=0, cache_dir=cache_dir / f"split{split_seed}", verbose=0)
     rows = []

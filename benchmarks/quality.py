@@ -234,7 +234,7 @@ def run_one(data, name, seed, split_seed, eval_split, cache_dir):
     from helpers.training import train
 
     model, record = train(name, data, seed=seed, cache_dir=cache_dir, verbose=0)
-    queries, labels = (data.x_val, data.y_val) if eval_split == "val" else (data.x_test, data.y_test)
+    queries, labels = data.split(eval_split)
     train_emb, query_emb = evaluation.embed(model, data.x_train), evaluation.embed(model, queries)
     row = evaluation.evaluate_embeddings(name, train_emb, data.y_train, query_emb, labels, seed=seed)
     row.update(
@@ -261,7 +261,7 @@ def measure(models, seeds, split_seeds, eval_split, cache_dir, command):
     for split_seed in split_seeds:
         weight_seeds = seeds if split_seed == WEIGHT_TABLE_SPLIT else [SPLIT_TABLE_SEED]
         data = load_dataset("mnist", source="bundled", seed=split_seed, verbose=False)
-        queries, labels = (data.x_val, data.y_val) if eval_split == "val" else (data.x_test, data.y_test)
+        queries, labels = data.split(eval_split)
         raw_train, raw_query = evaluation.baseline_embeddings(data.x_train, queries, kind="raw")
         raw = evaluation.evaluate_embeddings("raw_pixels", raw_train, data.y_train, raw_query, labels)
         common = {

@@ -198,6 +198,16 @@ STUDIES: dict[str, Study] = {
         )
         for elastic in (1.0, 2.0)
     },
+    # the elastic field tied too; a moving average of the weights (written into the model at each
+    # epoch's end), the one-model cousin of averaging checkpoints
+    **{
+        f"cbam_weight_ema_{momentum:g}": Study(
+            "cnn_with_attention_v1",
+            {"weight_ema": momentum},
+            f"CBAM as registered now, weights averaged with momentum {momentum:g} (Keras use_ema)",
+        )
+        for momentum in (0.99, 0.998)
+    },
     # the class-head v1 model: the lowest 3-NN of the six; its triplets can be mined in its own space
     # the registry's entry before semi-hard mining was chosen (its rows at commit ac1f747 ran it as
     # registered then, with no overrides: the same spec, so the same fingerprint and weights)

@@ -406,8 +406,10 @@ CLASSIFIER_LOSSES: dict[str, Callable[[], keras.losses.Loss]] = {
 
 #: ``ModelSpec.optimizer`` -> the Keras optimizer built with a learning rate (or schedule).
 OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
-    "adam": lambda lr, spec: keras.optimizers.Adam(learning_rate=lr),
-    "adamw": lambda lr, spec: keras.optimizers.AdamW(learning_rate=lr, weight_decay=spec.weight_decay),
+    "adam": lambda lr, spec, **ema: keras.optimizers.Adam(learning_rate=lr, **ema),
+    "adamw": lambda lr, spec, **ema: keras.optimizers.AdamW(
+        learning_rate=lr, weight_decay=spec.weight_decay, **ema
+    ),
 }
 
 #: ``ModelSpec.lr_schedule``: Keras' ReduceLROnPlateau callback, or a cosine decay in the optimizer.
@@ -517,6 +519,9 @@ class ModelSpec:
     the run's steps). ``augment`` applies the generators' small shifts, rotations and noise to the
     training batches: ``True`` / ``"host"`` in the generator (numpy), ``"device"`` in the training
     graph (:class:`DeviceAugment`, for accelerators).
+    ``weight_ema`` (0: off) is the momentum of an exponential moving average of the trainable weights
+    (Keras' ``use_ema``), which replaces the weights at the end of every epoch, so validation, the
+    best-epoch checkpoint and the saved model all see the averaged weights.
     ``recalibrate_bn`` recomputes the BatchNormalization statistics on the clean training images
     after training (:func:`helpers.training.recalibrate_batchnorm`): the moving averages otherwise
     describe augmented batches.
@@ -551,6 +556,7 @@ class ModelSpec:
     weight_decay: float = 1e-4
     augment_params: dict | None = None
     recalibrate_bn: bool = False
+    weight_ema: float = 0.0
 
     @property
     def monitor_mode(self) -> str:
@@ -578,6 +584,10 @@ class ModelSpec:
                 raise ValueError(
                     f"model {self.name!r}: {field} must be {_alternatives(list(valid))}, got {value!r}"
                 )
+        if not 0.0 <= self.weight_ema < 1.0:
+            raise ValueError(
+                f"weight_ema must be in [0, 1) (0: no weight averaging), got {self.weight_ema!r}"
+            )
         if self.monitor not in ("val_loss", "val_accuracy"):
             raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {self.monitor!r}")
         if self.monitor == "val_accuracy" and self.loss != "cross_entropy":
@@ -601,7 +611,7 @@ class ModelSpec:
 _STUDY_FIELDS = ("monitor", "plateau_factor", "plateau_patience", "weight_decay", "augment_params")
 #: fields a cache fingerprint leaves out while they hold their defaults: adding one kept every older
 #: entry's fingerprint (the study fields, and recalibrate_bn, which CBAM sets)
-_OMITTED_AT_DEFAULT = (*_STUDY_FIELDS, "recalibrate_bn")
+_OMITTED_AT_DEFAULT = (*_STUDY_FIELDS, "recalibrate_bn", "weight_ema")
 
 
 # Budgets: the training seconds of each model on 2 CPU cores are in benchmarks/results/quality.json
@@ -804,14 +814,25 @@ def make_loss(spec: ModelSpec):
     return loss, None
 
 
-def make_optimizer(spec: ModelSpec, learning_rate: float | None = None, total_steps: int | None = None):
+def make_optimizer(
+    spec: ModelSpec,
+    learning_rate: float | None = None,
+    total_steps: int | None = None,
+    steps_per_epoch: int | None = None,
+):
     """The optimizer of ``spec``; with ``lr_schedule="cosine"`` and ``total_steps`` its rate decays
     along a cosine from ``learning_rate`` to 1% of it over the whole run (step by step, so a resumed
-    run, whose optimizer step count is restored, continues the same curve)."""
+    run, whose optimizer step count is restored, continues the same curve). With ``weight_ema`` it
+    keeps a moving average of the weights and writes it into the model every ``steps_per_epoch``
+    steps (the registry's when not given): at each epoch's end."""
     lr = spec.learning_rate if learning_rate is None else learning_rate
     if spec.lr_schedule == "cosine" and total_steps:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=int(total_steps), alpha=0.01)
-    return OPTIMIZERS[spec.optimizer](lr, spec)
+    ema = {}
+    if spec.weight_ema:
+        every = int(steps_per_epoch or spec.steps_per_epoch)
+        ema = {"use_ema": True, "ema_momentum": spec.weight_ema, "ema_overwrite_frequency": every}
+    return OPTIMIZERS[spec.optimizer](lr, spec, **ema)
 
 
 def build_training_model(
@@ -851,7 +872,11 @@ def build_training_model(
 
 
 def compile_training_model(
-    model: keras.Model, name: str, learning_rate: float | None = None, total_steps: int | None = None
+    model: keras.Model,
+    name: str,
+    learning_rate: float | None = None,
+    total_steps: int | None = None,
+    steps_per_epoch: int | None = None,
 ):
     """Compile ``model`` with the loss, loss weights and optimizer of the registry entry ``name``."""
     spec = get_spec(name)
@@ -863,7 +888,8 @@ def compile_training_model(
         from helpers.losses import vicreg_metrics
 
         kwargs["metrics"] = vicreg_metrics()
-    model.compile(optimizer=make_optimizer(spec, learning_rate, total_steps), loss=loss, **kwargs)
+    optimizer = make_optimizer(spec, learning_rate, total_steps, steps_per_epoch)
+    model.compile(optimizer=optimizer, loss=loss, **kwargs)
     return model
 
 

@@ -756,7 +756,11 @@ def _fit(
 ) -> tuple[HistoryCheckpoint, float]:
     """Compile, fit from the last backed-up epoch, then keep the best epoch's weights."""
     compile_training_model(
-        model, name, params["learning_rate"], total_steps=params["epochs"] * params["steps_per_epoch"]
+        model,
+        name,
+        params["learning_rate"],
+        total_steps=params["epochs"] * params["steps_per_epoch"],
+        steps_per_epoch=params["steps_per_epoch"],
     )
     train_gen, val_gen = make_generators(
         name,
