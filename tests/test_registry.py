@@ -116,3 +116,35 @@ def test_make_loss_builds_what_the_if_chain_built():
         [1.0, 1.0],
     )
     assert isinstance(losses.get("triplet", margin=0.5, variant="l2"), losses.TripletLoss)
+
+
+def test_weight_ema_averages_the_weights_at_each_epoch_end():
+    """With momentum near 1 the averaged weight stays near the first step's; without, it runs off."""
+    import dataclasses
+
+    import keras
+    import numpy as np
+
+    from helpers import models
+
+    base = dataclasses.replace(models.MODELS["cnn_simple_v1"], learning_rate=0.1, lr_schedule="plateau")
+    with pytest.raises(ValueError, match=r"weight_ema must be in \[0, 1\)"):
+        dataclasses.replace(base, weight_ema=1.0)
+    x, y = np.ones((5, 1), np.float32), np.full((5, 1), 100.0, np.float32)
+
+    def fitted(weight_ema):
+        spec = dataclasses.replace(base, weight_ema=weight_ema)
+        optimizer = models.make_optimizer(spec, steps_per_epoch=5)
+        assert optimizer.use_ema == bool(weight_ema)
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+        model.layers[0].kernel.assign([[0.0]])
+        model.compile(optimizer=optimizer, loss="mse")
+        model.fit(x, y, batch_size=1, epochs=1, shuffle=False, verbose=0)  # 5 steps, one epoch
+        return float(model.layers[0].kernel.numpy()[0, 0])
+
+    # Adam's first steps move the weight by about the rate each: 0.1 after one step, ~0.5 after five
+    plain, averaged = fitted(0.0), fitted(0.999)
+    assert 0.4 < plain < 0.6
+    # the average starts at the first step's weight (0.1) and moves 0.1% a step towards the later ones
+    assert 0.09 < averaged < 0.11
