@@ -175,3 +175,45 @@ def test_bn_recalibration_summary_pairs_each_split_seeds_two_rows():
     assert gain["3nn_accuracy_per_split"] == pytest.approx([0.003, -0.001])
     assert gain["silhouette_per_split"] == pytest.approx([0.01, 0.04])
     assert gain["3nn_accuracy"] == pytest.approx(0.001)
+
+
+def test_data_size_fraction_is_stratified_seeded_and_leaves_the_other_splits():
+    import numpy as np
+
+    from benchmarks import data_size
+    from helpers.data import Dataset
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)  # 10 images of each of 4 classes
+    x = rng.random((40, 2, 2, 1)).astype(np.float32)
+    data = Dataset("toy", "toy", x, y, x[:8], y[:8], x[:4], y[:4], ["a", "b", "c", "d"])
+    half = data_size.train_fraction(data, 0.5, seed=1)
+    assert np.bincount(half.y_train).tolist() == [5, 5, 5, 5]  # stratified
+    kept = [int(np.flatnonzero((x == image).all(axis=(1, 2, 3)))[0]) for image in half.x_train]
+    assert kept == sorted(kept) and (y[kept] == half.y_train).all()  # real images, in the split's order
+    assert half.x_val is data.x_val and half.y_test is data.y_test
+    again, other = data_size.train_fraction(data, 0.5, seed=1), data_size.train_fraction(data, 0.5, seed=2)
+    np.testing.assert_array_equal(again.x_train, half.x_train)
+    assert not np.array_equal(other.x_train, half.x_train)
+    assert data_size.train_fraction(data, 1.0, seed=1) is data
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\], got 1.5"):
+        data_size.train_fraction(data, 1.5, seed=1)
+
+
+def test_data_size_summary_is_one_row_per_fraction_smallest_first():
+    from benchmarks import data_size
+
+    def row(fraction, split_seed, acc):
+        metrics = {"3nn_accuracy": acc, "silhouette": acc, "map_at_r": acc, "precision_at_1": acc}
+        return {
+            "fraction": fraction,
+            "split_seed": split_seed,
+            "train_images": int(3000 * fraction),
+            **metrics,
+        }
+
+    rows = [row(1.0, 1, 0.99), row(0.5, 2, 0.97), row(0.5, 1, 0.98), row(1.0, 2, 0.988)]
+    half, whole = data_size.summarise(rows)
+    assert (half["fraction"], half["train_images"], half["split_seeds"]) == (0.5, 1500, [1, 2])
+    assert half["3nn_accuracy"] == pytest.approx(0.975) and half["3nn_accuracy_std"] == pytest.approx(0.005)
+    assert whole["3nn_accuracy"] == pytest.approx(0.989)

@@ -591,7 +591,7 @@ def test_recalibrate_bn_entry_saves_the_clean_training_images_statistics(data, t
 
     name = "cnn_with_attention_v1"
     # off, the field is left out of the fingerprint (older caches stay valid); on, it is in it
-    assert "recalibrate_bn" not in MODELS["cnn_simple_v1"].config()
+    assert "recalibrate_bn" not in MODELS["cnn_simple_v2"].config()
     assert MODELS[name].config()["recalibrate_bn"] is True
     monkeypatch.setitem(MODELS, name, dataclasses.replace(MODELS[name], recalibrate_bn=True))
     trained, _ = training.train(name, data, cache_dir=tmp_path, epochs=1, steps_per_epoch=2, batch_size=20)
