@@ -253,6 +253,23 @@ def bn_recalibration(d):
     return out
 
 
+def data_size(d):
+    """``data_size.json``: the model trained on fractions of the train split, mean over split seeds."""
+    out = [
+        f"**Training-set size** — `{d['command']}` ({_machine(d)}): {d['what']}",
+        "",
+        "| fraction | training images | split seeds | 3-NN | silhouette | MAP@R |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in d["summary"]:
+        out.append(
+            f"| {r['fraction']:g} | {r['train_images']} | {' '.join(map(str, r['split_seeds']))} | "
+            f"{r['3nn_accuracy']:.4f} ± {r['3nn_accuracy_std']:.4f} | {r['silhouette']:.3f} ± "
+            f"{r['silhouette_std']:.3f} | {r['map_at_r']:.4f} ± {r['map_at_r_std']:.4f} |"
+        )
+    return out
+
+
 def sorted_loss(d, title):
     """A sorted loss's timing (``benchmarks/semi_hard_loss.py``): against the (B, B, B) cube it replaced."""
     out = [
@@ -316,6 +333,9 @@ def main():
     q = _load("bn_recalibration.json")
     if q:
         lines += bn_recalibration(q) + [""]
+    q = _load("data_size.json")
+    if q:
+        lines += data_size(q) + [""]
     for file, title in (
         ("semi_hard_loss.json", "Semi-hard triplet loss"),
         ("batch_all_loss.json", "Batch-all triplet loss"),
