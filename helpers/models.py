@@ -71,6 +71,25 @@ def rotation_shift_transforms(theta, dy, dx, height: int, width: int):
     return ops.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=1)
 
 
+def _bilinear_sample(images, sy, sx, height: int, width: int, channels: int):
+    """``keras.ops`` twin of :func:`helpers.generators._bilinear_sample` (the host augmenter's numpy
+    one): sample ``images`` (b, h, w, c) at source coordinates ``sy``, ``sx`` (b, h, w), zero
+    outside, as four gathers from the batch flattened with a one-pixel zero border. Gathers, unlike
+    ``ops.image.map_coordinates``, take a batch whose size is unknown while a graph is traced."""
+    padded = ops.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    flat = ops.reshape(padded, (-1, channels))
+    y0, x0 = ops.floor(sy), ops.floor(sx)
+    wy, wx = (sy - y0)[..., None], (sx - x0)[..., None]
+    y0, x0 = ops.cast(y0, "int32"), ops.cast(x0, "int32")
+    base = (ops.arange(ops.shape(images)[0], dtype="int32") * (height + 2) * (width + 2))[:, None, None]
+    rows = [base + (ops.clip(y0 + d, -1, height) + 1) * (width + 2) for d in (0, 1)]
+    cols = [ops.clip(x0 + d, -1, width) + 1 for d in (0, 1)]
+    tap = [[ops.take(flat, r + c, axis=0) for c in cols] for r in rows]
+    top = tap[0][0] * (1 - wx) + tap[0][1] * wx
+    bottom = tap[1][0] * (1 - wx) + tap[1][1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
 @keras.saving.register_keras_serializable(package="helpers")
 class DeviceAugment(layers.Layer):
     """The generators' augmentation (shift, rotation, gaussian noise) inside the training graph.
@@ -128,9 +147,12 @@ class DeviceAugment(layers.Layer):
             out = out + self.noise * keras.random.normal(shape, seed=self.seed_generator, dtype=out.dtype)
         return ops.clip(out, 0.0, 1.0)
 
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
     def _warp_elastic(self, images, batch, height: int, width: int, channels: int):
         """Rotation, shift and the elastic field of :class:`helpers.generators.Augmenter`, bilinear
-        with zero fill, through ``keras.ops.image.map_coordinates`` over the whole batch."""
+        with zero fill (:func:`_bilinear_sample`) over the whole batch."""
         t = self.transforms(batch, height, width)
         yy, xx = ops.meshgrid(
             ops.arange(height, dtype="float32"), ops.arange(width, dtype="float32"), indexing="ij"
@@ -143,14 +165,7 @@ class DeviceAugment(layers.Layer):
         rows = ops.convert_to_tensor(generators.interpolation_matrix(height, grid))
         cols = ops.convert_to_tensor(generators.interpolation_matrix(width, grid))
         field = ops.einsum("hi,abij,wj->abhw", rows, coarse, cols)
-        sy, sx = sy + field[0], sx + field[1]
-        shape = (batch, height, width, channels)
-        index = ops.broadcast_to(ops.reshape(ops.arange(batch, dtype="float32"), (-1, 1, 1, 1)), shape)
-        channel = ops.broadcast_to(ops.arange(channels, dtype="float32"), shape)
-        coordinates = ops.stack(
-            [index, ops.broadcast_to(sy[..., None], shape), ops.broadcast_to(sx[..., None], shape), channel]
-        )
-        return ops.image.map_coordinates(images, coordinates, order=1, fill_mode="constant", fill_value=0)
+        return _bilinear_sample(images, sy + field[0], sx + field[1], height, width, channels)
 
     def get_config(self):
         return {

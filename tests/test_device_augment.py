@@ -99,3 +99,22 @@ def test_device_elastic_field_matches_the_host_augmenter():
     change_device, change_host = np.abs(device - img).mean(), np.abs(host - img).mean()
     assert change_device > 0.005 and abs(change_device - change_host) < 0.2 * change_host
     assert DeviceAugment(elastic=1.5).get_config()["elastic"] == 1.5
+
+
+def test_device_bilinear_sample_is_the_numpy_one_and_trains_in_a_traced_graph():
+    import keras
+
+    from helpers.models import _bilinear_sample as device_sample
+
+    rng = np.random.default_rng(2)
+    images = rng.random((3, 9, 9, 2)).astype(np.float32)
+    sy, sx = rng.uniform(-3, 11, size=(2, 3, 9, 9)).astype(np.float32)
+    device = ops.convert_to_numpy(device_sample(images, sy, sx, 9, 9, 2))
+    np.testing.assert_allclose(device, _bilinear_sample(images, sy, sx), atol=1e-6)
+    # the elastic path inside fit(): the batch size is unknown while the step is traced
+    inputs = keras.Input((28, 28, 1))
+    warped = DeviceAugment(2, 10, 0.05, elastic=1.0, seed=0)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(warped)))
+    model.compile("adam", "mse")
+    history = model.fit(rng.random((40, 28, 28, 1)), np.zeros((40, 1)), batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
