@@ -57,6 +57,14 @@ def print_table(rows: list[dict], cols: list[str]) -> None:
         print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in cols))
 
 
+def mean_and_std(rows: list[dict], metrics) -> dict:
+    """``{metric: mean, metric_std: population std}`` of each metric over ``rows``."""
+    import numpy as np
+
+    out = {m: float(np.mean([r[m] for r in rows])) for m in metrics}
+    return {**out, **{f"{m}_std": float(np.std([r[m] for r in rows])) for m in metrics}}
+
+
 def command_line() -> str:
     return " ".join(["python", *[Path(sys.argv[0]).as_posix()], *sys.argv[1:]])
 

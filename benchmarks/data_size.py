@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
+from benchmarks.common import RESULTS_DIR, mean_and_std, print_table, stamp  # noqa: E402
 from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -88,8 +88,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "fraction": fraction,
                 "train_images": int(np.mean([r["train_images"] for r in group])),
                 "split_seeds": sorted(r["split_seed"] for r in group),
-                **{m: float(np.mean([r[m] for r in group])) for m in METRICS},
-                **{f"{m}_std": float(np.std([r[m] for r in group])) for m in METRICS},
+                **mean_and_std(group, METRICS),
             }
         )
     return out
