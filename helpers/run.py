@@ -156,12 +156,23 @@ def output_folders() -> list[Path]:
 
 
 def _snapshot() -> dict[Path, float]:
+    """Every image under the output folders, with its modification time.
+
+    Notebooks of a parallel run write (and training removes its ``.work`` folders) while this
+    walks, so a folder or file that vanishes mid-walk is skipped: ``os.walk`` ignores a folder
+    it can no longer list, and a file gone before its ``stat`` is left out.
+    """
     found = {}
     for folder in output_folders():
-        if folder.exists():
-            for path in folder.rglob("*"):
-                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+        for dirpath, _dirnames, filenames in os.walk(folder):
+            for name in filenames:
+                if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                path = Path(dirpath) / name
+                try:
                     found[path] = path.stat().st_mtime_ns
+                except FileNotFoundError:
+                    continue
     return found
 
 

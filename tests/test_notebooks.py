@@ -102,6 +102,29 @@ def test_images_go_to_the_notebook_that_logged_them_else_to_the_one_running():
     assert all("logged_images" not in e for e in credited)
 
 
+def test_the_image_snapshot_skips_a_folder_removed_while_it_walks(tmp_path, monkeypatch):
+    # A parallel notebook's training removes its .work folder while the runner lists images;
+    # CI once failed on exactly this race. Here the folder goes just before it is listed.
+    cache = tmp_path / "models_cache"
+    work = cache / "mnist" / "cnn_simple_v1.work" / "abc"
+    work.mkdir(parents=True)
+    (work / "partial.png").write_bytes(b"x")
+    (cache / "mnist" / "kept.png").write_bytes(b"x")
+    (cache / "mnist" / "history.json").write_text("{}")
+    monkeypatch.setattr(runner, "output_folders", lambda: [cache, tmp_path / "absent"])
+    real_scandir = os.scandir
+
+    def scandir_after_removal(path="."):
+        if Path(path).name == "abc":
+            for child in Path(path).iterdir():
+                child.unlink()
+            Path(path).rmdir()
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_after_removal)
+    assert set(runner._snapshot()) == {cache / "mnist" / "kept.png"}
+
+
 @pytest.mark.slow
 def test_jobs_run_independent_notebooks_at_once_and_wait_for_what_they_need(tmp_path, monkeypatch, capfd):
     out = tmp_path / "out"
