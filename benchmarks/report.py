@@ -270,6 +270,26 @@ def data_size(d):
     return out
 
 
+def shift_averaging(d):
+    """``shift_averaging.json``: embeddings averaged over test-time shifts, chosen on val, reported on test."""
+    commands = sorted({r["command"] for r in d["rows"]})
+    out = [
+        f"**Test-time shift averaging** — {' and '.join(f'`{c}`' for c in commands)} ({_machine(d)}): {d['what']}",
+        "",
+        "| split | shift set | shifts | split seeds | 3-NN | change vs none | silhouette | MAP@R |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    sizes = {k: len(v) for k, v in d["shift_sets"].items()}
+    for r in sorted(d["summary"], key=lambda r: (r["eval_split"] != "val", sizes[r["shift_set"]])):
+        gain = r.get("3nn_gain_over_none")
+        out.append(
+            f"| {r['eval_split']} | {r['shift_set']} | {sizes[r['shift_set']]} | "
+            f"{' '.join(map(str, r['split_seeds']))} | {r['3nn_accuracy']:.4f} ± {r['3nn_accuracy_std']:.4f} | "
+            f"{'' if gain is None else f'{gain:+.4f}'} | {r['silhouette']:.3f} | {r['map_at_r']:.4f} |"
+        )
+    return out
+
+
 def sorted_loss(d, title):
     """A sorted loss's timing (``benchmarks/semi_hard_loss.py``): against the (B, B, B) cube it replaced."""
     out = [
@@ -336,6 +356,9 @@ def main():
     q = _load("data_size.json")
     if q:
         lines += data_size(q) + [""]
+    q = _load("shift_averaging.json")
+    if q:
+        lines += shift_averaging(q) + [""]
     for file, title in (
         ("semi_hard_loss.json", "Semi-hard triplet loss"),
         ("batch_all_loss.json", "Batch-all triplet loss"),

@@ -7,7 +7,7 @@ on the 4s and 9s of MNIST into a 2-D embedding, looks at test digits shifted hor
 
 - :func:`load_4_vs_9`: the 4/9 subset of a suite dataset, normalised with the subset's own mean and
   standard deviation (labels 0 = "4", 1 = "9"), with :meth:`Study4v9.shifted` and
-  :meth:`Study4v9.with_shifted_training` built from the raw pixels by :func:`shift_images`;
+  :meth:`Study4v9.with_shifted_training` built from the raw pixels by :func:`helpers.data.shift_images`;
 - the samplers: :class:`NeighbourPairGenerator` (positives among the ``k`` nearest same-digit
   neighbours; negatives ``"other_digit"`` = regime 1, ``"not_neighbor"`` = regime 2, ``"graded"`` =
   regime 2 with the same-digit non-neighbours marked as a third pair kind for
@@ -27,7 +27,7 @@ import numpy as np
 from keras import layers
 
 from helpers import config, models
-from helpers.data import Dataset, load_dataset
+from helpers.data import Dataset, load_dataset, shift_images
 from helpers.generators import GeneratorError, SiamesePairGenerator, TripletGenerator
 from helpers.losses import PAIR_DISSIMILAR, PAIR_NEAR, PAIR_SIMILAR
 
@@ -41,29 +41,6 @@ CACHE_DIR = config.MODELS_CACHE / "09_contrastive_4_vs_9"
 
 
 # --- data -----------------------------------------------------------------------------------------
-
-
-def shift_images(x, dx: int, fill: float = 0.0) -> np.ndarray:
-    """Shift images ``(n, H, W[, C])`` horizontally by ``dx`` pixels (positive: to the right).
-
-    Columns that enter the image take ``fill`` (the background: 0 on raw pixels); columns pushed
-    past the edge are lost. ``|dx|`` must be smaller than the width.
-    """
-    x = np.asarray(x)
-    if x.ndim not in (3, 4):
-        raise ValueError(f"images must be (n, H, W) or (n, H, W, C), got shape {x.shape}")
-    dx = int(dx)
-    width = x.shape[2]
-    if abs(dx) >= width:
-        raise ValueError(f"shift {dx} is not smaller than the image width {width}")
-    out = np.full_like(x, fill)
-    if dx > 0:
-        out[:, :, dx:] = x[:, :, :-dx]
-    elif dx < 0:
-        out[:, :, :dx] = x[:, :, -dx:]
-    else:
-        out[...] = x
-    return out
 
 
 @dataclasses.dataclass

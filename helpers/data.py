@@ -49,6 +49,7 @@ __all__ = [
     "read_dataset",
     "save_dataset",
     "prepare",
+    "shift_images",
 ]
 
 #: Bump when the layout or the preprocessing of cached files changes: old files are then ignored.
@@ -771,3 +772,27 @@ def _load_source(
 def _failed(name: str, cand: str, exc: BaseException, what: str, failures: list, say) -> None:
     failures.append((cand, _describe(exc)))
     say(f"[data] {name}: source={cand!r} {what}: {failures[-1][1]}")
+
+
+def shift_images(x, dx: int = 0, dy: int = 0, fill: float = 0.0) -> np.ndarray:
+    """Shift images ``(n, H, W[, C])`` by ``dx`` pixels to the right and ``dy`` pixels down.
+
+    Rows and columns that enter the image take ``fill`` (the background: 0 on this suite's pixels,
+    scaled to ``[0, 1]``); those pushed past the edge are lost. Each shift must be smaller than the
+    image's side it moves along.
+    """
+    x = np.asarray(x)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"images must be (n, H, W) or (n, H, W, C), got shape {x.shape}")
+    dx, dy = int(dx), int(dy)
+    height, width = x.shape[1:3]
+    if abs(dx) >= width:
+        raise ValueError(f"shift {dx} is not smaller than the image width {width}")
+    if abs(dy) >= height:
+        raise ValueError(f"shift {dy} is not smaller than the image height {height}")
+    out = np.full_like(x, fill)
+    # source and destination windows along one axis: a shift by d copies [0, n-d) to [d, n)
+    rows_to, rows_from = slice(max(dy, 0), height + min(dy, 0)), slice(max(-dy, 0), height + min(-dy, 0))
+    cols_to, cols_from = slice(max(dx, 0), width + min(dx, 0)), slice(max(-dx, 0), width + min(-dx, 0))
+    out[:, rows_to, cols_to] = x[:, rows_from, cols_from]
+    return out

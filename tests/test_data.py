@@ -547,3 +547,16 @@ def test_save_dataset_round_trips_and_a_foreign_file_is_one_clear_error(tmp_path
     np.savez(tmp_path / "other.npz", name=np.array("mnist"), source=np.array("bundled"))
     with pytest.raises(DatasetError, match="not a dataset written by save_dataset"):
         data.read_dataset(tmp_path / "other.npz")
+
+
+def test_shift_images_moves_rows_and_columns_together_and_fills_the_background():
+    x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
+    # one to the right and one down: the top row and the left column are new (fill)
+    np.testing.assert_array_equal(data.shift_images(x, dx=1, dy=1)[0], [[0, 0, 0], [0, 1, 2], [0, 4, 5]])
+    # one up (dy=-1), two to the left: only the bottom-right 2x1 corner survives, at the top left
+    np.testing.assert_array_equal(
+        data.shift_images(x, dx=-2, dy=-1, fill=-1)[0], [[6, -1, -1], [9, -1, -1], [-1, -1, -1]]
+    )
+    np.testing.assert_array_equal(data.shift_images(x[..., None], 0, 0), x[..., None])
+    with pytest.raises(ValueError, match="height 3"):
+        data.shift_images(x, dy=3)

@@ -430,3 +430,53 @@ def test_raw_pixel_baseline_matches_plain_scikit_learn():
     assert raw["3nn_accuracy"] == pytest.approx(expected_knn, abs=1e-12)
     assert raw["silhouette"] == pytest.approx(silhouette_score(flat_test, data.y_test), abs=1e-5)
     assert test_embeddings["raw_pixels"].shape == (1000, 784)
+
+
+# --------------------------------------------------------------------------------------------
+# test-time shifts
+# --------------------------------------------------------------------------------------------
+
+
+class _PixelPosition:
+    """A stand-in embedding network for one-pixel images: the lit pixel's (row, column), or with
+    ``unit`` the unit vector at angle ``0.5 * column``."""
+
+    def __init__(self, unit=False):
+        self.unit = unit
+
+    def predict(self, x, batch_size=None, verbose=0):
+        flat = x.reshape(len(x), -1).argmax(axis=1)
+        row, column = np.divmod(flat, x.shape[2])
+        if self.unit:
+            return np.stack([np.cos(0.5 * column), np.sin(0.5 * column)], axis=1)
+        return np.stack([row, column], axis=1).astype(np.float32)
+
+
+def test_embed_averages_the_embeddings_of_the_shifted_images():
+    x = np.zeros((1, 5, 5, 1), dtype=np.float32)
+    x[0, 1, 2] = 1.0  # row 1, column 2
+    # cross1 moves the pixel to (1,2) (1,3) (1,1) (2,2) (0,2): rows sum to 5, columns to 10 -> (1, 2)
+    np.testing.assert_allclose(ev.embed(_PixelPosition(), x, shifts="cross1"), [[1.0, 2.0]])
+    # a lopsided set: (0,0) and (1,0) give columns 2 and 3 -> mean column 2.5, row 1
+    np.testing.assert_allclose(ev.embed(_PixelPosition(), x, shifts=[(0, 0), (1, 0)]), [[1.0, 2.5]])
+
+
+def test_embed_keeps_unit_embeddings_unit_length_after_averaging():
+    x = np.zeros((1, 5, 5), dtype=np.float32)
+    x[0, 2, 2] = 1.0
+    # columns 1, 2, 3 -> angles 0.5, 1.0, 1.5: their mean has length (1 + 2 cos 0.5) / 3 ~ 0.918 and
+    # points at angle 1.0; rescaled, it is the unshifted embedding itself
+    out = ev.embed(_PixelPosition(unit=True), x, shifts=[(0, 0), (1, 0), (-1, 0)])
+    np.testing.assert_allclose(out, [[np.cos(1.0), np.sin(1.0)]], atol=1e-6)
+
+
+def test_embed_rejects_unknown_or_malformed_shifts():
+    x = np.zeros((2, 5, 5), dtype=np.float32)
+    with pytest.raises(EvaluationError, match="unknown shift set 'diagonal'"):
+        ev.embed(_PixelPosition(), x, shifts="diagonal")
+    with pytest.raises(EvaluationError, match="non-empty list of"):
+        ev.embed(_PixelPosition(), x, shifts=[])
+    with pytest.raises(EvaluationError, match="non-empty list of"):
+        ev.embed(_PixelPosition(), x, shifts=[(0.5, 0)])
+    with pytest.raises(EvaluationError, match="need images"):
+        ev.embed(_PixelPosition(), np.zeros((2, 25)), shifts="cross1")

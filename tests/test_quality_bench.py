@@ -217,3 +217,28 @@ def test_data_size_summary_is_one_row_per_fraction_smallest_first():
     assert (half["fraction"], half["train_images"], half["split_seeds"]) == (0.5, 1500, [1, 2])
     assert half["3nn_accuracy"] == pytest.approx(0.975) and half["3nn_accuracy_std"] == pytest.approx(0.005)
     assert whole["3nn_accuracy"] == pytest.approx(0.989)
+
+
+def test_shift_averaging_summary_pairs_each_set_with_none_on_the_same_split_seeds():
+    from benchmarks import shift_averaging
+
+    def row(split_seed, shift_set, acc, eval_split="val"):
+        return {
+            **run("cnn_with_attention_v1", split_seed, 0, acc, eval_split=eval_split),
+            "shift_set": shift_set,
+        }
+
+    rows = [row(1, "none", 0.98), row(2, "none", 0.99), row(1, "square2", 0.99), row(2, "square2", 0.99)]
+    rows.append(row(1, "none", 0.5, eval_split="test"))  # another split: never a baseline for val
+    summary = {(s["eval_split"], s["shift_set"]): s for s in shift_averaging.summarise(rows)}
+    # gains per split seed: +0.01 and 0 -> mean 0.005; the mean accuracy 0.99 with std 0
+    assert summary["val", "square2"]["3nn_gain_over_none"] == pytest.approx(0.005)
+    assert summary["val", "square2"]["3nn_accuracy"] == pytest.approx(0.99)
+    assert summary["val", "none"]["3nn_accuracy_std"] == pytest.approx(0.005)
+    assert summary["test", "none"]["split_seeds"] == [1]
+    # a rerun replaces the rows with the same key and keeps the rest
+    merged = shift_averaging.merge(rows, [row(1, "square2", 1.0)])
+    assert len(merged) == len(rows)
+    assert [r["3nn_accuracy"] for r in merged if r["shift_set"] == "square2" and r["split_seed"] == 1] == [
+        1.0
+    ]

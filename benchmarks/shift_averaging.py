@@ -1,0 +1,155 @@
+"""Test-time shifts: does averaging a trained model's embeddings over shifted copies of each image help?
+
+No retraining: each split seed's registry model (weight seed 0) is read from ``benchmarks/quality.py``'s
+cache (and trained there if missing), then every image, references and queries alike, is embedded as
+the mean over a set of pixel shifts (:data:`helpers.evaluation.SHIFT_SETS`; ``none`` is the plain
+embedding, the baseline of the same run). The set is chosen on the validation split; the test split
+then reports the chosen set once::
+
+    .venv/bin/python benchmarks/shift_averaging.py --split-seeds 1 2 3 --eval-split val
+    .venv/bin/python benchmarks/shift_averaging.py --shift-sets none square1 --split-seeds 42 1 2 3 --eval-split test
+
+Rows are merged into ``benchmarks/results/shift_averaging.json`` (a rerun replaces the rows of the
+same model, split seed, split and shift set), each with its command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS_DIR, command_line, mean_and_std, print_table, stamp  # noqa: E402
+from helpers import config  # noqa: E402
+from helpers.evaluation import SHIFT_SETS  # noqa: E402
+from helpers.models import MODELS  # noqa: E402
+
+METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
+OUT = RESULTS_DIR / "shift_averaging.json"
+KEY = ("model", "split_seed", "eval_split", "shift_set")
+
+
+def measure(name, split_seed, shift_sets, eval_split, benchmark_cache: Path) -> list[dict]:
+    """One row per shift set for one split seed: the same trained model, embedded each way."""
+    from helpers import evaluation
+    from helpers.data import load_dataset
+    from helpers.training import train
+
+    data = load_dataset("mnist", source="bundled", seed=split_seed, verbose=False)
+    model, _ = train(
+        name, data, seed=0, cache_dir=benchmark_cache / f"split{split_seed}" / "seed0", verbose=0
+    )
+    queries, labels = data.split(eval_split)
+    rows = []
+    for shift_set in shift_sets:
+        references = evaluation.embed(model, data.x_train, shifts=shift_set)
+        row = evaluation.evaluate_embeddings(
+            name, references, data.y_train, evaluation.embed(model, queries, shifts=shift_set), labels
+        )
+        rows.append(
+            {
+                "model": name,
+                "split_seed": split_seed,
+                "eval_split": eval_split,
+                "shift_set": shift_set,
+                "shifts": len(SHIFT_SETS[shift_set]),
+                **{m: float(row[m]) for m in METRICS},
+                "command": command_line(),
+            }
+        )
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and population std over split seeds per (model, split, shift set), with the change in
+    3-NN against ``none`` on the same split seeds."""
+    out = []
+    groups = sorted({(r["model"], r["eval_split"], r["shift_set"]) for r in rows})
+    for model, split, shift_set in groups:
+        group = [
+            r for r in rows if (r["model"], r["eval_split"], r["shift_set"]) == (model, split, shift_set)
+        ]
+        seeds = sorted(r["split_seed"] for r in group)
+        base = {
+            r["split_seed"]: r
+            for r in rows
+            if (r["model"], r["eval_split"], r["shift_set"]) == (model, split, "none")
+            and r["split_seed"] in seeds
+        }
+        entry = {
+            "model": model,
+            "eval_split": split,
+            "shift_set": shift_set,
+            "split_seeds": seeds,
+            **mean_and_std(group, METRICS),
+        }
+        if len(base) == len(seeds):
+            entry["3nn_gain_over_none"] = sum(
+                r["3nn_accuracy"] - base[r["split_seed"]]["3nn_accuracy"] for r in group
+            ) / len(group)
+        out.append(entry)
+    return out
+
+
+def merge(old_rows: list[dict], new_rows: list[dict]) -> list[dict]:
+    """``old_rows`` with those of the same model, split seed, split and shift set replaced."""
+    fresh = {tuple(r[k] for k in KEY) for r in new_rows}
+    return [r for r in old_rows if tuple(r[k] for k in KEY) not in fresh] + new_rows
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="cnn_with_attention_v1", choices=list(MODELS))
+    parser.add_argument(
+        "--shift-sets", nargs="+", default=list(SHIFT_SETS), choices=list(SHIFT_SETS), metavar="SET"
+    )
+    parser.add_argument("--split-seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--eval-split", choices=("val", "test"), default="val")
+    parser.add_argument(
+        "--benchmark-cache",
+        type=Path,
+        default=config.ROOT / ".cache" / "benchmark_models",
+        help="quality.py's cache, where each split seed's model is read (or trained)",
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    if "none" not in args.shift_sets:
+        args.shift_sets.insert(0, "none")  # the baseline of the same run
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rows = []
+    for split_seed in args.split_seeds:
+        for r in measure(args.model, split_seed, args.shift_sets, args.eval_split, args.benchmark_cache):
+            print(
+                f"[shift_averaging] split {split_seed} {r['shift_set']} ({args.eval_split}): "
+                f"3nn={r['3nn_accuracy']:.4f} silhouette={r['silhouette']:.3f} map@r={r['map_at_r']:.4f}",
+                flush=True,
+            )
+            rows.append(r)
+    old = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
+    rows = merge(old, rows)
+    summary = summarise(rows)
+    print_table(summary, ["model", "eval_split", "shift_set", "split_seeds", *METRICS, "3nn_gain_over_none"])
+    doc = {
+        "what": "the registry model (weight seed 0, quality.py's cache) embedded as the mean over test-time "
+        "pixel shifts of each image; references: the train split, queries: eval_split",
+        "shift_sets": {k: [list(s) for s in v] for k, v in SHIFT_SETS.items()},
+        "summary": summary,
+        "rows": rows,
+        **stamp(),
+    }
+    config.write_json(args.out, doc)
+    print(f"wrote {args.out}")
+    return doc
+
+
+if __name__ == "__main__":
+    main()
