@@ -290,6 +290,23 @@ def shift_averaging(d):
     return out
 
 
+def refit_train_val(d):
+    """``refit_train_val.json``: the frozen recipe refit on train + validation, scored on the test split."""
+    out = [
+        f"**Refit on train + validation** — `{d['command']}` ({_machine(d)}): {d['what']}",
+        "",
+        "| variant | shift set | training images | references | 3-NN | change vs registry | silhouette | MAP@R |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["summary"]:
+        out.append(
+            f"| {r['variant']} | {r['shift_set']} | {r['train_images']} | {r['references']} | "
+            f"{r['3nn_accuracy']:.4f} ± {r['3nn_accuracy_std']:.4f} | {r['3nn_gain']:+.4f} | "
+            f"{r['silhouette']:.3f} | {r['map_at_r']:.4f} |"
+        )
+    return out
+
+
 def sorted_loss(d, title):
     """A sorted loss's timing (``benchmarks/semi_hard_loss.py``): against the (B, B, B) cube it replaced."""
     out = [
@@ -359,6 +376,9 @@ def main():
     q = _load("shift_averaging.json")
     if q:
         lines += shift_averaging(q) + [""]
+    q = _load("refit_train_val.json")
+    if q:
+        lines += refit_train_val(q) + [""]
     for file, title in (
         ("semi_hard_loss.json", "Semi-hard triplet loss"),
         ("batch_all_loss.json", "Batch-all triplet loss"),
