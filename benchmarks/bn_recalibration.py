@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, mean_and_std, print_table, stamp  # noqa: E402
+from benchmarks.common import RESULTS_DIR, mean_and_std, print_table, write_results  # noqa: E402
 from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -115,17 +115,12 @@ def main(argv=None):
     print_table(rows, ["split_seed", "bn_statistics", *METRICS])
     print()
     print_table(summary, ["bn_statistics", *METRICS])
-    doc = {
-        "what": f"{args.model} (weight seed 0), scored with the BatchNorm moving statistics of training and "
+    what = (
+        f"{args.model} (weight seed 0), scored with the BatchNorm moving statistics of training and "
         "again with statistics recomputed on the clean training images; queries: the "
-        f"{args.eval_split} split, references: the train split",
-        "summary": summary,
-        "rows": rows,
-        **stamp(),
-    }
-    config.write_json(args.out, doc)
-    print(f"wrote {args.out}")
-    return doc
+        f"{args.eval_split} split, references: the train split"
+    )
+    return write_results(args.out, what, summary, rows)
 
 
 if __name__ == "__main__":

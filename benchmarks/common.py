@@ -77,6 +77,15 @@ def stamp() -> dict:
     }
 
 
+def write_results(path: Path, what: str, summary: list[dict], rows: list[dict], **extra) -> dict:
+    """Write a study's results file: ``what`` it measured, its ``summary`` and ``rows``, any ``extra``
+    keys, and the :func:`stamp` (command, date, machine); atomically. Returns the document."""
+    doc = {"what": what, "summary": summary, "rows": rows, **extra, **stamp()}
+    config.write_json(path, doc)
+    print(f"wrote {path}")
+    return doc
+
+
 def time_papermill(notebook: Path, out: Path, args: list[str], models_cache: Path, label: str):
     """``(wall, cpu)`` seconds of one papermill run of ``notebook`` (written to ``out``, with the extra
     papermill ``args``) with ``models_cache`` as the suite's models cache; a failed run exits with

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, mean_and_std, print_table, stamp  # noqa: E402
+from benchmarks.common import RESULTS_DIR, mean_and_std, print_table, write_results  # noqa: E402
 from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -133,16 +133,11 @@ def main(argv=None):
             )
     summary = summarise(rows)
     print_table(summary, ["fraction", "train_images", *METRICS])
-    doc = {
-        "what": f"{args.model} (weight seed 0) trained on a stratified fraction of the train split; "
-        f"queries: the {args.eval_split} split, references: the whole train split",
-        "summary": summary,
-        "rows": rows,
-        **stamp(),
-    }
-    config.write_json(args.out, doc)
-    print(f"wrote {args.out}")
-    return doc
+    what = (
+        f"{args.model} (weight seed 0) trained on a stratified fraction of the train split; "
+        f"queries: the {args.eval_split} split, references: the whole train split"
+    )
+    return write_results(args.out, what, summary, rows)
 
 
 if __name__ == "__main__":

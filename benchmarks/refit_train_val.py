@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, command_line, mean_and_std, print_table, stamp  # noqa: E402
+from benchmarks.common import RESULTS_DIR, command_line, mean_and_std, print_table, write_results  # noqa: E402
 from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -149,16 +149,11 @@ def main(argv=None):
     print_table(
         summary, ["variant", "shift_set", "train_images", "references", "split_seeds", *METRICS, "3nn_gain"]
     )
-    doc = {
-        "what": f"{args.model} (weight seed 0): the registry run, its weights with train + validation as "
-        "references, and the recipe refit on train + validation; queries: the test split",
-        "summary": summary,
-        "rows": rows,
-        **stamp(),
-    }
-    config.write_json(args.out, doc)
-    print(f"wrote {args.out}")
-    return doc
+    what = (
+        f"{args.model} (weight seed 0): the registry run, its weights with train + validation as "
+        "references, and the recipe refit on train + validation; queries: the test split"
+    )
+    return write_results(args.out, what, summary, rows)
 
 
 if __name__ == "__main__":

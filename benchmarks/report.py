@@ -367,18 +367,15 @@ def main():
     q = _load("quality_studies.json")
     if q and studies(q):
         lines += studies(q) + [""]
-    q = _load("bn_recalibration.json")
-    if q:
-        lines += bn_recalibration(q) + [""]
-    q = _load("data_size.json")
-    if q:
-        lines += data_size(q) + [""]
-    q = _load("shift_averaging.json")
-    if q:
-        lines += shift_averaging(q) + [""]
-    q = _load("refit_train_val.json")
-    if q:
-        lines += refit_train_val(q) + [""]
+    for file, render in (
+        ("bn_recalibration.json", bn_recalibration),
+        ("data_size.json", data_size),
+        ("shift_averaging.json", shift_averaging),
+        ("refit_train_val.json", refit_train_val),
+    ):
+        q = _load(file)
+        if q:
+            lines += render(q) + [""]
     for file, title in (
         ("semi_hard_loss.json", "Semi-hard triplet loss"),
         ("batch_all_loss.json", "Batch-all triplet loss"),

@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, command_line, mean_and_std, print_table, stamp  # noqa: E402
+from benchmarks.common import RESULTS_DIR, command_line, mean_and_std, print_table, write_results  # noqa: E402
 from helpers import config  # noqa: E402
 from helpers.evaluation import SHIFT_SETS  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
@@ -125,6 +125,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # read the rows to merge into first, so a wrong --out fails before any embedding
+    old = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    if not isinstance(old, dict) or "rows" not in old:
+        sys.exit(f"{args.out} exists but holds no shift-averaging rows to merge into; pass another --out.")
+    old = old["rows"]
     rows = []
     for split_seed in args.split_seeds:
         for r in measure(args.model, split_seed, args.shift_sets, args.eval_split, args.benchmark_cache):
@@ -134,21 +139,15 @@ def main(argv=None):
                 flush=True,
             )
             rows.append(r)
-    old = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
     rows = merge(old, rows)
     summary = summarise(rows)
     print_table(summary, ["model", "eval_split", "shift_set", "split_seeds", *METRICS, "3nn_gain_over_none"])
-    doc = {
-        "what": "the registry model (weight seed 0, quality.py's cache) embedded as the mean over test-time "
-        "pixel shifts of each image; references: the train split, queries: eval_split",
-        "shift_sets": {k: [list(s) for s in v] for k, v in SHIFT_SETS.items()},
-        "summary": summary,
-        "rows": rows,
-        **stamp(),
-    }
-    config.write_json(args.out, doc)
-    print(f"wrote {args.out}")
-    return doc
+    what = (
+        "the registry model (weight seed 0, quality.py's cache) embedded as the mean over test-time "
+        "pixel shifts of each image; references: the train split, queries: eval_split"
+    )
+    shift_sets = {k: [list(s) for s in v] for k, v in SHIFT_SETS.items()}
+    return write_results(args.out, what, summary, rows, shift_sets=shift_sets)
 
 
 if __name__ == "__main__":

@@ -275,3 +275,14 @@ def test_refit_trains_on_train_then_val_and_summarises_against_the_registry_run(
     assert summary["refit", "none"]["3nn_gain"] == pytest.approx(0.0075)
     assert summary["refit", "none"]["3nn_accuracy"] == pytest.approx(0.9925)
     assert summary["registry", "none"]["3nn_gain"] == pytest.approx(0.0)
+
+
+def test_shift_averaging_refuses_to_merge_into_a_file_of_another_kind_before_measuring(tmp_path, monkeypatch):
+    from benchmarks import shift_averaging
+
+    other = tmp_path / "suite_time.json"
+    other.write_text(json.dumps({"profiles": {}}))
+    monkeypatch.setattr(shift_averaging, "measure", lambda *a, **k: pytest.fail("measured before the check"))
+    with pytest.raises(SystemExit, match="holds no shift-averaging rows"):
+        shift_averaging.main(["--out", str(other)])
+    assert json.loads(other.read_text()) == {"profiles": {}}  # left as it was
