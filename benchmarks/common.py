@@ -13,6 +13,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import config  # noqa: E402
 
 RESULTS_DIR = config.ROOT / "benchmarks" / "results"
+#: Where ``benchmarks/quality.py`` caches its models; the studies that score the registry's own runs
+#: read them from there (:func:`model_folder` gives the layout).
+BENCHMARK_CACHE = config.ROOT / ".cache" / "benchmark_models"
+
+
+def model_folder(cache_dir, split_seed: int, seed: int = 0) -> Path:
+    """The cache folder of one (split seed, weight seed) run: ``<cache_dir>/split<S>/seed<W>``."""
+    return Path(cache_dir) / f"split{split_seed}" / f"seed{seed}"
+
+
+def add_benchmark_cache_argument(parser, help: str) -> None:
+    """``--benchmark-cache``: quality.py's cache, where a study reads (or trains) the registry's runs."""
+    parser.add_argument("--benchmark-cache", type=Path, default=BENCHMARK_CACHE, help=help)
 
 
 def machine() -> dict:

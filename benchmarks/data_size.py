@@ -27,7 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, mean_and_std, print_table, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS_DIR,
+    add_benchmark_cache_argument,
+    mean_and_std,
+    model_folder,
+    print_table,
+    write_results,
+)
 from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -61,7 +68,7 @@ def measure(name, split_seed, fraction, eval_split, cache_dir: Path, benchmark_c
     subset = train_fraction(data, fraction, seed=split_seed)
     # fraction 1 is the benchmark's own entry (quality.py's cache layout); the others their own folders
     cache = benchmark_cache if fraction == 1.0 else cache_dir / f"fraction{fraction:g}"
-    model, record = train(name, subset, seed=0, cache_dir=cache / f"split{split_seed}" / "seed0", verbose=0)
+    model, record = train(name, subset, seed=0, cache_dir=model_folder(cache, split_seed), verbose=0)
     queries, labels = data.split(eval_split)
     row = evaluation.evaluate_embeddings(
         name, evaluation.embed(model, data.x_train), data.y_train, evaluation.embed(model, queries), labels
@@ -101,11 +108,8 @@ def parse_args(argv=None):
     parser.add_argument("--split-seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--eval-split", choices=("val", "test"), default="val")
     parser.add_argument("--cache-dir", type=Path, default=config.ROOT / ".cache" / "data_size")
-    parser.add_argument(
-        "--benchmark-cache",
-        type=Path,
-        default=config.ROOT / ".cache" / "benchmark_models",
-        help="quality.py's cache, where fraction 1 (the registry's own run) is read or trained",
+    add_benchmark_cache_argument(
+        parser, "quality.py's cache, where fraction 1 (the registry's own run) is read or trained"
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)

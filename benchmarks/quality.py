@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
+from benchmarks.common import BENCHMARK_CACHE, RESULTS_DIR, model_folder, print_table, stamp  # noqa: E402
 from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -273,7 +273,7 @@ def measure(models, seeds, split_seeds, eval_split, cache_dir, command):
         rows += [{**raw, "seed": s, **common} for s in weight_seeds]  # deterministic baseline
         for name in models:
             for seed in weight_seeds:
-                folder = Path(cache_dir) / f"split{split_seed}" / f"seed{seed}"
+                folder = model_folder(cache_dir, split_seed, seed)
                 row = run_one(data, name, seed, split_seed, eval_split, folder)
                 row["command"] = command
                 print(
@@ -325,7 +325,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--eval-split", choices=("test", "val"), default="test")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
-    parser.add_argument("--cache-dir", default=str(config.ROOT / ".cache" / "benchmark_models"))
+    parser.add_argument("--cache-dir", default=str(BENCHMARK_CACHE))
     parser.add_argument(
         "--set",
         action="append",

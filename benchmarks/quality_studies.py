@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import quality  # noqa: E402
-from benchmarks.common import RESULTS_DIR, stamp  # noqa: E402
+from benchmarks.common import BENCHMARK_CACHE, RESULTS_DIR, stamp  # noqa: E402
 from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -386,7 +386,7 @@ def main(argv=None):
     parser.add_argument("--eval-split", choices=("val", "test"), default="val")
     parser.add_argument(
         "--benchmark-cache",
-        default=str(config.ROOT / ".cache" / "benchmark_models"),
+        default=str(BENCHMARK_CACHE),
         help="cache of the registry's own models (a study without overrides reuses it)",
     )
     parser.add_argument("--out", type=Path, default=OUT)

@@ -34,7 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, command_line, mean_and_std, print_table, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS_DIR,
+    add_benchmark_cache_argument,
+    command_line,
+    mean_and_std,
+    model_folder,
+    print_table,
+    write_results,
+)
 from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -61,10 +69,8 @@ def measure(name, split_seed, cache_dir: Path, benchmark_cache: Path) -> list[di
 
     data = load_dataset("mnist", source="bundled", seed=split_seed, verbose=False)
     both = with_val_in_train(data)
-    registry, _ = train(
-        name, data, seed=0, cache_dir=benchmark_cache / f"split{split_seed}" / "seed0", verbose=0
-    )
-    refit, record = train(name, both, seed=0, cache_dir=cache_dir / f"split{split_seed}" / "seed0", verbose=0)
+    registry, _ = train(name, data, seed=0, cache_dir=model_folder(benchmark_cache, split_seed), verbose=0)
+    refit, record = train(name, both, seed=0, cache_dir=model_folder(cache_dir, split_seed), verbose=0)
     variants = (
         ("registry", registry, data),
         ("registry_gallery", registry, both),
@@ -124,11 +130,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="cnn_with_attention_v1", choices=list(MODELS))
     parser.add_argument("--split-seeds", type=int, nargs="+", default=[42, 1, 2, 3])
     parser.add_argument("--cache-dir", type=Path, default=config.ROOT / ".cache" / "refit_train_val")
-    parser.add_argument(
-        "--benchmark-cache",
-        type=Path,
-        default=config.ROOT / ".cache" / "benchmark_models",
-        help="quality.py's cache, where the registry's own run is read (or trained)",
+    add_benchmark_cache_argument(
+        parser, "quality.py's cache, where the registry's own run is read (or trained)"
     )
     parser.add_argument("--out", type=Path, default=OUT)
     return parser.parse_args(argv)

@@ -24,8 +24,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, command_line, mean_and_std, print_table, write_results  # noqa: E402
-from helpers import config  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS_DIR,
+    add_benchmark_cache_argument,
+    command_line,
+    mean_and_std,
+    model_folder,
+    print_table,
+    write_results,
+)
 from helpers.evaluation import SHIFT_SETS  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -41,9 +48,7 @@ def measure(name, split_seed, shift_sets, eval_split, benchmark_cache: Path) -> 
     from helpers.training import train
 
     data = load_dataset("mnist", source="bundled", seed=split_seed, verbose=False)
-    model, _ = train(
-        name, data, seed=0, cache_dir=benchmark_cache / f"split{split_seed}" / "seed0", verbose=0
-    )
+    model, _ = train(name, data, seed=0, cache_dir=model_folder(benchmark_cache, split_seed), verbose=0)
     queries, labels = data.split(eval_split)
     rows = []
     for shift_set in shift_sets:
@@ -110,11 +115,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--split-seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--eval-split", choices=("val", "test"), default="val")
-    parser.add_argument(
-        "--benchmark-cache",
-        type=Path,
-        default=config.ROOT / ".cache" / "benchmark_models",
-        help="quality.py's cache, where each split seed's model is read (or trained)",
+    add_benchmark_cache_argument(
+        parser, "quality.py's cache, where each split seed's model is read (or trained)"
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
