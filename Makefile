@@ -20,18 +20,22 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --user --name simsuite --display-name "Python (simsuite)" >/dev/null
 	touch $@
 
-# Debian packages: the full Fashion-MNIST (dataset-fashion-mnist) and graphviz for model diagrams.
-# They need root; without it the suite still runs (MNIST is embedded, diagrams are skipped).
+# Debian packages: the full Fashion-MNIST (dataset-fashion-mnist), graphviz for model diagrams and
+# TCMalloc (libtcmalloc-minimal4), which the training processes preload (helpers/allocator.py).
+# They need root; without it the suite still runs (MNIST is embedded, diagrams are skipped, training
+# uses glibc's allocator).
+SYSTEM_PACKAGES = dataset-fashion-mnist graphviz libtcmalloc-minimal4
 system-packages:
-	@if [ -d /usr/share/datasets/fashion-mnist ] && command -v dot >/dev/null 2>&1; then \
-	  echo "system packages: dataset-fashion-mnist and graphviz already installed"; \
+	@if [ -d /usr/share/datasets/fashion-mnist ] && command -v dot >/dev/null 2>&1 \
+	    && ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then \
+	  echo "system packages: $(SYSTEM_PACKAGES) already installed"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist graphviz >/dev/null) \
-	  && echo "system packages: installed dataset-fashion-mnist and graphviz" \
-	  || echo "system packages: apt-get failed; skipped (Fashion-MNIST and diagrams need them)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null) \
+	  && echo "system packages: installed $(SYSTEM_PACKAGES)" \
+	  || echo "system packages: apt-get failed; skipped (Fashion-MNIST, diagrams and TCMalloc need them)"; \
 	else \
-	  echo "system packages: skipped dataset-fashion-mnist and graphviz (need root and apt-get)."; \
-	  echo "  Everything else runs; install them with: sudo apt-get install dataset-fashion-mnist graphviz"; \
+	  echo "system packages: skipped $(SYSTEM_PACKAGES) (need root and apt-get)."; \
+	  echo "  Everything else runs; install them with: sudo apt-get install $(SYSTEM_PACKAGES)"; \
 	fi
 
 # Run every notebook headless (papermill) into runs/$(PROFILE)/ and write the gallery there.
@@ -51,11 +55,12 @@ lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 # The whole test suite, notebooks included (smoke profile into a temporary folder), after the lint.
+# pytest runs on TCMalloc where installed (as the notebook kernels and training workers do).
 test: setup lint
-	$(PY) -m pytest -q
+	LD_PRELOAD="$$($(PY) -m helpers.allocator)" TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776 $(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	LD_PRELOAD="$$($(PY) -m helpers.allocator)" $(PY) -m pytest -q -m "not slow"
 
 benchmarks: setup
 	$(PY) benchmarks/throughput.py

@@ -38,7 +38,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from helpers import config
+from helpers import allocator, config
 
 # Parameters by profile. A notebook receives the ones its `parameters` cell declares.
 PROFILES: dict[str, dict] = {
@@ -131,7 +131,8 @@ def ensure_run_kernel() -> str:
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": f"Python ({Path(sys.executable).parent.parent.name})",
         "language": "python",
-        "env": KERNEL_ENV,
+        # the kernels train: they get the faster allocator (helpers.allocator) where it is installed
+        "env": {**KERNEL_ENV, **allocator.preload_env()},
     }
     config.write_json(folder / "kernels" / RUN_KERNEL / "kernel.json", spec)
     paths = os.environ.get("JUPYTER_PATH", "")
@@ -317,6 +318,8 @@ def run(
         raise ValueError(f"jobs must be at least 1, got {jobs!r}")
     params = {**PROFILES[profile], **(overrides or {})}
     kernel_name = kernel_name or ensure_run_kernel()
+    if part is None:
+        print(f"== {allocator.describe()}", flush=True)
     run_dir = Path(run_dir or config.RUNS / profile).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     selected = [nb for nb in notebooks(notebooks_dir) if not only or nb.name[:2] in only]

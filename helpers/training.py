@@ -37,7 +37,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from helpers import config
+from helpers import allocator, config
 from helpers.models import (
     GENERATOR_KINDS,
     build_training_model,
@@ -1087,6 +1087,7 @@ def _train_in_workers(names, data, processes, threads, force, cache_dir, augment
         "OMP_NUM_THREADS": str(threads),
         "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+        **allocator.preload_env(),  # TCMalloc where installed: far fewer page faults per step
     }
     print(
         f"== training {len(todo)} models in {processes} worker processes, {threads} thread(s) each: "

@@ -1,0 +1,268 @@
+"""Training speed on the CPU: images/s, the kernel's share of CPU time and page faults, lever by lever.
+
+Each measurement is a fresh process (``--worker``) that trains one registry model from scratch with the
+suite's own ``helpers.training.train`` for a few epochs of a few steps, and times the steps of every
+epoch after the first (the first traces and compiles): wall time, user and system CPU time and minor
+page faults of the process (``getrusage``). Validation and saving are outside the timed steps.
+
+Two modes, as the suite trains:
+
+- ``alone``: one process, TensorFlow's default threads (a notebook training in its kernel);
+- ``pair``: two processes side by side with one thread each, as ``train_many`` runs its workers
+  (the figure is the mean of the two).
+
+Levers, each against the baseline (today's settings: glibc's allocator, Keras' default
+``jit_compile``, the registry's augmentation) in the same run, alternating baseline and lever
+(A B A B) so that the machine's drift hits both alike:
+
+- ``tcmalloc`` / ``jemalloc``: the allocator preloaded (``helpers.allocator``);
+- ``xla``: ``jit_compile=True`` forced on every ``Model.compile``;
+- ``device_augment``: the in-graph augmenter instead of the numpy one (changes what is learned:
+  a recipe change, not a speed setting);
+- ``threads``: two threads per process (alone: one thread instead of the default).
+
+Data: the bundled MNIST split (the study models train on the same 28 x 28 images here: speed
+depends on shapes, not content). Run from the repository root::
+
+    python -m benchmarks.cpu_training                                   # every model, tcmalloc, both modes
+    python -m benchmarks.cpu_training --models cnn_with_attention_v1 --levers tcmalloc jemalloc xla
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from helpers import allocator
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "cpu_training.json"
+CORE = [
+    "cnn_simple_v1",
+    "cnn_simple_v2",
+    "cnn_with_attention_v1",
+    "cnn_with_attention_cls_head_v1",
+    "cnn_with_attention_cls_head_v2",
+    "cnn_with_attention_vit_style_v1",
+]
+STUDY = {"densenet_bc_fashion": "helpers.densenet_study", "vicreg": "helpers.vicreg"}
+LEVERS = ("tcmalloc", "jemalloc", "xla", "device_augment", "threads")
+
+
+# --- the worker: one training, timed -------------------------------------------------------------
+
+
+def _usage() -> tuple[float, float, float, int]:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), ru.ru_utime, ru.ru_stime, ru.ru_minflt
+
+
+def _probe(steps: int):
+    """A callback summing wall, user, system time and page faults over the steps of epochs 2, 3, ..."""
+    import keras
+
+    class Probe(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.total, self.start, self.epoch = [0.0, 0.0, 0.0, 0], None, 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.start = epoch, _usage() if epoch >= 1 else None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.start is not None and batch == steps - 1:
+                self.total = [t + (b - a) for t, a, b in zip(self.total, self.start, _usage(), strict=True)]
+                self.start = None
+
+    return Probe()
+
+
+def _force_xla() -> None:
+    import keras
+
+    compile_ = keras.Model.compile
+
+    def compile_with_xla(self, *args, **kwargs):
+        return compile_(self, *args, **{**kwargs, "jit_compile": True})
+
+    keras.Model.compile = compile_with_xla
+
+
+def worker(name: str, epochs: int, steps: int, augment: str | None, xla: bool) -> dict:
+    """Train ``name`` from scratch in this process; the timed figures of epochs 2..``epochs``."""
+    import importlib
+
+    if name in STUDY:
+        importlib.import_module(STUDY[name])
+    if xla:
+        _force_xla()
+    from helpers import models, training
+    from helpers.data import load_dataset
+
+    data = load_dataset("mnist", source="bundled", verbose=False)
+    spec = models.get_spec(name)
+    probe = _probe(steps)
+    with tempfile.TemporaryDirectory(prefix="cpu-training-") as cache:
+        training.train(
+            name, data, epochs=epochs, steps_per_epoch=steps, cache_dir=cache, force=True,
+            verbose=0, patience=epochs + 1, callbacks=[probe], augment=augment,
+        )  # fmt: skip
+        inputs, jit = len(probe.model.inputs), bool(probe.model.jit_compile)
+    batch = training._batch_arguments(spec, spec.batch_size)
+    samples = batch.get("batch_size") or batch["classes_per_batch"] * batch["samples_per_class"]
+    wall, user, system, faults = probe.total
+    images = inputs * samples * steps * (epochs - 1)
+    return {
+        "images_per_s": images / wall,
+        "kernel_share": system / max(user + system, 1e-9),
+        "faults_per_s": faults / wall,
+        "cpu_per_wall": (user + system) / wall,
+        "timed_seconds": wall,
+        "jit_compile": jit,
+    }
+
+
+# --- the parent: levers, paired ------------------------------------------------------------------
+
+
+def lever_settings(lever: str, mode: str) -> tuple[dict, list[str]]:
+    """(environment, worker arguments) of ``lever`` ("baseline" for today's settings) in ``mode``."""
+    threads = {"alone": None, "pair": "1"}[mode]
+    if lever == "threads":
+        threads = {"alone": "1", "pair": "2"}[mode]
+    env = {"TF_NUM_INTRAOP_THREADS": threads, "OMP_NUM_THREADS": threads} if threads else {}
+    if lever in ("tcmalloc", "jemalloc"):
+        preload = allocator.preload_env(lever, environ={})
+        if not preload:
+            raise SystemExit(
+                f"error: {lever} is not installed: sudo apt-get install {allocator.LIBRARIES[lever][1]}"
+            )
+        env.update(preload)
+    args = {"xla": ["--xla"], "device_augment": ["--augment", "device"]}.get(lever, [])
+    return env, args
+
+
+def _launch(name: str, lever: str, mode: str, epochs: int, steps: int):
+    env_add, args = lever_settings(lever, mode)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_PRELOAD", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
+    }
+    env.update(env_add, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "benchmarks.cpu_training", "--worker", name]
+    cmd += ["--epochs", str(epochs), "--steps", str(steps), *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def measure(name: str, lever: str, mode: str, epochs: int, steps: int) -> dict:
+    """One measurement: one worker (alone) or two side by side (pair, averaged)."""
+    procs = [_launch(name, lever, mode, epochs, steps) for _ in range({"alone": 1, "pair": 2}[mode])]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"worker {name} ({lever}, {mode}) failed:\n{err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        **{k: statistics.fmean(r[k] for r in results) for k in results[0]},
+        "load_1min": os.getloadavg()[0],
+    }
+
+
+def paired_runs(models, levers, modes, repeats, epochs, steps) -> list[dict]:
+    """Every (model, mode): baseline and each lever alternating, ``repeats`` rounds."""
+    rows = []
+    for name in models:
+        for mode in modes:
+            for repeat in range(repeats):
+                for lever in ("baseline", *levers):
+                    row = {"model": name, "mode": mode, "lever": lever, "repeat": repeat}
+                    row.update(measure(name, lever, mode, epochs, steps))
+                    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+                    rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per (model, mode, lever): median images/s, kernel share, faults/s, and the speed-up over the
+    baseline of the same round (geometric mean over rounds, with its min and max)."""
+    base = {(r["model"], r["mode"], r["repeat"]): r for r in rows if r["lever"] == "baseline"}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["mode"], r["lever"]), []).append(r)
+    out = []
+    for (model, mode, lever), rs in groups.items():
+        ratios = [r["images_per_s"] / base[(model, mode, r["repeat"])]["images_per_s"] for r in rs]
+        out.append(
+            {
+                "model": model,
+                "mode": mode,
+                "lever": lever,
+                "images_per_s": statistics.median(r["images_per_s"] for r in rs),
+                "kernel_share": statistics.median(r["kernel_share"] for r in rs),
+                "faults_per_s": statistics.median(r["faults_per_s"] for r in rs),
+                "speedup": statistics.geometric_mean(ratios),
+                "speedup_min": min(ratios),
+                "speedup_max": max(ratios),
+                "rounds": len(rs),
+            }
+        )
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=CORE + list(STUDY), help="registry names")
+    parser.add_argument("--levers", nargs="+", default=["tcmalloc"], choices=LEVERS)
+    parser.add_argument("--modes", nargs="+", default=["alone", "pair"], choices=["alone", "pair"])
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of baseline + levers (A B A B)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement; the first is untimed")
+    parser.add_argument("--steps", type=int, default=6, help="training steps per epoch")
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help="results file (rows are appended to a run list)"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--augment", choices=["host", "device"], help=argparse.SUPPRESS)
+    parser.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.epochs < 2 or args.steps < 1 or args.repeats < 1:
+        parser.error("--epochs must be at least 2 (the first is untimed), --steps and --repeats at least 1")
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.epochs, args.steps, args.augment, args.xla)))
+        return 0
+    unknown = [m for m in args.models if m not in CORE and m not in STUDY]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(CORE + list(STUDY))}")
+    rows = paired_runs(args.models, args.levers, args.modes, args.repeats, args.epochs, args.steps)
+    save(args.out, rows, summarise(rows), vars(args))
+    return 0
+
+
+def save(path: Path, rows, summary, settings) -> None:
+    """Append this run (rows, summary, settings, stamp) to the results file's list of runs."""
+    from benchmarks.common import stamp
+    from helpers import config
+
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    keep = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in settings.items()
+        if k in ("models", "levers", "modes", "repeats", "epochs", "steps")
+    }
+    runs.append({"settings": keep, "summary": summary, "rows": rows, **stamp()})
+    config.write_json(path, {"what": __doc__.splitlines()[0], "runs": runs})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
