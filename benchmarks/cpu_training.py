@@ -193,6 +193,10 @@ def paired_runs(models, levers, modes, repeats, epochs, steps) -> list[dict]:
     return rows
 
 
+def _per_cpu(row: dict) -> float:
+    return row["images_per_s"] / row["cpu_per_wall"]
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Per (model, mode, lever): median images/s, kernel share, faults/s, and the speed-up over the
     baseline of the same round (geometric mean over rounds, with its min and max)."""
@@ -203,17 +207,21 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (model, mode, lever), rs in groups.items():
         ratios = [r["images_per_s"] / base[(model, mode, r["repeat"])]["images_per_s"] for r in rs]
+        cpu_ratios = [_per_cpu(r) / _per_cpu(base[(model, mode, r["repeat"])]) for r in rs]
         out.append(
             {
                 "model": model,
                 "mode": mode,
                 "lever": lever,
                 "images_per_s": statistics.median(r["images_per_s"] for r in rs),
+                # what the machine's other load does not move as much: images per second of CPU time
+                "images_per_cpu_s": statistics.median(_per_cpu(r) for r in rs),
                 "kernel_share": statistics.median(r["kernel_share"] for r in rs),
                 "faults_per_s": statistics.median(r["faults_per_s"] for r in rs),
                 "speedup": statistics.geometric_mean(ratios),
                 "speedup_min": min(ratios),
                 "speedup_max": max(ratios),
+                "cpu_speedup": statistics.geometric_mean(cpu_ratios),
                 "rounds": len(rs),
             }
         )

@@ -1,0 +1,55 @@
+"""benchmarks/cpu_training.py: the lever settings and the paired summary (no training here)."""
+
+import math
+
+import pytest
+
+from benchmarks import cpu_training as bench
+
+
+def _row(lever, repeat, images, cpu=2.0, mode="alone"):
+    return {
+        "model": "m", "mode": mode, "lever": lever, "repeat": repeat, "images_per_s": images,
+        "kernel_share": 0.1, "faults_per_s": 10.0, "cpu_per_wall": cpu,
+    }  # fmt: skip
+
+
+def test_speedup_pairs_each_lever_with_the_baseline_of_its_own_round():
+    # round 0 ran on a fast machine, round 1 on a slow one: 1.5x and 1.2x within each round
+    rows = [
+        _row("baseline", 0, 1000),
+        _row("tcmalloc", 0, 1500),
+        _row("baseline", 1, 500),
+        _row("tcmalloc", 1, 600),
+    ]
+    summary = {s["lever"]: s for s in bench.summarise(rows)}
+    assert summary["tcmalloc"]["speedup"] == pytest.approx(math.sqrt(1.5 * 1.2))
+    assert (summary["tcmalloc"]["speedup_min"], summary["tcmalloc"]["speedup_max"]) == (1.2, 1.5)
+    assert summary["baseline"]["speedup"] == 1.0
+    assert summary["tcmalloc"]["images_per_s"] == 1050  # median of 1500 and 600
+
+
+def test_cpu_speedup_divides_out_the_cores_the_machine_left_free():
+    # the lever ran with one core free where the baseline had two: same images per CPU second
+    rows = [_row("baseline", 0, 1000, cpu=2.0), _row("xla", 0, 500, cpu=1.0)]
+    summary = {s["lever"]: s for s in bench.summarise(rows)}
+    assert summary["xla"]["speedup"] == 0.5
+    assert summary["xla"]["cpu_speedup"] == 1.0
+
+
+def test_pair_mode_gives_each_worker_one_thread_and_the_threads_lever_two():
+    env, args = bench.lever_settings("baseline", "pair")
+    assert env == {"TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"} and args == []
+    assert bench.lever_settings("threads", "pair")[0]["TF_NUM_INTRAOP_THREADS"] == "2"
+    assert bench.lever_settings("baseline", "alone") == ({}, [])
+    assert bench.lever_settings("xla", "alone")[1] == ["--xla"]
+    assert bench.lever_settings("device_augment", "alone")[1] == ["--augment", "device"]
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--epochs", "1"])
+    assert exc.value.code == 2 and "first is untimed" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--models", "resnet"])
+    assert exc.value.code == 2
