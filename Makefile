@@ -57,7 +57,7 @@ lint: setup
 # The whole test suite, notebooks included (smoke profile into a temporary folder), after the lint.
 # pytest runs on TCMalloc where installed (as the notebook kernels and training workers do).
 test: setup lint
-	LD_PRELOAD="$$($(PY) -m helpers.allocator)" TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776 $(PY) -m pytest -q
+	LD_PRELOAD="$$($(PY) -m helpers.allocator)" TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776 $(PY) -m pytest -q --durations=10
 
 test-fast: setup
 	LD_PRELOAD="$$($(PY) -m helpers.allocator)" $(PY) -m pytest -q -m "not slow"
