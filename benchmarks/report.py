@@ -1,15 +1,26 @@
-"""Print the README's benchmark tables (markdown) from ``benchmarks/results/*.json``.
+"""Write ``docs/results.md``: every benchmark table (markdown) from ``benchmarks/results/*.json``.
 
-.venv/bin/python benchmarks/report.py
+    python -m benchmarks.report            # rewrite docs/results.md (atomically)
+    python -m benchmarks.report --check    # exit 1 when docs/results.md is not what the results give
+    python -m benchmarks.report --stdout   # print the page instead
+
+Each table names the command that produced it, its date and its machine (the results file's stamp).
+The page shows no commit hashes: a command that names one shows ``<commit>`` instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "results.md"
+COMMAND = "python -m benchmarks.report"
 
 
 def _load(name):
@@ -207,17 +218,18 @@ def studies(d):
     out = [
         "**Studies** that choose the defaults — each row's command reruns it, on the machine it names "
         f"(`benchmarks/quality_studies.py`; rows without a machine of their own: {_machine(d)}); weight "
-        "seed 0, mean ± std over the split seeds, **scored on the validation split**, so the test split "
-        "reported above played no part",
+        "seed 0, mean ± std (population) over the split seeds, **scored on the validation split**. The "
+        "file's earlier rows scored on the test split (`legacy_test_split`) are not shown; "
+        "[defaults.md](defaults.md) names the registry values they chose",
         "",
-        "| study | model | split seeds | 3-NN | silhouette | MAP@R | train s | machine | commit | command |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| study | model | split seeds | 3-NN | silhouette | MAP@R | train s | machine | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     out += [
         f"| {r['what']} | {r['model']} | {' '.join(map(str, r['split_seeds']))} | "
         f"{r['3nn_accuracy']:.4f} ± {r['3nn_accuracy_std']:.4f} | {r['silhouette']:.3f} ± "
         f"{r['silhouette_std']:.3f} | {r['map_at_r']:.4f} | {r['train_seconds']:.0f} | "
-        f"{_row_machine(r, d)} | {r['commit']} | `{r['command']}` |"
+        f"{_row_machine(r, d)} | `{r['command']}` |"
         for r in rows
     ]
     return out
@@ -347,7 +359,7 @@ def suite(docs):
             cached = f"{p['cached']['seconds']:.0f} s" if p.get("cached") else "not run"
             base = p.get("baseline")
             before = (
-                f"{base['cold']['seconds']:.0f} s{busy(base['cold'])} at {base['commit']} "
+                f"{base['cold']['seconds']:.0f} s{busy(base['cold'])} at an earlier commit "
                 f"(now {p['cold']['seconds'] / base['cold']['seconds']:.2f}x)"
                 if base
                 else "—"
@@ -359,15 +371,239 @@ def suite(docs):
     return out
 
 
-def main():
-    lines = []
+def _stamp(d):
+    """``command`` (date, machine) of a results document or of one of its stamps."""
+    m = d.get("machine", {})
+    keras = f"Keras {m.get('keras', '')} / {m.get('keras_backend', '')}"
+    machine = f"{m.get('cores', '?')} cores, {m.get('device', '?')}, {keras}"
+    return f"`{d.get('command', '?')}` ({machine}, {d.get('date', '?')})"
+
+
+def applications(d):
+    """``applications.json``: verification, identification and unseen classes per model."""
+    s = d["settings"]
+    out = [
+        f"**Verification and identification** — {_stamp(d)}: {s['pairs']:,} genuine and {s['pairs']:,} "
+        f"impostor pairs per split; threshold at FAR {s['target_far']:.0%} set on the validation pairs, "
+        f"its FAR and FRR measured on the test pairs; TAR at FAR {s['target_far']:.0%} set on the test "
+        f"pairs; identification: mean ± std over {s['episodes']} gallery draws, DIR with "
+        f"{s['unknown_classes']} classes left out of the gallery",
+        "",
+        "| model | AUC | EER | FAR on test | FRR on test | TAR @ FAR | closed 1-shot | closed 5-shot | DIR 1-shot "
+        "| DIR 5-shot |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["verification"]:
+        ids = " | ".join(
+            f"{r[k]:.3f} ± {r[k + '_std']:.3f}"
+            for k in ("closed_1shot", "closed_5shot", "dir_1shot", "dir_5shot")
+        )
+        out.append(
+            f"| {r['model']} | {r['auc']:.4f} | {r['eer']:.4f} | {r['test_far']:.4f} | {r['test_frr']:.4f} | "
+            f"{r['tar_at_far']:.4f} | {ids} |"
+        )
+    unseen = d.get("unseen") or []
+    if unseen:
+        out += [
+            "",
+            f"**Unseen digits {' and '.join(map(str, s['unseen']))}** — {_stamp(d)}, the same run: "
+            "verification AUC of pairs "
+            "whose first image is unseen; 1- and 5-shot identification in a gallery of all classes "
+            "(mean ± std over the draws); P@1 against the train split",
+            "",
+            "| model | trained on | AUC | 1-shot | 5-shot | P@1 |",
+            "|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['model']} | {r['trained_on']} | {r['auc']:.4f} | {r['1shot']:.3f} ± {r['1shot_std']:.3f} | "
+            f"{r['5shot']:.3f} ± {r['5shot_std']:.3f} | {r['p_at_1']:.4f} |"
+            for r in unseen
+        ]
+    return out
+
+
+def search(d):
+    """``search.json``: exact and approximate search on synthetic vectors."""
+    data = d["data"]
+    out = [
+        f"**Search at scale** — {_stamp(d)}; FAISS {d['faiss']['version']}, {d['faiss']['threads']} threads: "
+        f"{data['size']:,} vectors of dimension {data['dim']}, {data['queries']:,} queries, "
+        f"{data['clusters']:,} Gaussian clusters (seed {data['seed']}); ann_recall@{data['k']}: the share of "
+        f"the exact {data['k']} nearest neighbours returned; numpy brute force: {d['numpy_qps']:.0f} queries/s",
+        "",
+        f"| method | setting | build s | index MiB | queries/s | vs numpy | ann_recall@{data['k']} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in d["rows"]:
+        recall = r.get(f"ann_recall@{data['k']}", r.get(f"recall@{data['k']}"))
+        out.append(
+            f"| {r['method']} | {r['setting']} | {r['build_s']:.1f} | {r['memory_mb']:.0f} | {r['qps']:,.0f} | "
+            f"{r['speedup_vs_numpy']:.1f}x | {recall:.3f} |"
+        )
+    return out
+
+
+def contrastive_4_vs_9(d):
+    """``contrastive_4_vs_9.json``: the study's models, mean ± std over training seeds."""
+    cols = ("knn_plain", "sil_plain", "knn_shifted", "knn_shifted_loo", "sil_shifted", "shift_sil_6",
+            "shift_sil_all", "four_cluster_sil")  # fmt: skip
+    out = [
+        f"**4 vs 9 in two dimensions** — {_stamp(d['measured'])}: {d['data']}; mean ± std over the "
+        "training seeds",
+        "",
+        "| model | seeds | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for r in d["summary"]:
+        cells = [
+            f"{r[c]:.3f} ± {r[c + '_std']:.3f}"
+            if (c + "_std") in r and r.get("seeds", 1) > 1
+            else f"{r[c]:.3f}"
+            for c in cols
+        ]
+        out.append(f"| {r['model']} | {r.get('seeds', 1)} | " + " | ".join(cells) + " |")
+    return out
+
+
+def densenet(d, title):
+    """``densenet_fashion_mnist*.json``: classifier accuracy and the three representations."""
+    sizes = d["sizes"]
+    out = [
+        f"**{title}** — {_stamp(d)}: {sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} images; "
+        f"test accuracy {d['test_accuracy']:.4f}"
+        + (f" (target {d['target_accuracy']})" if d.get("target_accuracy") else "")
+        + (f"; {d['note']}" if d.get("note") else ""),
+        "",
+        "| representation | dim | silhouette | Davies–Bouldin | Calinski–Harabasz | 3-NN | MAP@R | P@1 "
+        "| reference silhouette |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {r['representation']} | {r['dim']} | {r['silhouette']:.3f} | {r['davies_bouldin']:.2f} | "
+        f"{r['calinski_harabasz']:.0f} | {r['3nn_accuracy']:.3f} | {r['map_at_r']:.3f} | "
+        f"{r['precision_at_1']:.3f} | {r['reference_silhouette']} |"
+        for r in d["representations"]
+    ]
+    return out
+
+
+def vicreg(d):
+    """``vicreg.json``: the representations under the probe, kNN, spectrum and anomaly detection."""
+    p = d["params"]
+    out = [
+        f"**VICReg on Fashion-MNIST ({d['profile']} profile)** — {_stamp(d)}: {p['train']:,} training / "
+        f"{p['test']:,} test images, {p['anomalies']:,} MNIST anomalies; VICReg {p['epochs']} epochs of "
+        f"{p['steps_per_epoch']} steps, the ablation {p['ablation_epochs']}, the neighbour model "
+        f"{p['nn_epochs']}; one seed",
+        "",
+        "| representation | dim | linear probe | 3-NN | effective rank | rank | anomaly AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in d["representations"]:
+        auc = f"{r['anomaly_auc']:.4f}" if r.get("anomaly_auc") is not None else "–"
+        out.append(
+            f"| {r['representation']} | {r['dim']} | {r['probe']:.3f} | {r['knn_accuracy']:.3f} | "
+            f"{r['effective_rank']:.1f} | {r['rank']} | {auc} |"
+        )
+    clusters = d.get("clustering") or {}
+    if clusters:
+        out += [
+            "",
+            "| k-means | silhouette, clusters | silhouette, labels | NMI | ARI |",
+            "|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {name} | {c['silhouette_clusters']:.3f} | {c['silhouette_labels']:.3f} | {c['nmi']:.3f} | "
+            f"{c['ari']:.3f} |"
+            for name, c in clusters.items()
+        ]
+    return out
+
+
+def cpu_training(d):
+    """``cpu_training.json``: images/s, kernel share and the paired speed-up per model and lever (the
+    latest run of the file's list)."""
+    run = d["runs"][-1]
+    st = run["settings"]
+    out = [
+        f"**Training speed on the CPU** — {_stamp(run)}: {st.get('epochs')} epochs of {st.get('steps')} "
+        f"steps per measurement (the first untimed), {st.get('repeats')} rounds of baseline and lever "
+        "alternating; medians over the rounds; speed-up: geometric mean of the paired ratios to the "
+        "baseline of the same round (min–max), in images/s and in images per CPU second",
+        "",
+        "| model | mode | lever | images/s | images per CPU s | kernel share | faults/s | speed-up (min–max) "
+        "| per CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in run["summary"]:
+        speed = (
+            "—"
+            if r["lever"] == "baseline"
+            else f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}–{r['speedup_max']:.2f})"
+        )
+        per_cpu = "—" if r["lever"] == "baseline" or "cpu_speedup" not in r else f"{r['cpu_speedup']:.2f}x"
+        ipc = f"{r['images_per_cpu_s']:,.0f}" if "images_per_cpu_s" in r else ""
+        out.append(
+            f"| {r['model']} | {r['mode']} | {r['lever']} | {r['images_per_s']:,.0f} | {ipc} | "
+            f"{r['kernel_share']:.1%} | {r['faults_per_s']:,.0f} | {speed} | {per_cpu} |"
+        )
+    return out
+
+
+def results_files():
+    """Every results file with its command, date and machine (a stamp anywhere in the document)."""
+    out = [
+        "| file | command | date | machine |",
+        "|---|---|---|---|",
+    ]
+    for path in sorted(RESULTS.glob("*.json")):
+        d = json.loads(path.read_text())
+        st = d.get("measured") or (d["runs"][-1] if d.get("runs") and isinstance(d["runs"], list)
+                                   and isinstance(d["runs"][-1], dict) and "date" in d["runs"][-1] else d)  # fmt: skip
+        m = st.get("machine", {})
+        machine = (
+            f"{m.get('cores', '?')} cores, {m.get('device', '?')}, {m.get('keras_backend', '')}" if m else "—"
+        )
+        out.append(
+            f"| [{path.name}](../benchmarks/results/{path.name}) | `{st.get('command', '—')}` | "
+            f"{str(st.get('date', '—'))[:10]} | {machine} |"
+        )
+    return out
+
+
+HASH = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b")
+
+
+def _scrub(text: str) -> str:
+    """The page without commit hashes (a command that names one shows ``<commit>``)."""
+    return HASH.sub("<commit>", text)
+
+
+def render() -> str:
+    """The whole page, from the results files as they are now."""
+    lines = [
+        "# Results",
+        "",
+        f"Generated by `{COMMAND}` from `benchmarks/results/*.json`; do not edit by hand. Each table",
+        "names the command that produced it, its date and its machine. ± is the standard deviation",
+        "(population) over the seeds or draws a table names, not a confidence interval. The study pages",
+        "([defaults](defaults.md), [applications](applications.md), [search](search.md),",
+        "[4 vs 9](contrastive_4_vs_9.md), [DenseNet](densenet_fashion_mnist.md), [VICReg](vicreg.md))",
+        "say which differences the figures resolve.",
+        "",
+    ]
+
+    def section(title, body):
+        if body:
+            lines.extend([f"## {title}", "", *body, ""])
+
     q = _load("quality.json")
-    if q:
-        lines += quality(q, "Quality at the default budgets") + [""]
+    section("Quality of the six models", quality(q, "Quality at the default budgets") if q else [])
+    body = []
     q = _load("quality_studies.json")
     if q and studies(q):
-        lines += studies(q) + [""]
-    for file, render in (
+        body += studies(q) + [""]
+    for file, render_one in (
         ("bn_recalibration.json", bn_recalibration),
         ("data_size.json", data_size),
         ("shift_averaging.json", shift_averaging),
@@ -375,27 +611,93 @@ def main():
     ):
         q = _load(file)
         if q:
-            lines += render(q) + [""]
+            body += render_one(q) + [""]
+    section("How the defaults were chosen ([defaults.md](defaults.md))", body[:-1])
+    q = _load("applications.json")
+    section(
+        "Verification and identification ([applications.md](applications.md))", applications(q) if q else []
+    )
+    q = _load("search.json")
+    section("Search at scale ([search.md](search.md))", search(q) if q else [])
+    q = _load("contrastive_4_vs_9.json")
+    section("4 vs 9 ([contrastive_4_vs_9.md](contrastive_4_vs_9.md))", contrastive_4_vs_9(q) if q else [])
+    body = []
+    for file, title in (
+        ("densenet_fashion_mnist.json", "DenseNet on Fashion-MNIST, default profile"),
+        ("densenet_fashion_mnist_gpu.json", "DenseNet on Fashion-MNIST, full profile cut short"),
+    ):
+        q = _load(file)
+        if q:
+            body += densenet(q, title) + [""]
+    section("DenseNet on Fashion-MNIST ([densenet_fashion_mnist.md](densenet_fashion_mnist.md))", body[:-1])
+    q = _load("vicreg.json")
+    section("VICReg ([vicreg.md](vicreg.md))", vicreg(q) if q else [])
+    suite_files = (
+        "suite_time_smoke.json",
+        "suite_time.json",
+        "suite_time_recalibrate.json",
+        "suite_time_review.json",
+        "suite_time_head.json",
+    )
+    docs = [d for d in map(_load, suite_files) if d]
+    section("Suite run time", suite(docs) if docs else [])
+    q = _load("cpu_training.json")
+    section("Training speed on the CPU", cpu_training(q) if q and q.get("runs") else [])
+    body = []
     for file, title in (
         ("semi_hard_loss.json", "Semi-hard triplet loss"),
         ("batch_all_loss.json", "Batch-all triplet loss"),
     ):
         q = _load(file)
         if q:
-            lines += sorted_loss(q, title) + [""]
+            body += sorted_loss(q, title) + [""]
     t = _load("throughput.json")
     if t:
-        lines += throughput(t) + [""]
-        lines += gpu(t)
+        body += throughput(t) + [""]
+        body += gpu(t)
     q = _load("quality_full.json")
     if q:
-        lines += quality_full(q) + [""]
-    suite_files = ("suite_time_smoke.json", "suite_time.json", "suite_time_recalibrate.json")
-    docs = [d for d in map(_load, suite_files) if d]
-    if docs:
-        lines += suite(docs)
-    sys.stdout.write("\n".join(lines) + "\n")
+        body += quality_full(q) + [""]
+    section("Throughput, losses and the GPU", body[:-1] if body and body[-1] == "" else body)
+    section("Every results file", results_files())
+    return _scrub("\n".join(lines).rstrip("\n") + "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--check", action="store_true", help="exit 1 when the page is out of date")
+    group.add_argument("--stdout", action="store_true", help="print the page instead of writing it")
+    parser.add_argument(
+        "--out", type=Path, default=PAGE, help="the page to write or check (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    page = render()
+    if args.stdout:
+        sys.stdout.write(page)
+        return 0
+    if args.check:
+        current = args.out.read_text(encoding="utf-8") if args.out.exists() else None
+        if current != page:
+            print(f"{args.out} is out of date: run `{COMMAND}`", file=sys.stderr)
+            return 1
+        return 0
+    write_atomically(args.out, page)
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
