@@ -323,7 +323,7 @@ def sorted_loss(d, title):
     """A sorted loss's timing (``benchmarks/semi_hard_loss.py``): against the (B, B, B) cube it replaced."""
     out = [
         f"**{title}** — `{d['command']}` ({_machine(d)}): one training step of "
-        f"{d['model']} on a P x K batch of {d['batch']}, best of {d['repeats']} rounds of {d['steps']} "
+        f"{d['model']} on a P x K batch of {d['batch']}, best of {d['repeats']} repeats of {d['steps']} "
         f"steps, both losses interleaved in one process; largest per-anchor loss difference "
         f"{d['max_abs_loss_difference']:.3g}",
         "",
@@ -527,9 +527,9 @@ def cpu_training(d):
     st = run["settings"]
     out = [
         f"**Training speed on the CPU** — {_stamp(run)}: {st.get('epochs')} epochs of {st.get('steps')} "
-        f"steps per measurement (the first untimed), {st.get('repeats')} rounds of baseline and lever "
-        "alternating; medians over the rounds; speed-up: geometric mean of the paired ratios to the "
-        "baseline of the same round (min–max), in images/s and in images per CPU second",
+        f"steps per measurement (the first untimed), {st.get('repeats')} repeats of baseline and lever "
+        "alternating; medians over the repeats; speed-up: geometric mean of the paired ratios to the "
+        "baseline of the same repeat (min–max), in images/s and in images per CPU second",
         "",
         "| model | mode | lever | images/s | images per CPU s | kernel share | faults/s | speed-up (min–max) "
         "| per CPU s |",
