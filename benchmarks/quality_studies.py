@@ -2,7 +2,7 @@
 
 A study is one registry model with some fields replaced (``STUDIES`` below, defined here in code).
 Each runs ``benchmarks/quality.py`` with ``--eval-split val`` (the validation images are the queries,
-so the test split the README reports is never looked at while choosing) on the split seeds given,
+so the test split that docs/results.md reports is not looked at while choosing) on the split seeds given,
 weight seed 0, into its own cache folder, and merges its row into
 ``benchmarks/results/quality_studies.json``::
 
