@@ -37,7 +37,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp
+from benchmarks.common import RESULTS_DIR, print_table, stamp, stamp_rows
 from helpers import applications as app
 from helpers import config, plots
 from helpers.data import load_dataset
@@ -151,8 +151,8 @@ def main(argv=None):
         {
             **stamp(),
             "settings": settings,
-            "verification": rows,
-            "unseen": unseen_rows,
+            "verification": stamp_rows(rows),
+            "unseen": stamp_rows(unseen_rows),
             "train_seconds": seconds,
             "budgets": {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch},
         },

@@ -90,9 +90,63 @@ def stamp() -> dict:
     }
 
 
-def write_results(path: Path, what: str, summary: list[dict], rows: list[dict], **extra) -> dict:
+def git_commit() -> str:
+    """The short commit of the checkout, with " (modified)" when ``helpers/`` or ``benchmarks/`` has
+    uncommitted changes; ``"unknown"`` outside a git checkout."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=config.ROOT, check=True
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "helpers", "benchmarks")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} (modified)" if dirty else head
+
+
+def registry_fingerprint(name: str) -> str | None:
+    """A hash of the registry entry ``name`` as it is now (its ``ModelSpec.config()``, the fields a
+    cache fingerprint uses); ``None`` when ``name`` is not a registry model (a baseline)."""
+    import hashlib
+    import json
+
+    from helpers.models import MODELS
+
+    if name not in MODELS:
+        return None
+    text = json.dumps(MODELS[name].config(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stamp_rows(rows: list[dict], commit: str | None = None) -> list[dict]:
+    """Record in each row the ``commit`` it was measured at (default: :func:`git_commit`) and the
+    :func:`registry_fingerprint` of its ``model``, so ``benchmarks/report.py`` can mark rows whose
+    registry entry changed since. Rows that already carry a stamp keep it. Returns ``rows``."""
+    commit = git_commit() if commit is None else commit
+    for row in rows:
+        row.setdefault("commit", commit)
+        fingerprint = registry_fingerprint(row["model"]) if "model" in row else None
+        if fingerprint is not None:
+            row.setdefault("registry_fingerprint", fingerprint)
+    return rows
+
+
+def write_results(
+    path: Path, what: str, summary: list[dict], rows: list[dict], stamp_new: bool = True, **extra
+) -> dict:
     """Write a study's results file: ``what`` it measured, its ``summary`` and ``rows``, any ``extra``
-    keys, and the :func:`stamp` (command, date, machine); atomically. Returns the document."""
+    keys, and the :func:`stamp` (command, date, machine); atomically. Returns the document.
+
+    ``stamp_new``: :func:`stamp_rows` the rows and the summary (those without a stamp); a script that
+    merges older rows stamps its new rows itself before merging and passes False."""
+    if stamp_new:
+        commit = git_commit()
+        stamp_rows(rows, commit)
+        stamp_rows(summary, commit)
     doc = {"what": what, "summary": summary, "rows": rows, **extra, **stamp()}
     config.write_json(path, doc)
     print(f"wrote {path}")

@@ -41,7 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import BENCHMARK_CACHE, RESULTS_DIR, model_folder, print_table, stamp  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    BENCHMARK_CACHE,
+    RESULTS_DIR,
+    model_folder,
+    print_table,
+    stamp,
+    stamp_rows,
+)
 from helpers import config  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
@@ -122,6 +129,7 @@ def summarise(rows: list[dict], over: str = "seed") -> list[dict]:
                 f"{name}: {len(mine)} runs for {len(values)} values of {over}; select one table first"
             )
         summary = {"model": name, "seeds": len(mine), "over": over, "over_values": values}
+        summary.update(_shared_stamp(mine))
         for metric in METRICS:
             column = np.array([r[metric] for r in mine], dtype=float)
             summary[metric] = float(column.mean())
@@ -130,6 +138,15 @@ def summarise(rows: list[dict], over: str = "seed") -> list[dict]:
             summary[f"{metric}_max"] = float(column.max())
         out.append(summary)
     return sorted(out, key=lambda s: -s["3nn_accuracy"])
+
+
+def _shared_stamp(runs: list[dict]) -> dict:
+    """The registry fingerprint the runs were measured at: their own when they share one, "mixed"
+    when they differ, none when a run is unstamped (``benchmarks/report.py`` marks the last two)."""
+    prints = {r.get("registry_fingerprint") for r in runs}
+    if None in prints:
+        return {}
+    return {"registry_fingerprint": prints.pop() if len(prints) == 1 else "mixed"}
 
 
 def check_targets(summary: list[dict], models=None) -> dict:
@@ -284,7 +301,7 @@ def measure(models, seeds, split_seeds, eval_split, cache_dir, command):
                     flush=True,
                 )
                 rows.append(row)
-    return rows
+    return stamp_rows(rows)
 
 
 def print_summary(doc: dict) -> None:

@@ -23,6 +23,30 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 COMMAND = "python -m benchmarks.report"
 
 
+STALE, UNSTAMPED = "†", "‡"
+FRESHNESS_NOTES = {
+    STALE: f"{STALE} measured with an earlier version of this registry entry: re-measure before quoting.",
+    UNSTAMPED: f"{UNSTAMPED} measured before rows recorded their registry entry: it may have changed since.",
+}
+
+
+def freshness_marks(rows, key: str = "model") -> tuple[list[str], list[str]]:
+    """Each row's ``key`` with a mark when its registry entry changed since it was measured (its
+    ``registry_fingerprint`` differs from today's: :data:`STALE`) or when the row has no stamp
+    (:data:`UNSTAMPED`), and the footnotes of the marks used. Baselines are never marked."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.common import registry_fingerprint
+
+    names, used = [], set()
+    for row in rows:
+        now = registry_fingerprint(row[key])
+        recorded = row.get("registry_fingerprint")
+        mark = "" if now is None else UNSTAMPED if recorded is None else "" if recorded == now else STALE
+        used.add(mark)
+        names.append(f"{row[key]}{mark}")
+    return names, [FRESHNESS_NOTES[m] for m in (STALE, UNSTAMPED) if m in used]
+
+
 def _load(name):
     path = RESULTS / name
     return json.loads(path.read_text()) if path.exists() else None
@@ -63,14 +87,16 @@ def _quality_table(t, title, commands, data, d=None):
         f"| model | {seeds} | 3-NN accuracy mean ± std (min–max) | silhouette | MAP@R | P@1 | train s |",
         "|---|---|---|---|---|---|---|",
     ]
-    for s in t["summary"]:
+    names, notes = freshness_marks(t["summary"])
+    for name, s in zip(names, t["summary"], strict=True):
         out.append(
-            f"| {s['model']} | {' '.join(map(str, s.get('over_values', []))) or s['seeds']} | "
+            f"| {name} | {' '.join(map(str, s.get('over_values', []))) or s['seeds']} | "
             f"{s['3nn_accuracy']:.4f} ± {s['3nn_accuracy_std']:.4f} "
             f"({s['3nn_accuracy_min']:.3f}–{s['3nn_accuracy_max']:.3f}) | {s['silhouette']:.3f} ± "
             f"{s['silhouette_std']:.3f} | {s['map_at_r']:.4f} ± {s['map_at_r_std']:.4f} | "
             f"{s['precision_at_1']:.4f} | {s['train_seconds']:.0f} |"
         )
+    out += ["", *notes] if notes else []
     if t.get("targets"):
         out += ["", "| target | value | model | met |", "|---|---|---|---|"]
         for key, target in t["targets"].items():
@@ -182,12 +208,14 @@ def quality_full(d):
         "| model | 3-NN | MAP@R | silhouette | P@1 | train s (own process) |",
         "|---|---|---|---|---|---|",
     ]
-    for r in d["rows"]:
+    names, notes = freshness_marks(d["rows"])
+    for name, r in zip(names, d["rows"], strict=True):
         train_s = f"{r['train_seconds']:.0f}" if "train_seconds" in r else ""
         out.append(
-            f"| {r['model']} | {r['3nn_accuracy']:.4f} | {r['map_at_r']:.4f} | {r['silhouette']:.3f} | "
+            f"| {name} | {r['3nn_accuracy']:.4f} | {r['map_at_r']:.4f} | {r['silhouette']:.3f} | "
             f"{r['precision_at_1']:.4f} | {train_s} |"
         )
+    out += ["", *notes] if notes else []
     check = d.get("cpu_check")
     if check and check["rows"]:
         worst = max(check["rows"], key=lambda r: r["max_abs_diff"])

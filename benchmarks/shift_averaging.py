@@ -31,6 +31,7 @@ from benchmarks.common import (  # noqa: E402
     mean_and_std,
     model_folder,
     print_table,
+    stamp_rows,
     write_results,
 )
 from helpers.evaluation import SHIFT_SETS  # noqa: E402
@@ -141,7 +142,7 @@ def main(argv=None):
                 flush=True,
             )
             rows.append(r)
-    rows = merge(old, rows)
+    rows = merge(old, stamp_rows(rows))  # the older rows keep their own stamps (or none)
     summary = summarise(rows)
     print_table(summary, ["model", "eval_split", "shift_set", "split_seeds", *METRICS, "3nn_gain_over_none"])
     what = (
@@ -149,7 +150,7 @@ def main(argv=None):
         "pixel shifts of each image; references: the train split, queries: eval_split"
     )
     shift_sets = {k: [list(s) for s in v] for k, v in SHIFT_SETS.items()}
-    return write_results(args.out, what, summary, rows, shift_sets=shift_sets)
+    return write_results(args.out, what, summary, rows, stamp_new=False, shift_sets=shift_sets)
 
 
 if __name__ == "__main__":

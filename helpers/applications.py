@@ -35,10 +35,11 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
-from helpers import knn
+from helpers import knn, metrics
 
 METRICS = ("l2", "cosine")
 
@@ -223,7 +224,10 @@ def eer(distances, same) -> tuple[float, float]:
     -------
     (eer, threshold)
     """
-    far, tar, thr = roc(distances, same)
+    return _eer_of_roc(*roc(distances, same))
+
+
+def _eer_of_roc(far, tar, thr) -> tuple[float, float]:
     frr = 1.0 - tar
     diff = frr - far  # decreasing from 1 (nothing accepted) to -1 (everything accepted)
     i = int(np.argmax(diff <= 0))
@@ -276,17 +280,32 @@ def tar_at_far(distances, same, target_far: float = 0.01) -> float:
     return 1.0 - far_frr(distances, same, t)[1]
 
 
-def verification_report(val_distances, val_same, test_distances, test_same, target_far: float = 0.01) -> dict:
+#: Bootstrap resamples of the verification intervals (each recomputes a ROC curve).
+VERIFICATION_N_BOOT = 500
+
+
+def verification_report(
+    val_distances,
+    val_same,
+    test_distances,
+    test_same,
+    target_far: float = 0.01,
+    n_boot: int | None = VERIFICATION_N_BOOT,
+    seed: int = 0,
+) -> dict:
     """The verification figures of one model.
 
     The operating threshold is chosen on the validation pairs at ``target_far``; the test pairs
     give the AUC, the equal error rate (with its threshold), that threshold's FAR and FRR, and
-    TAR at ``target_far`` with the threshold set on the test pairs themselves.
+    TAR at ``target_far`` with the threshold set on the test pairs themselves. ``auc``, ``eer``,
+    ``tar_at_far`` and ``test_frr`` get ``_ci_low`` / ``_ci_high``: a 95 % percentile bootstrap
+    over the test pairs, genuine and impostor pairs resampled separately (``n_boot`` resamples,
+    seeded; ``None`` leaves them out).
     """
     threshold = calibrate_threshold(val_distances, val_same, target_far)
     test_far, test_frr = far_frr(test_distances, test_same, threshold)
     rate, eer_threshold = eer(test_distances, test_same)
-    return {
+    report = {
         "auc": auc(test_distances, test_same),
         "eer": rate,
         "eer_threshold": eer_threshold,
@@ -296,6 +315,32 @@ def verification_report(val_distances, val_same, test_distances, test_same, targ
         "test_frr": test_frr,
         "tar_at_far": tar_at_far(test_distances, test_same, target_far),
     }
+    if n_boot is None:
+        return report
+    d, same = _scores(test_distances, test_same)
+    low, high = metrics.bootstrap_interval(
+        (d, same), _resample_figures(threshold, target_far), n_boot=n_boot, seed=seed, strata=same
+    )
+    for i, key in enumerate(("auc", "eer", "tar_at_far", "test_frr")):
+        report[f"{key}_ci_low"], report[f"{key}_ci_high"] = float(low[i]), float(high[i])
+    return report
+
+
+def _resample_figures(threshold: float, target_far: float):
+    """``(d, same) -> [auc, eer, tar_at_far, frr at threshold]`` from one ROC curve, for the bootstrap."""
+    from sklearn.metrics import roc_curve
+
+    def figures(d, same):
+        far, tar, thr = roc_curve(same, -d, drop_intermediate=False)
+        t = threshold_at_far(d[~same], target_far)
+        return [
+            np.trapezoid(tar, far),
+            _eer_of_roc(far, tar, -thr)[0],
+            (d[same] <= t).mean(),
+            (d[same] > threshold).mean(),
+        ]
+
+    return figures
 
 
 # --------------------------------------------------------------------------------------------------
@@ -426,8 +471,8 @@ def open_set_rates(gallery: Gallery, known_queries, known_labels, unknown_querie
 
     Returns
     -------
-    dict with ``dir``, ``far`` (reached), ``threshold`` and ``closed_set_accuracy`` (of the known
-    queries, no threshold)
+    dict with ``dir``, ``far`` (reached), ``threshold``, ``closed_set_accuracy`` (of the known
+    queries, no threshold) and ``identified`` (per known query: accepted with its own class)
     """
     known_labels = np.asarray(known_labels)
     unknown_in_gallery = np.isin(known_labels, gallery.classes, invert=True)
@@ -442,6 +487,7 @@ def open_set_rates(gallery: Gallery, known_queries, known_labels, unknown_querie
     correct = pred == known_labels
     return {
         "dir": float((correct & (d_known <= threshold)).mean()),
+        "identified": correct & (d_known <= threshold),
         "far": float((d_unknown <= threshold).mean()),
         "threshold": threshold,
         "closed_set_accuracy": float(correct.mean()),
@@ -459,6 +505,7 @@ def identification_report(
     episodes: int = 10,
     seed: int = 0,
     metric: str = "l2",
+    n_boot: int | None = metrics.N_BOOT,
 ) -> dict:
     """Closed- and open-set identification, averaged over ``episodes`` seeded enrolments.
 
@@ -469,7 +516,9 @@ def identification_report(
     - ``dir_{s}shot``: DIR at ``target_far`` with ``unknown_classes`` classes (drawn per episode)
       left out of the gallery, their queries acting as strangers (:func:`open_set_rates`).
 
-    Returns ``{key: mean, key + "_std": std over episodes}``.
+    Returns ``{key: mean, key + "_std": std over episodes, key + "_se": its standard error,
+    key + "_ci_low" / "_ci_high": 95 % percentile bootstrap over the queries}`` (the bootstrap
+    resamples the queries with their outcome in every episode, ``n_boot`` times, seeded).
     """
     g = _vectors(gallery_emb, "gallery_emb")
     gy = _labels(gallery_labels, len(g), "gallery_labels")
@@ -482,13 +531,13 @@ def identification_report(
         )
     if int(episodes) < 1:
         raise ApplicationError(f"episodes must be >= 1, got {episodes}.")
-    out: dict[str, list] = {}
+    outcomes: dict[str, list] = {}  # key -> one (n_queries,) array per episode, NaN: not asked
     for s in shots:
         for e in range(int(episodes)):
             rng = np.random.default_rng([seed, int(s), e])
             gallery = Gallery.enroll(g, gy, s, seed=int(rng.integers(2**31)), metric=metric)
             pred, _ = gallery.identify(q, threshold=None)
-            out.setdefault(f"closed_{s}shot", []).append(float((pred == qy).mean()))
+            outcomes.setdefault(f"closed_{s}shot", []).append((pred == qy).astype(np.float64))
             unknown = rng.choice(classes, size=int(unknown_classes), replace=False)
             known = np.setdiff1d(classes, unknown)
             open_gallery = Gallery.enroll(
@@ -496,12 +545,33 @@ def identification_report(
             )
             is_known = np.isin(qy, known)
             rates = open_set_rates(open_gallery, q[is_known], qy[is_known], q[~is_known], target_far)
-            out.setdefault(f"dir_{s}shot", []).append(rates["dir"])
+            identified = np.full(len(q), np.nan)
+            identified[is_known] = rates["identified"]
+            outcomes.setdefault(f"dir_{s}shot", []).append(identified)
+    return _episode_summary(outcomes, n_boot, seed)
+
+
+def _episode_summary(outcomes: dict, n_boot: int, seed: int) -> dict:
+    """Mean, std, standard error over episodes and a query-bootstrap interval of each rate."""
     report = {}
-    for key, values in out.items():
-        report[key] = float(np.mean(values))
-        report[f"{key}_std"] = float(np.std(values))
+    for key, per_episode in outcomes.items():
+        matrix = np.stack(per_episode, axis=1)  # (queries, episodes)
+        rates = np.nanmean(matrix, axis=0)
+        report[key] = float(np.mean(rates))
+        report[f"{key}_std"] = float(np.std(rates))
+        report[f"{key}_se"] = metrics.standard_error(rates) if len(rates) > 1 else float("nan")
+        if n_boot is not None:
+            report[f"{key}_ci_low"], report[f"{key}_ci_high"] = metrics.bootstrap_interval(
+                matrix, _mean_rate, n_boot=n_boot, seed=seed
+            )
     return report
+
+
+def _mean_rate(matrix: np.ndarray) -> float:
+    """Mean over episodes of the rate over the queries asked in each (NaN: not asked)."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample without a known query
+        return float(np.mean(np.nanmean(matrix, axis=0)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -692,7 +762,7 @@ def application_figures(
     test_d, test_same = verification_scores(
         embeddings["test"], data.y_test, n_pairs, n_pairs, seed=seed + 1, metric=metric
     )
-    row = verification_report(val_d, val_same, test_d, test_same, target_far)
+    row = verification_report(val_d, val_same, test_d, test_same, target_far, seed=seed)
     row.update(
         identification_report(
             embeddings["train"],

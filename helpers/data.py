@@ -2,8 +2,10 @@
 
 ``load_dataset`` returns a :class:`Dataset` with a stratified 60/20/20 train/validation/test split of
 the *combined* original train and test sets, images scaled to ``[0, 1]`` as float32 with a channel axis
-and labels encoded ``0..C-1`` (int64). The result is cached as a compressed ``.npz`` keyed by dataset,
-source, seed and format version, so a second load only reads one file.
+and labels encoded ``0..C-1`` (int64). The test split is a fixed held-out test set, the same for every
+split seed (:func:`split_indices`): a split seed only reshuffles the other 80 % into train and
+validation, so no seed chooses a setting on a test image. The result is cached as a compressed
+``.npz`` keyed by dataset, source, seed and format version, so a second load only reads one file.
 
 Sources
 -------
@@ -50,10 +52,16 @@ __all__ = [
     "save_dataset",
     "prepare",
     "shift_images",
+    "split_indices",
+    "HOLDOUT_SEED",
 ]
 
 #: Bump when the layout or the preprocessing of cached files changes: old files are then ignored.
-CACHE_FORMAT_VERSION = 1
+#: 2: the held-out test set (the same test split for every split seed).
+CACHE_FORMAT_VERSION = 2
+
+#: The split seed whose stratified 60/20/20 test split is the held-out test set of every split seed.
+HOLDOUT_SEED = 42
 
 DEFAULT_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 KAGGLE_MNIST_HANDLE = "oddrationale/mnist-in-csv"
@@ -215,11 +223,13 @@ def prepare(
     class_names : list of str
         One readable name per encoded label.
     seed : int, default=42
-        ``random_state`` of both stratified ``train_test_split`` calls (60/40, then 40 -> 20/20).
+        The split seed: which of the images outside the held-out test set are train and which
+        validation (:func:`split_indices`).
     image_shape : tuple of int, default=(28, 28, 1)
         Expected ``(H, W, C)`` of one image.
     split : {"random", "official"}, default="random"
-        ``"random"``: the stratified 60/20/20 split of everything. ``"official"``: the first
+        ``"random"``: a stratified 60/20/20 split of everything whose 20 % test split is the fixed
+        held-out test set of :func:`split_indices`, the same for every seed. ``"official"``: the first
         ``n_train`` images are the original training set, the rest the original test set (kept as
         the test split); ``val_fraction`` of the training set, stratified with ``seed``, is the
         validation split.
@@ -235,7 +245,6 @@ def prepare(
         Wrong image shape, NaN or out-of-range pixels, label/image count mismatch, class-name count
         mismatch, or a class too small to be split.
     """
-    from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelEncoder
 
     images = _raw_images(images, image_shape)
@@ -260,18 +269,38 @@ def prepare(
         return _official_split(x, y, n_train, val_fraction, seed)
     if split != "random":
         raise DatasetError(f"unknown split {split!r}; valid splits: {', '.join(SPLIT_MODES)}")
-    x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, random_state=seed, stratify=y)
-    x_val, x_test, y_val, y_test = train_test_split(
-        x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest
-    )
+    train, val, test = split_indices(y, seed)
     return {
-        "x_train": np.ascontiguousarray(x_train),
-        "y_train": y_train,
-        "x_val": np.ascontiguousarray(x_val),
-        "y_val": y_val,
-        "x_test": np.ascontiguousarray(x_test),
-        "y_test": y_test,
+        "x_train": np.ascontiguousarray(x[train]),
+        "y_train": y[train],
+        "x_val": np.ascontiguousarray(x[val]),
+        "y_val": y[val],
+        "x_test": np.ascontiguousarray(x[test]),
+        "y_test": y[test],
     }
+
+
+def split_indices(labels, seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train, val, test)`` row indices of the stratified 60/20/20 split of split seed ``seed``.
+
+    The test rows are the held-out test set: the test split of :data:`HOLDOUT_SEED` (two stratified
+    ``train_test_split`` calls with ``random_state=42``: 60/40, then 40 -> 20/20), the same for every
+    seed, so no split seed trains or chooses settings on a test image. Seed 42 keeps its train and
+    validation rows as they are; any other seed shuffles the remaining 80 % into train and
+    validation (stratified ``train_test_split`` with ``random_state=seed``, the validation split as
+    large as seed 42's).
+    """
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(labels)
+    rows = np.arange(len(y))
+    train, rest = train_test_split(rows, test_size=0.4, random_state=HOLDOUT_SEED, stratify=y)
+    val, test = train_test_split(rest, test_size=0.5, random_state=HOLDOUT_SEED, stratify=y[rest])
+    if int(seed) == HOLDOUT_SEED:
+        return train, val, test
+    pool = np.concatenate([train, val])
+    train, val = train_test_split(pool, test_size=len(val), random_state=int(seed), stratify=y[pool])
+    return train, val, test
 
 
 def _raw_images(images, image_shape) -> np.ndarray:
@@ -642,7 +671,7 @@ def load_dataset(
         offline ``"bundled"`` subset). With ``"auto"`` an existing cache file of any source is used,
         the first in that order.
     seed : int, default=42
-        Random state of the split.
+        The split seed: which images outside the held-out test set train and which validate.
     cache_dir : path, default=None
         Folder of the ``.npz`` cache files; ``None`` means ``config.DATA_CACHE``.
     use_cache : bool, default=True

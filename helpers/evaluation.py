@@ -33,14 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import checks, config, knn
+from helpers import checks, config, knn, metrics
 
 __all__ = [
     "EvaluationError",
     "embed",
     "SHIFT_SETS",
     "knn_accuracy",
+    "knn_correct",
     "retrieval_metrics",
+    "retrieval_per_query",
+    "per_query_scores",
     "cluster_metrics",
     "silhouette_subset",
     "majority_vote",
@@ -196,7 +199,8 @@ def embed(model, x, batch_size: int = 512, shifts=None) -> np.ndarray:
 
 
 def knn_accuracy(train_emb, train_labels, test_emb, test_labels, k: int = 3) -> float:
-    """Accuracy of a k-nearest-neighbour classifier fit on the train embeddings.
+    """Accuracy of a k-nearest-neighbour classifier fit on the train embeddings: the mean of
+    :func:`knn_correct`.
 
     The reference's ``KNeighborsClassifier(n_neighbors=k).fit(train).score(test)`` (Euclidean,
     uniform votes), computed on the suite's one exact search (:func:`helpers.knn.exact_knn`):
@@ -208,6 +212,11 @@ def knn_accuracy(train_emb, train_labels, test_emb, test_labels, k: int = 3) -> 
     -------
     accuracy : float in [0, 1]
     """
+    return float(np.mean(knn_correct(train_emb, train_labels, test_emb, test_labels, k)))
+
+
+def knn_correct(train_emb, train_labels, test_emb, test_labels, k: int = 3) -> np.ndarray:
+    """Per test point, whether :func:`knn_accuracy`'s classifier labels it right (bool array)."""
     train_emb = _as_embeddings(train_emb, "train_emb")
     test_emb = _as_embeddings(test_emb, "test_emb")
     train_labels = _as_labels(train_labels, len(train_emb), "train_labels", "train_emb")
@@ -216,7 +225,7 @@ def knn_accuracy(train_emb, train_labels, test_emb, test_labels, k: int = 3) -> 
     if not 1 <= k <= len(train_emb):
         raise EvaluationError(f"k must be in [1, {len(train_emb)}] (train size), got {k}.")
     neighbours, _ = knn.exact_knn(test_emb, train_emb, k)
-    return float(np.mean(majority_vote(train_labels, neighbours) == test_labels))
+    return majority_vote(train_labels, neighbours) == test_labels
 
 
 def majority_vote(labels, neighbours: np.ndarray) -> np.ndarray:
@@ -266,6 +275,15 @@ def retrieval_metrics(
         ``precision_at_{k}`` (floats) and ``n_queries`` (int, queries averaged; queries whose
         class has no reference are skipped). See the module docstring for the definitions.
     """
+    per_query = retrieval_per_query(query_emb, query_labels, ref_emb, ref_labels, ks)
+    out = {key: float(np.mean(values)) for key, values in per_query.items()}
+    out["n_queries"] = int(len(per_query["precision_at_1"]))
+    return out
+
+
+def retrieval_per_query(query_emb, query_labels, ref_emb=None, ref_labels=None, ks=(1, 5, 10)) -> dict:
+    """The metrics of :func:`retrieval_metrics` per query, before averaging: ``{key: (n,) array}``
+    over the queries that have a same-class reference (in query order)."""
     query_emb, query_labels, ref_emb, ref_labels = _retrieval_inputs(
         query_emb, query_labels, ref_emb, ref_labels
     )
@@ -283,16 +301,15 @@ def retrieval_metrics(
     k_needed = int(min(max(int(r.max()), ks[-1]), n_refs_available))
 
     queries = np.flatnonzero(r > 0)
-    sums = dict.fromkeys(_retrieval_keys(ks), 0.0)
+    parts = {key: [] for key in _retrieval_keys(ks)}
     chunk = max(1, _MAX_CHUNK_ENTRIES // (k_needed + 1))
     for start in range(0, len(queries), chunk):
         q_idx = queries[start : start + chunk]
         nn, _ = knn.exact_knn(query_emb[q_idx], ref_emb, k_needed, exclude=q_idx if self_retrieval else None)
         relevant = ref_labels[nn] == query_labels[q_idx, None]  # (q, k_needed) bool
-        _accumulate_retrieval(sums, relevant, r[q_idx], ks)
-    out = {key: float(value / len(queries)) for key, value in sums.items()}
-    out["n_queries"] = int(len(queries))
-    return out
+        for key, values in _chunk_retrieval(relevant, r[q_idx], ks).items():
+            parts[key].append(values)
+    return {key: np.concatenate(values).astype(np.float64) for key, values in parts.items()}
 
 
 def _retrieval_inputs(query_emb, query_labels, ref_emb, ref_labels):
@@ -328,19 +345,22 @@ def _retrieval_keys(ks) -> list[str]:
     return keys + [f"recall_at_{k}" for k in ks] + [f"precision_at_{k}" for k in ks]
 
 
-def _accumulate_retrieval(sums: dict, relevant: np.ndarray, r: np.ndarray, ks) -> None:
-    """Add one chunk's per-query metrics to ``sums``; ``relevant`` is (queries, neighbours)."""
+def _chunk_retrieval(relevant: np.ndarray, r: np.ndarray, ks) -> dict:
+    """One chunk's per-query metrics; ``relevant`` is (queries, neighbours)."""
     ranks = np.arange(1, relevant.shape[1] + 1)
     in_r = ranks[None, :] <= r[:, None]  # the first R columns
     hits = np.cumsum(relevant, axis=1)
-    sums["precision_at_1"] += relevant[:, 0].sum()
-    sums["r_precision"] += ((relevant & in_r).sum(axis=1) / r).sum()
-    sums["map_at_r"] += ((hits / ranks[None, :] * (relevant & in_r)).sum(axis=1) / r).sum()
+    out = {
+        "precision_at_1": relevant[:, 0],
+        "r_precision": (relevant & in_r).sum(axis=1) / r,
+        "map_at_r": (hits / ranks[None, :] * (relevant & in_r)).sum(axis=1) / r,
+    }
     for k in ks:
         kk = min(k, relevant.shape[1])
-        sums[f"recall_at_{k}"] += relevant[:, :kk].any(axis=1).sum()
-        if k > 1:  # precision_at_1 is accumulated above
-            sums[f"precision_at_{k}"] += (hits[:, kk - 1] / kk).sum()
+        out[f"recall_at_{k}"] = relevant[:, :kk].any(axis=1)
+        if k > 1:  # precision_at_1 is above
+            out[f"precision_at_{k}"] = hits[:, kk - 1] / kk
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,6 +429,22 @@ def cluster_metrics(emb, labels, seed: int = 0) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def per_query_scores(
+    train_emb, y_train, test_emb, y_test, k: int = 3, ks: Iterable[int] = (1, 5, 10)
+) -> dict:
+    """Per test query, the values whose means are ``{k}nn_accuracy``, ``precision_at_1``, ``map_at_r``
+    and ``recall_at_{k}`` (any same-class reference in the top k): ``{column: (n,) array}``.
+
+    The train split is the reference set. Two representations scored here on the same test
+    split give arrays over the same queries, for :func:`helpers.metrics.paired_difference`.
+    """
+    out = {f"{k}nn_accuracy": knn_correct(train_emb, y_train, test_emb, y_test, k=k).astype(np.float64)}
+    retrieval = retrieval_per_query(test_emb, y_test, train_emb, y_train, ks=ks)
+    out["precision_at_1"], out["map_at_r"] = retrieval["precision_at_1"], retrieval["map_at_r"]
+    out.update({f"recall_at_{kk}": retrieval[f"recall_at_{kk}"] for kk in sorted({int(v) for v in ks})})
+    return out
+
+
 def evaluate_embeddings(
     name: str,
     train_emb,
@@ -418,6 +454,7 @@ def evaluate_embeddings(
     k: int = 3,
     ks: Iterable[int] = (1, 5, 10),
     seed: int = 0,
+    n_boot: int | None = metrics.N_BOOT,
     **meta,
 ) -> dict:
     """All metrics of one model as one CSV row.
@@ -435,7 +472,12 @@ def evaluate_embeddings(
     ks : iterable of int, default=(1, 5, 10)
         Cut-offs of ``recall_at_{k}`` / ``precision_at_{k}``.
     seed : int, default=0
-        Seed of the silhouette sample and KMeans.
+        Seed of the silhouette sample, KMeans and the bootstrap.
+    n_boot : int or None, default=1000
+        Resamples of the 95 % percentile bootstrap over the test queries
+        (:func:`helpers.metrics.bootstrap_interval`) behind the ``<metric>_ci_low`` /
+        ``<metric>_ci_high`` columns of the metrics of :func:`per_query_scores`, at the end of the row;
+        ``None`` leaves them out.
     **meta
         Extra columns placed right after ``model`` (loss, margin, embedding_size, ...).
 
@@ -444,24 +486,29 @@ def evaluate_embeddings(
     row : dict
         ``model``, meta..., ``silhouette``, ``{k}nn_accuracy``, ``precision_at_1``,
         ``r_precision``, ``map_at_r``, ``recall_at_{k}``..., ``precision_at_{k}``...,
-        ``davies_bouldin``, ``calinski_harabasz``, ``nmi``, ``ami``.
+        ``davies_bouldin``, ``calinski_harabasz``, ``nmi``, ``ami``, then the interval columns.
     """
     ks = sorted({int(v) for v in ks})
     clusters = cluster_metrics(test_emb, y_test, seed=seed)
-    knn = knn_accuracy(train_emb, y_train, test_emb, y_test, k=k)
-    retrieval = retrieval_metrics(test_emb, y_test, train_emb, y_train, ks=ks)
-    row = {"model": name, **meta}
-    row["silhouette"] = clusters["silhouette"]
-    row[f"{k}nn_accuracy"] = knn
-    for key in ("precision_at_1", "r_precision", "map_at_r"):
-        row[key] = retrieval[key]
-    for kk in ks:
-        row[f"recall_at_{kk}"] = retrieval[f"recall_at_{kk}"]
-    for kk in ks:
-        if kk != 1:  # precision_at_1 already present
-            row[f"precision_at_{kk}"] = retrieval[f"precision_at_{kk}"]
-    for key in ("davies_bouldin", "calinski_harabasz", "nmi", "ami"):
-        row[key] = clusters[key]
+    correct = knn_correct(train_emb, y_train, test_emb, y_test, k=k).astype(np.float64)
+    retrieval = retrieval_per_query(test_emb, y_test, train_emb, y_train, ks=ks)
+    row = {
+        "model": name,
+        **meta,
+        "silhouette": clusters["silhouette"],
+        f"{k}nn_accuracy": float(correct.mean()),
+    }
+    order = ["precision_at_1", "r_precision", "map_at_r", *(f"recall_at_{kk}" for kk in ks)]
+    order += [f"precision_at_{kk}" for kk in ks if kk != 1]  # precision_at_1 already present
+    row.update({key: float(retrieval[key].mean()) for key in order})
+    row.update({key: clusters[key] for key in ("davies_bouldin", "calinski_harabasz", "nmi", "ami")})
+    if n_boot is not None:
+        interval_keys = ["precision_at_1", "map_at_r", *(f"recall_at_{kk}" for kk in ks)]
+        per_query = {f"{k}nn_accuracy": correct, **{key: retrieval[key] for key in interval_keys}}
+        for key, values in per_query.items():
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = metrics.bootstrap_interval(
+                values, n_boot=n_boot, seed=seed
+            )
     return row
 
 

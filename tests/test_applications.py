@@ -72,6 +72,19 @@ def test_verification_report_uses_the_validation_threshold():
     assert rep["threshold"] == 1.0  # 1 of 10 validation impostors
     assert rep["test_far"] == 0.0 and rep["test_frr"] == 0.5  # 1.5 rejected, 1.2 rejected
     assert rep["auc"] == pytest.approx(0.75)  # 3 of 4 (genuine, impostor) orderings right
+    for key in ("auc", "eer", "tar_at_far", "test_frr"):
+        assert 0.0 <= rep[f"{key}_ci_low"] <= rep[key] <= rep[f"{key}_ci_high"] <= 1.0
+
+
+def test_verification_intervals_shrink_with_more_pairs():
+    rng = np.random.default_rng(0)
+
+    def width(n):
+        d, same = scores(list(rng.normal(1, 0.5, n)), list(rng.normal(2, 0.5, n)))
+        rep = app.verification_report(d, same, d, same, target_far=0.1, n_boot=200)
+        return rep["auc_ci_high"] - rep["auc_ci_low"]
+
+    assert width(2000) < width(50) / 3  # ~ 1 / sqrt(n): 6x narrower
 
 
 def test_roc_matches_far_frr():
@@ -162,6 +175,7 @@ def test_open_set_rates_by_hand():
     assert rates["far"] == 0.25
     assert rates["dir"] == 0.5
     assert rates["closed_set_accuracy"] == 0.75
+    assert rates["identified"].tolist() == [True, True, False, False]
 
 
 def test_enroll_draws_shots_per_class_seeded():
@@ -183,6 +197,7 @@ def test_identification_and_unseen_reports_on_separable_clusters():
     e_te = centres[y_te] + rng.normal(0, 0.1, (20, 4))
     rep = app.identification_report(e_tr, y_tr, e_te, y_te, shots=(1, 5), unknown_classes=1, episodes=3)
     assert rep["closed_1shot"] == 1.0 and rep["closed_5shot"] == 1.0 and rep["dir_5shot"] == 1.0
+    assert rep["closed_1shot_se"] == 0.0 and rep["dir_5shot_ci_low"] == rep["dir_5shot_ci_high"] == 1.0
     unseen = app.unseen_class_report(
         {"train": e_tr, "test": e_te},
         {"train": y_tr, "test": y_te},
@@ -281,3 +296,14 @@ def test_application_plots_draw_and_refuse_mismatched_input():
         plots.plot_query_neighbours(images, np.zeros((2, 3, 4, 4, 1)), np.ones((2, 2)))
     with pytest.raises(ValueError, match="same shape"):
         plots.plot_distance_histograms([1.0, 2.0], [True])
+
+
+def test_identification_interval_and_standard_error_on_overlapping_clusters():
+    rng = np.random.default_rng(0)
+    y_tr, y_te = np.repeat(np.arange(4), 30), np.repeat(np.arange(4), 50)
+    e_tr = np.eye(4)[y_tr] * 2 + rng.normal(0, 1, (120, 4))
+    e_te = np.eye(4)[y_te] * 2 + rng.normal(0, 1, (200, 4))
+    rep = app.identification_report(e_tr, y_tr, e_te, y_te, shots=(1,), unknown_classes=1, episodes=4)
+    assert rep["closed_1shot_se"] == pytest.approx(rep["closed_1shot_std"] * np.sqrt(4 / 3) / 2)
+    for key in ("closed_1shot", "dir_1shot"):
+        assert rep[f"{key}_ci_low"] < rep[key] < rep[f"{key}_ci_high"]

@@ -345,8 +345,29 @@ def test_bundled_deterministic_and_seeded(bundled42, tmp_path):
         np.testing.assert_array_equal(getattr(again, key), getattr(bundled42, key))
     other = data.load_dataset("mnist", "bundled", seed=7, use_cache=False, verbose=False)
     assert not np.array_equal(other.y_train, bundled42.y_train)
-    assert not np.array_equal(other.x_test, bundled42.x_test)
+    assert not np.array_equal(other.x_val, bundled42.x_val)
+    np.testing.assert_array_equal(other.x_test, bundled42.x_test)  # the held-out test set
     assert np.bincount(other.y_val).tolist() == [100] * 10  # still stratified
+
+
+def test_held_out_test_set_is_fixed_stratified_and_never_trains_or_validates():
+    from sklearn.model_selection import train_test_split
+
+    y = np.repeat(np.arange(10), 500)[np.random.default_rng(0).permutation(5000)]
+    train42, val42, test42 = data.split_indices(y, 42)
+    # seed 42 is the split it always was: two stratified train_test_split calls, random_state 42
+    old_train, rest = train_test_split(np.arange(5000), test_size=0.4, random_state=42, stratify=y)
+    old_val, old_test = train_test_split(rest, test_size=0.5, random_state=42, stratify=y[rest])
+    for new, old in ((train42, old_train), (val42, old_val), (test42, old_test)):
+        np.testing.assert_array_equal(new, old)
+    assert np.bincount(y[test42]).tolist() == [100] * 10
+    for seed in range(30):
+        train, val, test = data.split_indices(y, seed)
+        np.testing.assert_array_equal(test, test42)
+        assert not set(test) & (set(train) | set(val)) and not set(train) & set(val)
+        assert (len(train), len(val)) == (3000, 1000) and len(set(train) | set(val) | set(test)) == 5000
+        assert np.bincount(y[val]).tolist() == [100] * 10
+    assert not np.array_equal(data.split_indices(y, 0)[1], data.split_indices(y, 1)[1])
 
 
 def test_splits_are_disjoint(bundled42):

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import densenet_study as ds
 from helpers import generators, models, training
-from helpers.data import DEFAULT_FASHION_DIR, Dataset, DatasetError, load_dataset
+from helpers.data import CACHE_FORMAT_VERSION, DEFAULT_FASHION_DIR, Dataset, DatasetError, load_dataset
 
 # --- the architecture --------------------------------------------------------------------------------
 
@@ -264,7 +264,7 @@ def test_official_split_on_a_fixture(tmp_path):
     assert sorted(map(bytes, (seen * 255).round().astype(np.uint8))) == sorted(
         map(bytes, x_train.reshape(50, -1))
     )
-    assert (tmp_path / "cache" / "fashion_mnist-idx-seed42-official20-v1.npz").exists()
+    assert (tmp_path / "cache" / f"fashion_mnist-idx-seed42-official20-v{CACHE_FORMAT_VERSION}.npz").exists()
     again = load_dataset(
         "fashion_mnist",
         source="idx",

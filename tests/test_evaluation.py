@@ -293,10 +293,36 @@ def test_evaluate_embeddings_row_columns():
         "model", "loss", "margin", "silhouette", "3nn_accuracy", "precision_at_1",
         "r_precision", "map_at_r", "recall_at_1", "recall_at_5", "recall_at_10",
         "precision_at_5", "precision_at_10", "davies_bouldin", "calinski_harabasz", "nmi", "ami",
+        "3nn_accuracy_ci_low", "3nn_accuracy_ci_high", "precision_at_1_ci_low", "precision_at_1_ci_high",
+        "map_at_r_ci_low", "map_at_r_ci_high", "recall_at_1_ci_low", "recall_at_1_ci_high",
+        "recall_at_5_ci_low", "recall_at_5_ci_high", "recall_at_10_ci_low", "recall_at_10_ci_high",
     ]  # fmt: skip
     assert row["3nn_accuracy"] == approx(ev.knn_accuracy(tr, ytr, te, yte))
     assert row["map_at_r"] == approx(ev.retrieval_metrics(te, yte, tr, ytr)["map_at_r"])
     assert 0.9 < row["3nn_accuracy"] <= 1.0
+    for key in ("3nn_accuracy", "precision_at_1", "map_at_r", "recall_at_5"):
+        assert row[f"{key}_ci_low"] <= row[key] <= row[f"{key}_ci_high"]
+    assert "map_at_r_ci_low" not in ev.evaluate_embeddings("m1", tr, ytr, te, yte, n_boot=None)
+
+
+def test_per_query_scores_average_to_the_row_and_give_its_interval():
+    from helpers import metrics
+
+    rng = np.random.default_rng(1)
+    ytr, yte = rng.integers(0, 3, 80), rng.integers(0, 3, 40)
+    tr = rng.normal(size=(80, 4)) + ytr[:, None] * 1.5
+    te = rng.normal(size=(40, 4)) + yte[:, None] * 1.5
+    per_query = ev.per_query_scores(tr, ytr, te, yte, ks=(1, 5))
+    row = ev.evaluate_embeddings("m", tr, ytr, te, yte, ks=(1, 5), n_boot=300, seed=3)
+    assert set(per_query) == {"3nn_accuracy", "precision_at_1", "map_at_r", "recall_at_1", "recall_at_5"}
+    for key, values in per_query.items():
+        assert len(values) == 40
+        assert row[key] == approx(values.mean())
+        interval = metrics.bootstrap_interval(values, n_boot=300, seed=3)
+        assert (row[f"{key}_ci_low"], row[f"{key}_ci_high"]) == interval
+    # recall@k is "any same-class reference in the top k": 1/0 per query, never below P@1
+    assert set(np.unique(per_query["recall_at_5"])) <= {0.0, 1.0}
+    assert (per_query["recall_at_5"] >= per_query["precision_at_1"]).all()
 
 
 def test_baselines():

@@ -286,3 +286,36 @@ def test_shift_averaging_refuses_to_merge_into_a_file_of_another_kind_before_mea
     with pytest.raises(SystemExit, match="holds no shift-averaging rows"):
         shift_averaging.main(["--out", str(other)])
     assert json.loads(other.read_text()) == {"profiles": {}}  # left as it was
+
+
+# --- fresh or marked rows --------------------------------------------------------------------------------
+
+
+def test_stale_marker_trips_when_a_registry_field_changes(monkeypatch):
+    import dataclasses
+
+    from benchmarks import common, report
+    from helpers import models
+
+    rows = common.stamp_rows([run(MODELS[0], 42, 0, 0.98), run("raw_pixels", 42, 0, 0.92)], commit="abc1234")
+    assert rows[0]["commit"] == "abc1234" and len(rows[0]["registry_fingerprint"]) == 16
+    assert "registry_fingerprint" not in rows[1]  # a baseline has no registry entry
+    unstamped = run(MODELS[1], 42, 0, 0.97)
+    names, notes = report.freshness_marks([*rows, unstamped])
+    assert names == [MODELS[0], "raw_pixels", f"{MODELS[1]}{report.UNSTAMPED}"]
+    assert notes == [report.FRESHNESS_NOTES[report.UNSTAMPED]]
+
+    spec = models.MODELS[MODELS[0]]
+    monkeypatch.setitem(models.MODELS, MODELS[0], dataclasses.replace(spec, margin=spec.margin + 0.25))
+    names, notes = report.freshness_marks(rows)
+    assert names == [f"{MODELS[0]}{report.STALE}", "raw_pixels"]
+    assert notes == [report.FRESHNESS_NOTES[report.STALE]]
+
+
+def test_a_summary_carries_the_fingerprint_its_runs_share():
+    a, b = run(MODELS[0], 42, 0, 0.98), run(MODELS[0], 42, 1, 0.97)
+    assert "registry_fingerprint" not in quality.summarise([a, b])[0]  # unstamped runs
+    a["registry_fingerprint"] = b["registry_fingerprint"] = "f1"
+    assert quality.summarise([a, b])[0]["registry_fingerprint"] == "f1"
+    b["registry_fingerprint"] = "f2"
+    assert quality.summarise([a, b])[0]["registry_fingerprint"] == "mixed"
