@@ -6,6 +6,9 @@ profiles on different datasets keep their own entries:
 
 - ``<name>.weights.h5``: the training model (embedding + any head);
 - ``<name>.feature_extractor.weights.h5``: the embedding model alone;
+- ``<name>.keras``: the embedding model as a whole (architecture and weights), which
+  ``keras.models.load_model`` reads after ``import helpers``; not part of the fingerprint, so an
+  entry without one gets it when it is next loaded;
 - ``<name>.history.json``: the per-epoch history, the fingerprints and timings. Written last, so
   it marks a complete cache entry;
 - ``<name>.lock``: taken while the entry is trained, so a second process waits and then loads it.
@@ -175,6 +178,7 @@ def cache_paths(
     return {
         "weights": folder / f"{name}.weights.h5",
         "feature_extractor": folder / f"{name}.feature_extractor.weights.h5",
+        "model": folder / f"{name}.keras",
         "history": folder / f"{name}.history.json",
         "work": folder / f"{name}.work",
         "lock": folder / f"{name}.lock",
@@ -200,6 +204,25 @@ def _load_weights(model: keras.Model, path: Path) -> None:
         model.load_weights(path)
     except Exception as exc:  # h5py raises OSError, Keras ValueError: both mean unusable
         raise CacheError(f"{path.name} is unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def save_model_file(embedding: keras.Model, path: str | os.PathLike) -> Path:
+    """Save ``embedding`` as a ``.keras`` file (architecture and weights), atomically."""
+    path = Path(path)
+    with config.atomic_path(path, suffix=".keras") as tmp:
+        embedding.save(tmp)
+    return path
+
+
+def _ensure_model_file(embedding: keras.Model, paths: dict) -> None:
+    """Write the entry's ``.keras`` when it is missing or older than the entry's weights."""
+    model_file, weights = paths["model"], paths["feature_extractor"]
+    if model_file.exists() and model_file.stat().st_mtime_ns >= weights.stat().st_mtime_ns:
+        return
+    try:
+        save_model_file(embedding, model_file)
+    except OSError as exc:  # a read-only cache still loads; only the take-away file is missing
+        print(f"cannot write {model_file} ({exc}); the cached weights are unaffected", flush=True)
 
 
 # --- generators ---------------------------------------------------------------------------------------
@@ -801,6 +824,7 @@ def _save_entry(name, model, embedding, data, params, fingerprints, history_cb, 
         model.save_weights(tmp)
     with config.atomic_path(paths["feature_extractor"]) as tmp:
         embedding.save_weights(tmp)
+    save_model_file(embedding, paths["model"])
     record = {
         "model": name,
         "dataset": data.name,
@@ -898,11 +922,13 @@ def train(
     record = None if force else _load_cached(name, model, embedding, fingerprints["fingerprint"], paths)
     if record:
         print(f"[{name}] loaded from cache ({paths['history'].parent})", flush=True)
+        _ensure_model_file(embedding, paths)
         return embedding, {**record, "from_cache": True}
     with _entry_lock(name, paths) as waited:
         record = _load_cached(name, model, embedding, fingerprints["fingerprint"], paths) if waited else None
         if record:
             print(f"[{name}] loaded from cache what the other process trained", flush=True)
+            _ensure_model_file(embedding, paths)
             return embedding, {**record, "from_cache": True}
         work = _work_folder(paths, fingerprints["fingerprint"], force)
         history_cb, seconds = _fit(name, model, embedding, data, params, work, verbose, callbacks)
@@ -942,6 +968,7 @@ def load_trained(name: str, data, cache_dir=None, retrain: bool = False, **param
                 f"retrain with helpers.training.train({name!r}, data, force=True)"
             )
         _load_weights(embedding, paths["feature_extractor"])
+        _ensure_model_file(embedding, paths)
     except CacheError:
         if not retrain:
             raise

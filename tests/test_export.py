@@ -1,0 +1,127 @@
+"""Export: every registry model round-trips through a .keras file; an exported model loads in a fresh
+process with only ``import helpers, keras`` and embeds as the cached one does; the card holds what it
+promises; the errors (not cached, unknown names) are one line with the right exit status."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import helpers
+from helpers import config, training
+from helpers.data import load_dataset
+from helpers.export import ExportError, ExportUsageError, export, main
+from helpers.models import MODELS, build_embedding
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "cnn_simple_v1"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("mnist", source="bundled", verbose=False)
+
+
+@pytest.fixture()
+def offline(data, tmp_path, monkeypatch):
+    """The bundled MNIST as the only dataset in the data cache; runs and models under tmp_path."""
+    load_dataset("mnist", source="bundled", cache_dir=tmp_path / "data", verbose=False)
+    monkeypatch.setattr(config, "DATA_CACHE", tmp_path / "data")
+    monkeypatch.setattr(config, "RUNS", tmp_path / "runs")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_registry_embedding_round_trips_through_a_keras_file(name, data, tmp_path):
+    model = build_embedding(name)
+    path = training.save_model_file(model, tmp_path / f"{name}.keras")
+    loaded = keras.models.load_model(path)
+    x = data.x_test[:8]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_exported_model_loads_in_a_fresh_process_and_embeds_as_the_cache(data, offline):
+    smoke_cache = config.RUNS / "smoke" / "models_cache"
+    with pytest.raises(ExportError, match=r"not in the cache .*--train"):
+        export(MODEL, offline / "out", profile="smoke")
+    assert not (offline / "out").exists()
+
+    path = export(MODEL, offline / "out", profile="smoke", train=True)
+    assert path == offline / "out" / f"{MODEL}.keras"
+    entry = training.cache_paths(MODEL, smoke_cache, "mnist")
+    assert entry["model"].is_file()  # the cache entry keeps a .keras beside its weights
+    cached = training.load_embedding(MODEL, cache_dir=smoke_cache)
+    np.save(offline / "x.npy", data.x_test[:32])
+    np.save(offline / "expected.npy", cached.predict(data.x_test[:32], verbose=0))
+
+    script = (
+        "import sys, numpy as np, helpers, keras\n"
+        "model = keras.models.load_model(sys.argv[1])\n"
+        "np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = [str(path), str(offline / "x.npy"), str(offline / "got.npy")]
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=offline,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(np.load(offline / "got.npy"), np.load(offline / "expected.npy"), atol=1e-5)
+
+    card = json.loads(path.with_suffix(".json").read_text())
+    record = training.read_cache_record(MODEL, smoke_cache)
+    assert card["fingerprint"] == record["fingerprint"] and card["dataset"] == "mnist"
+    assert card["input_shape"] == [28, 28, 1] and card["embedding_size"] == 64
+    assert card["registry_entry"]["loss"] == MODELS[MODEL].loss
+    assert card["training"]["params"] == {**record["params"]}
+    assert card["versions"]["keras"] == keras.__version__
+    assert card["evaluation"] is None  # the profile has not evaluated it
+
+
+@pytest.mark.slow
+def test_a_cache_entry_without_a_keras_file_gets_one_when_loaded(data, tmp_path):
+    kwargs = {"cache_dir": tmp_path, "epochs": 1, "steps_per_epoch": 1, "batch_size": 16}
+    embedding, _ = training.train(MODEL, data, **kwargs)
+    entry = training.cache_paths(MODEL, tmp_path, "mnist")
+    weights_mtime = entry["feature_extractor"].stat().st_mtime_ns
+    entry["model"].unlink()
+    _, record = training.train(MODEL, data, **kwargs)
+    assert record["from_cache"] and entry["model"].is_file()
+    assert entry["feature_extractor"].stat().st_mtime_ns == weights_mtime  # the weights were not rewritten
+    loaded = keras.models.load_model(entry["model"])
+    x = data.x_test[:8]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), embedding.predict(x, verbose=0), atol=1e-5)
+
+
+def test_export_is_reachable_from_the_package_and_callable():
+    assert callable(helpers.export)
+    from helpers import export as exported
+
+    assert callable(exported)
+
+
+def test_cli_errors_exit_2_for_usage_and_1_for_failures(offline, capsys):
+    cases = [
+        (["nope", "--out", str(offline / "o")], 2, "unknown model 'nope'"),
+        ([MODEL, "--out", str(offline / "o"), "--profile", "huge"], 2, "unknown profile 'huge'"),
+        ([MODEL, "--out", str(offline / "o"), "--dataset", "svhn"], 2, "unknown dataset 'svhn'"),
+        ([MODEL], 2, "required: --out"),
+        ([MODEL, "--out", str(offline / "o"), "--profile", "smoke"], 1, "--train"),
+    ]
+    for argv, status, message in cases:
+        assert main(argv) == status, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (offline / "o").exists()
+    with pytest.raises(ExportUsageError):
+        export(MODEL, offline / "o", profile="huge")
