@@ -16,7 +16,8 @@ def _report(*args, cwd=ROOT):
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        # the freshness marks import the registry (Keras): TensorFlow's start-up log is not the message
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
 
 
