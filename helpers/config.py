@@ -38,6 +38,16 @@ DATA_CACHE = _dir("SIMSUITE_DATA_CACHE", ROOT / ".cache" / "data")
 RUNS = _dir("SIMSUITE_RUNS", ROOT / "runs")
 EVALUATION_CSV = Path(os.environ.get("SIMSUITE_EVALUATION_CSV", ROOT / "model_evaluation.csv")).resolve()
 NOTEBOOKS = ROOT / "notebooks"
+# TensorBoard logs of training (TensorFlow backend): <TENSORBOARD>/<dataset>/<model>/<fingerprint>/;
+# a run of the notebooks sends them to runs/<profile>/tensorboard/. SIMSUITE_TENSORBOARD_LOGS=0 turns
+# them off (they change nothing that is learned or cached).
+TENSORBOARD = _dir("SIMSUITE_TENSORBOARD", ROOT / "runs" / "tensorboard")
+TENSORBOARD_LOGS = os.environ.get("SIMSUITE_TENSORBOARD_LOGS", "1").strip().lower() not in (
+    "0",
+    "false",
+    "no",
+    "",
+)
 
 
 @contextlib.contextmanager

@@ -183,6 +183,7 @@ _OUTPUTS = {  # environment variable -> (config attribute, path under an output 
     "SIMSUITE_MODELS_EXPLAIN": ("MODELS_EXPLAIN", "models_explain"),
     "SIMSUITE_FIGURES": ("FIGURES", "figures"),
     "SIMSUITE_EVALUATION_CSV": ("EVALUATION_CSV", "model_evaluation.csv"),
+    "SIMSUITE_TENSORBOARD": ("TENSORBOARD", "tensorboard"),
 }
 
 
