@@ -85,7 +85,7 @@ def command_line() -> str:
 def stamp() -> dict:
     return {
         "command": command_line(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
     }
 

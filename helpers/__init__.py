@@ -22,8 +22,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-# the modules whose import registers the suite's Keras layers and losses
-_REGISTERING_MODULES = ("helpers.models", "helpers.losses")
+# the modules whose import registers the suite's Keras layers and losses; they import only Keras, so
+# registering them while Keras finishes its import cannot meet a half-imported module of the suite
+_REGISTERING_MODULES = ("helpers.layers", "helpers.losses")
 
 
 def _register_keras_objects() -> None:

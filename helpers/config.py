@@ -1,6 +1,7 @@
 """One place for the suite's paths and small I/O utilities.
 
-Every output folder is resolved from ``ROOT`` (the repository root, or ``$SIMSUITE_ROOT`` when set),
+Every output folder is resolved from ``ROOT`` (the repository root, or ``$SIMSUITE_ROOT`` when set;
+the working directory when the package is installed rather than run from its checkout),
 so notebooks executed by papermill from any working directory write to the same places.
 """
 
@@ -12,7 +13,17 @@ import os
 import tempfile
 from pathlib import Path
 
-ROOT = Path(os.environ.get("SIMSUITE_ROOT", Path(__file__).resolve().parents[1])).resolve()
+
+def _root() -> Path:
+    """``$SIMSUITE_ROOT``; else the checkout this package lives in; else (the package installed in a
+    virtual environment) the working directory."""
+    if os.environ.get("SIMSUITE_ROOT"):
+        return Path(os.environ["SIMSUITE_ROOT"]).resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd().resolve()
+
+
+ROOT = _root()
 
 
 def _dir(env_name: str, default: Path) -> Path:
@@ -27,6 +38,16 @@ DATA_CACHE = _dir("SIMSUITE_DATA_CACHE", ROOT / ".cache" / "data")
 RUNS = _dir("SIMSUITE_RUNS", ROOT / "runs")
 EVALUATION_CSV = Path(os.environ.get("SIMSUITE_EVALUATION_CSV", ROOT / "model_evaluation.csv")).resolve()
 NOTEBOOKS = ROOT / "notebooks"
+# TensorBoard logs of training (TensorFlow backend): <TENSORBOARD>/<dataset>/<model>/<fingerprint>/;
+# a run of the notebooks sends them to runs/<profile>/tensorboard/. SIMSUITE_TENSORBOARD_LOGS=0 turns
+# them off (they change nothing that is learned or cached).
+TENSORBOARD = _dir("SIMSUITE_TENSORBOARD", ROOT / "runs" / "tensorboard")
+TENSORBOARD_LOGS = os.environ.get("SIMSUITE_TENSORBOARD_LOGS", "1").strip().lower() not in (
+    "0",
+    "false",
+    "no",
+    "",
+)
 
 
 @contextlib.contextmanager

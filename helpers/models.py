@@ -35,6 +35,14 @@ import keras
 from keras import layers, ops
 
 from helpers import generators
+from helpers.layers import (  # noqa: F401 - the layers models are built from, importable from here too
+    ClassToken,
+    L2Normalize,
+    PositionEmbedding,
+    SpatialAttention,
+    StackEmbeddings,
+    TakeToken,
+)
 
 EMBEDDING_DIM = 64
 AUGMENT_MODES = (False, True, "host", "device")
@@ -48,14 +56,6 @@ BN_MOMENTUM = 0.9
 
 
 # --- custom layers (keras.ops only, so they run on every backend) ---------------------------------
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class L2Normalize(layers.Layer):
-    """Scale each embedding to unit Euclidean norm."""
-
-    def call(self, x):
-        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
 
 
 def rotation_shift_transforms(theta, dy, dx, height: int, width: int):
@@ -177,79 +177,6 @@ class DeviceAugment(layers.Layer):
             "elastic_grid": self.elastic_grid,
             "seed": self.seed,
         }
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class StackEmbeddings(layers.Layer):
-    """Stack n embeddings of shape (batch, d) into (batch, n, d) for the pair and triplet losses."""
-
-    def call(self, inputs):
-        return ops.stack(list(inputs), axis=1)
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class SpatialAttention(layers.Layer):
-    """CBAM spatial attention: a 7x7 convolution over the channel-wise mean and max maps."""
-
-    def __init__(self, kernel_size: int = 7, **kwargs):
-        super().__init__(**kwargs)
-        self.kernel_size = kernel_size
-        self.conv = layers.Conv2D(1, kernel_size, padding="same", activation="sigmoid")
-
-    def build(self, input_shape):
-        self.conv.build((*input_shape[:-1], 2))
-
-    def call(self, x):
-        pooled = ops.concatenate(
-            [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
-        )
-        return x * self.conv(pooled)
-
-    def get_config(self):
-        return {**super().get_config(), "kernel_size": self.kernel_size}
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class ClassToken(layers.Layer):
-    """Prepend one learned CLS token to a sequence of tokens (batch, n, d) -> (batch, n + 1, d)."""
-
-    def build(self, input_shape):
-        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros", name="cls_token")
-
-    def call(self, x):
-        batch = ops.shape(x)[0]
-        token = ops.broadcast_to(self.token, (batch, 1, ops.shape(self.token)[-1]))
-        return ops.concatenate([ops.cast(token, x.dtype), x], axis=1)
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class PositionEmbedding(layers.Layer):
-    """Add a learned positional encoding to a token sequence of fixed length."""
-
-    def build(self, input_shape):
-        self.positions = self.add_weight(
-            shape=(1, input_shape[1], input_shape[2]),
-            initializer=keras.initializers.RandomNormal(stddev=0.02),
-            name="positions",
-        )
-
-    def call(self, x):
-        return x + ops.cast(self.positions, x.dtype)
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class TakeToken(layers.Layer):
-    """Return token ``index`` of a sequence (batch, n, d) -> (batch, d)."""
-
-    def __init__(self, index: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.index = index
-
-    def call(self, x):
-        return x[:, self.index, :]
-
-    def get_config(self):
-        return {**super().get_config(), "index": self.index}
 
 
 # --- building blocks --------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Run the numbered notebooks headless with papermill, then write an HTML gallery of the run.
 
-    python -m helpers.run --profile smoke|default|full [--only 01,04] [--output-root DIR]
+    python -m helpers.run --profile smoke|default|full [--only 01,04] [-p epochs=3 ...] [--output-root DIR]
 
 Every ``notebooks/NN_*.ipynb`` is executed into ``runs/<profile>/`` (git-ignored); each receives the
 profile's parameters that its ``parameters`` cell declares (others are left out, so a new notebook is
-picked up without editing this file). ``--jobs N`` (default: the profile's, :data:`JOBS`) runs up to
+picked up without editing this file). ``-p NAME=VALUE`` overrides a parameter (the value read as
+YAML) in every notebook that declares it; a name no notebook of the run takes is a usage error.
+``--jobs N`` (default: the profile's, :data:`JOBS`) runs up to
 ``N`` notebooks at once, each in its own process, a notebook starting once the notebooks it
 ``needs`` have finished (:func:`notebook_needs`: its metadata, or every earlier notebook). The run
 stops at the first failing notebook (with ``--jobs``, once the ones already running end) and names
@@ -38,7 +40,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from helpers import allocator, config
+from helpers import allocator, config, provenance
 
 # Parameters by profile. A notebook receives the ones its `parameters` cell declares.
 PROFILES: dict[str, dict] = {
@@ -145,6 +147,39 @@ class NotebookFailed(RuntimeError):
     """A notebook of the run raised; the message names it and where its executed copy is."""
 
 
+class RunUsageError(ValueError):
+    """Bad arguments to a run: an unknown profile or notebook, a parameter no notebook takes."""
+
+
+def parse_overrides(pairs) -> dict:
+    """``["epochs=3", "models=[cnn_simple_v1]"]`` -> ``{"epochs": 3, "models": ["cnn_simple_v1"]}``:
+    each value is read as YAML (``3`` a number, ``null`` None, ``[a, b]`` a list, ``abc`` a string)."""
+    import yaml
+
+    overrides = {}
+    for pair in pairs or []:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise RunUsageError(f"-p takes NAME=VALUE, e.g. -p epochs=3; got {pair!r}")
+        try:
+            overrides[name.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise RunUsageError(f"-p {name}: {text!r} is not a YAML value ({problem}); quote it") from None
+    return overrides
+
+
+def check_overrides(overrides: dict, declared: dict[str, set]) -> None:
+    """Refuse an override that none of the run's notebooks declares (``declared``: name -> params)."""
+    known = set().union(*declared.values()) if declared else set()
+    unknown = sorted(set(overrides or {}) - known)
+    if unknown:
+        raise RunUsageError(
+            f"no notebook of this run takes {', '.join(map(repr, unknown))}; "
+            f"the parameters they take: {', '.join(sorted(known))}"
+        )
+
+
 def notebooks(folder: Path | None = None) -> list[Path]:
     """The numbered notebooks ``NN_*.ipynb`` in order."""
     folder = Path(folder or config.NOTEBOOKS)
@@ -183,6 +218,7 @@ _OUTPUTS = {  # environment variable -> (config attribute, path under an output 
     "SIMSUITE_MODELS_EXPLAIN": ("MODELS_EXPLAIN", "models_explain"),
     "SIMSUITE_FIGURES": ("FIGURES", "figures"),
     "SIMSUITE_EVALUATION_CSV": ("EVALUATION_CSV", "model_evaluation.csv"),
+    "SIMSUITE_TENSORBOARD": ("TENSORBOARD", "tensorboard"),
 }
 
 
@@ -313,9 +349,9 @@ def run(
     import papermill
 
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+        raise RunUsageError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     if int(jobs) < 1:
-        raise ValueError(f"jobs must be at least 1, got {jobs!r}")
+        raise RunUsageError(f"jobs must be at least 1, got {jobs!r}")
     params = {**PROFILES[profile], **(overrides or {})}
     kernel_name = kernel_name or ensure_run_kernel()
     if part is None:
@@ -324,11 +360,15 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     selected = [nb for nb in notebooks(notebooks_dir) if not only or nb.name[:2] in only]
     if not selected:
-        raise ValueError(f"no notebook matches --only {only}; notebooks are in {config.NOTEBOOKS}")
+        raise RunUsageError(f"no notebook matches --only {only}; notebooks are in {config.NOTEBOOKS}")
+    declared = {nb.name: set(papermill.inspect_notebook(str(nb))) for nb in selected}
+    if part is None:  # the whole run's notebooks (one notebook of a run with --jobs takes a subset)
+        check_overrides(overrides, declared)
 
     record = {
         "profile": profile,
         "parameters": params,
+        "overrides": overrides or {},
         "notebooks": [],
         "run_dir": str(run_dir),
         "jobs": jobs,
@@ -342,8 +382,7 @@ def run(
         last_times = _last_run_seconds(run_dir)
         entries = []
         for i, nb in enumerate(selected, start=1):
-            declared = papermill.inspect_notebook(str(nb))
-            nb_params = {k: v for k, v in params.items() if k in declared}
+            nb_params = {k: v for k, v in params.items() if k in declared[nb.name]}
             entries.append(
                 _run_notebook(nb, position or (i, len(selected)), nb_params, run_dir, kernel_name, last_times)
             )
@@ -353,6 +392,7 @@ def run(
         config.write_json(part, record)
         return record
     record["notebooks"] = credit_images(entries)
+    record["provenance"] = provenance.provenance()
     config.write_json(run_dir / "run.json", record)
     gallery = write_gallery(record, run_dir)
     print(f"== run finished in {record['seconds']:.1f}s; gallery: {gallery}", flush=True)
@@ -664,6 +704,7 @@ def write_gallery(record: dict, run_dir: Path) -> Path:
         f"<h1>Run gallery: profile <code>{html.escape(record['profile'])}</code></h1>",
         f"<p>{len(record['notebooks'])} notebooks in {record.get('seconds', 0):.0f} s. "
         f"Parameters: <code>{html.escape(json.dumps(record['parameters'], default=str))}</code></p>",
+        *_provenance_html(record.get("provenance")),
     ]
     csv_path = Path(config.EVALUATION_CSV)
     parts.append("<h2>Model evaluation</h2>")
@@ -712,6 +753,20 @@ def write_gallery(record: dict, run_dir: Path) -> Path:
     return out
 
 
+def _provenance_html(made: dict | None) -> list[str]:
+    """The gallery's "what made this run" line and its details (``run.json`` holds them all)."""
+    if not made:
+        return []
+    packages = ", ".join(f"{name} {version}" for name, version in made["packages"].items() if version)
+    host = made["machine"]
+    return [
+        f"<p>What made this run: <code>{html.escape(provenance.summary(made))}</code></p>",
+        "<details><summary>Packages and machine</summary><ul>",
+        f"<li>packages: {html.escape(packages)}</li>",
+        f"<li>machine: {html.escape(json.dumps(host))}</li></ul></details>",
+    ]
+
+
 def _display_name(path: Path) -> str:
     for folder in output_folders():
         try:
@@ -721,10 +776,25 @@ def _display_name(path: Path) -> str:
     return path.name
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line on stderr, exit 2
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Run the notebook suite headless with papermill.")
-    parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    """Entry point of ``python -m helpers.run``: 0 done, 1 a notebook failed, 2 a usage error."""
+    parser = _Parser(description="Run the notebook suite headless with papermill.")
+    parser.add_argument("--profile", default="default", choices=sorted(PROFILES), help="settings of the run")
     parser.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,04")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        dest="parameters",
+        metavar="NAME=VALUE",
+        help="override a profile parameter in every notebook that takes it; VALUE is YAML "
+        "(-p epochs=3 -p models='[cnn_simple_v1]'); repeatable",
+    )
     parser.add_argument(
         "--run-dir", help="where executed notebooks and the gallery go (default: runs/<profile>)"
     )
@@ -743,7 +813,14 @@ def main(argv=None) -> int:
     parser.add_argument("--position", help=argparse.SUPPRESS)
     parser.add_argument("--overrides", type=json.loads, help=argparse.SUPPRESS)
     parser.add_argument("--notebooks-dir", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        overrides = {**(args.overrides or {}), **parse_overrides(args.parameters)}
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line printed by _Parser.error)
+        return int(exc.code or 0)
+    except RunUsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     run_dir = Path(args.run_dir) if args.run_dir else config.RUNS / args.profile
     if args.output_root:
         set_output_root(args.output_root)
@@ -758,7 +835,7 @@ def main(argv=None) -> int:
             only=only,
             run_dir=run_dir,
             kernel_name=args.kernel,
-            overrides=args.overrides,
+            overrides=overrides,
             notebooks_dir=args.notebooks_dir,
             jobs=JOBS.get(args.profile, 1) if args.jobs is None else args.jobs,
             part=args.part,
@@ -767,6 +844,9 @@ def main(argv=None) -> int:
     except NotebookFailed as exc:
         print(f"RUN FAILED: {exc}", file=sys.stderr, flush=True)
         return 1
+    except RunUsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -715,6 +716,22 @@ def _callbacks(name, params, work, train_gen, history_cb, verbose, extra) -> lis
     return cbs + list(extra or [])
 
 
+def tensorboard_callback(name: str, dataset: str, fingerprint: str):
+    """A ``keras.callbacks.TensorBoard`` writing the per-epoch curves to
+    ``config.TENSORBOARD/<dataset>/<name>/<fingerprint[:16]>/``, or None when the backend is not
+    TensorFlow (whose ``tf.summary`` writes the files), the ``tensorboard`` package is missing or
+    ``config.TENSORBOARD_LOGS`` is off.
+    Epoch scalars only: no graph, histograms or profiling, so training costs the same."""
+    if not config.TENSORBOARD_LOGS or keras.backend.backend() != "tensorflow":
+        return None
+    if importlib.util.find_spec("tensorboard") is None:  # tf.summary needs it to write
+        return None
+    folder = config.TENSORBOARD / dataset / name / fingerprint[:16]
+    return keras.callbacks.TensorBoard(
+        str(folder), histogram_freq=0, write_graph=False, update_freq="epoch", profile_batch=0
+    )
+
+
 def recalibrate_batchnorm(embedding: keras.Model, images, batch_size: int = 500) -> int:
     """Recompute the moving mean and variance of ``embedding``'s BatchNormalization layers on ``images``.
 
@@ -799,6 +816,8 @@ def _fit(
         print(
             f"[{name}] found an interrupted run ({len(history_cb.epochs)} epochs done); resuming", flush=True
         )
+    board = tensorboard_callback(name, data.name, work.name)
+    extra_callbacks = [*(extra_callbacks or []), *([board] if board else [])]
     cbs = _callbacks(name, params, work, train_gen, history_cb, verbose, extra_callbacks)
     start = time.perf_counter()
     model.fit(

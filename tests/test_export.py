@@ -45,6 +45,53 @@ def test_every_registry_embedding_round_trips_through_a_keras_file(name, data, t
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
+FRESH_LOAD = """
+import sys, numpy as np
+import helpers.generators  # Keras loads while a module of the suite is half imported
+import keras
+x = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    np.save(path + ".npy", keras.models.load_model(path).predict(x, verbose=0))
+"""
+
+
+def test_import_helpers_is_enough_to_load_every_kind_of_layer_in_a_fresh_process(data, tmp_path):
+    import helpers.vicreg  # noqa: F401 - registers the VICReg study models (their embedding holds ViewAugment)
+
+    x = data.x_test[:8]
+    np.save(tmp_path / "x.npy", x)
+    expected, paths = {}, []
+    for name in ("cnn_with_attention_vit_style_v1", "cnn_with_attention_v1", "vicreg"):  # tokens, CBAM, views
+        model = build_embedding(name)
+        paths.append(str(training.save_model_file(model, tmp_path / f"{name}.keras")))
+        expected[paths[-1]] = model.predict(x, verbose=0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, str(tmp_path / "x.npy"), *paths],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for path, want in expected.items():
+        np.testing.assert_allclose(np.load(path + ".npy"), want, atol=1e-5)
+
+    # the same files on the JAX backend: the take-away model is not tied to TensorFlow
+    env["KERAS_BACKEND"] = "jax"
+    jax_paths = [str(Path(p).with_name(f"jax_{Path(p).name}")) for p in paths]
+    for path, copy in zip(paths, jax_paths, strict=True):
+        Path(copy).write_bytes(Path(path).read_bytes())
+    jax_run = [sys.executable, "-c", FRESH_LOAD.replace("import helpers.generators", "import helpers")]
+    proc = subprocess.run(
+        [*jax_run, str(tmp_path / "x.npy"), *jax_paths], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for path, copy in zip(paths, jax_paths, strict=True):
+        np.testing.assert_allclose(np.load(copy + ".npy"), expected[path], atol=1e-4)
+
+
 @pytest.mark.slow
 def test_exported_model_loads_in_a_fresh_process_and_embeds_as_the_cache(data, offline):
     smoke_cache = config.RUNS / "smoke" / "models_cache"
@@ -101,6 +148,22 @@ def test_a_cache_entry_without_a_keras_file_gets_one_when_loaded(data, tmp_path)
     loaded = keras.models.load_model(entry["model"])
     x = data.x_test[:8]
     np.testing.assert_allclose(loaded.predict(x, verbose=0), embedding.predict(x, verbose=0), atol=1e-5)
+
+
+def test_the_card_takes_the_models_row_of_the_profiles_evaluation_table(offline):
+    from helpers.export import evaluation_row
+
+    assert evaluation_row(MODEL, "mnist", "smoke") == (None, config.RUNS / "smoke" / "model_evaluation.csv")
+    table = config.RUNS / "smoke" / "model_evaluation.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text(
+        "model,3nn_accuracy,embedding_size,kind\ncnn_simple_v2,0.9,64,model\ncnn_simple_v1,0.875,64,model\n"
+    )
+    row, path = evaluation_row(MODEL, "mnist", "smoke")
+    assert (
+        row == {"model": MODEL, "3nn_accuracy": 0.875, "embedding_size": 64, "kind": "model"}
+        and path == table
+    )
 
 
 def test_export_is_reachable_from_the_package_and_callable():

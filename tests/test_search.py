@@ -10,13 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from helpers import search, training
 from helpers.data import load_dataset
-from helpers.search import EmbeddingIndex, ModelMismatchError, NotAnIndexError, SearchError
+from helpers.search import EmbeddingIndex, ModelMismatchError, NotAnIndexError, SearchError, store
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "cnn_simple_v1"
@@ -84,7 +84,7 @@ def test_save_load_query_identical_then_add_and_remove(kind, tmp_path):
     before = index.query(q, 10)
     index.save(tmp_path / "idx")
     assert sorted(os.listdir(tmp_path)) == ["idx"]  # no temporary folder left behind
-    assert sorted(os.listdir(tmp_path / "idx")) == sorted(search._FILES)
+    assert sorted(os.listdir(tmp_path / "idx")) == sorted(search.FILES)
     meta = json.loads((tmp_path / "idx" / "metadata.json").read_text())
     assert (meta["kind"], meta["metric"], meta["count"]) == (kind, "cosine", 2000)
     assert meta["class_names"][3] == "c3"
@@ -131,6 +131,31 @@ def test_string_ids_round_trip_without_pickle(tmp_path):
         loaded.add(x[:2], y[:2], ids=[5, 6])
     with pytest.raises(SearchError, match="already in the index"):
         loaded.add(x[:1], y[:1], ids=["actor/00001"])
+
+
+def test_projector_files_load_as_tsv_with_one_row_per_item(tmp_path):
+    import csv
+
+    x, y, _ = clustered(n=50, dim=8)
+    index = EmbeddingIndex(8, class_names=[f"class\t{i}" for i in range(10)])
+    index.add(x, y, ids=[f"item {i}" for i in range(50)])
+    folder = index.write_projector(tmp_path / "proj", images=np.random.default_rng(0).random((50, 28, 28)))
+    vectors = np.loadtxt(folder / "vectors.tsv", delimiter="\t", dtype=np.float32)
+    np.testing.assert_allclose(vectors, x, rtol=1e-6)
+    with open(folder / "metadata.tsv", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    assert rows[0] == ["id", "label", "class"] and len(rows) == 1 + len(vectors) == 51
+    assert rows[1] == ["item 0", str(y[0]), f"class {y[0]}"]  # a tab in a name cannot break a row
+    config_text = (folder / "projector_config.pbtxt").read_text()
+    assert 'tensor_path: "vectors.tsv"' in config_text and "single_image_dim: 28" in config_text
+    assert Image.open(folder / "sprite.png").size == (28 * 8, 28 * 8)  # 50 images: an 8 x 8 grid
+
+    plain = index.write_projector(tmp_path / "points")  # no images, no split: points only
+    assert (
+        not (plain / "sprite.png").exists() and "sprite" not in (plain / "projector_config.pbtxt").read_text()
+    )
+    with pytest.raises(SearchError, match="one image per stored item"):
+        index.write_projector(tmp_path / "bad", images=np.zeros((3, 28, 28)))
 
 
 def test_bad_input_is_one_clear_error():
@@ -208,7 +233,7 @@ def test_a_crash_mid_save_leaves_the_previous_index_loadable(tmp_path, monkeypat
             raise OSError("No space left on device")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(search.np, "save", crashing_save)
+    monkeypatch.setattr(store.np, "save", crashing_save)
     with pytest.raises(OSError, match="No space"):
         index.save(tmp_path / "idx")
     monkeypatch.undo()
@@ -225,7 +250,7 @@ def test_a_crash_mid_save_leaves_the_previous_index_loadable(tmp_path, monkeypat
             raise OSError("killed")
         return real_rename(src, dst)
 
-    monkeypatch.setattr(search.os, "rename", crash_on_second_rename)
+    monkeypatch.setattr(store.os, "rename", crash_on_second_rename)
     with pytest.raises(OSError, match="killed"):
         index.save(tmp_path / "idx")
     monkeypatch.undo()
@@ -255,23 +280,41 @@ def test_save_refuses_to_replace_a_folder_that_is_not_an_index(tmp_path):
 def test_read_image_greys_resizes_and_inverts_a_light_background(tmp_path):
     digit = np.zeros((56, 56), np.float32)
     digit[12:44, 24:32] = 1.0  # a light vertical bar: a "1" on a dark background
-    expected = cv2.resize(digit, (28, 28), interpolation=cv2.INTER_AREA)
+    digit[46:47, 10:40] = 0.5  # and a grey line: halving averages it with its neighbours
+    expected = digit.reshape(28, 2, 28, 2).mean(axis=(1, 3))  # pixel-area averaging, 2x2 -> 1
 
-    cv2.imwrite(str(tmp_path / "dark.png"), (digit * 255).astype(np.uint8))
+    Image.fromarray((digit * 255).astype(np.uint8)).save(tmp_path / "dark.png")
     out = search.read_image(tmp_path / "dark.png")
     assert out.shape == (28, 28, 1) and out.dtype == np.float32
     np.testing.assert_allclose(out[..., 0], expected, atol=1 / 255)
 
     paper = np.stack([255 - (digit * 255).astype(np.uint8)] * 3, axis=-1)  # dark ink on white, colour
     paper[..., 2] = np.minimum(paper[..., 2], 250)  # a slightly tinted sheet
-    cv2.imwrite(str(tmp_path / "paper.jpg"), paper)
+    Image.fromarray(paper).save(tmp_path / "paper.jpg")
     out = search.read_image(tmp_path / "paper.jpg")
     assert np.median(out[0]) < 0.1 and out[10:18, 13, 0].min() > 0.8  # inverted: light stroke on dark
 
     rgba = np.zeros((56, 56, 4), np.uint8)
     rgba[..., 3] = (digit * 255).astype(np.uint8)  # black strokes on a transparent background
-    cv2.imwrite(str(tmp_path / "alpha.png"), rgba)
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
     np.testing.assert_allclose(search.read_image(tmp_path / "alpha.png")[..., 0], expected, atol=2 / 255)
+
+    wide = np.zeros((16, 32, 3), np.uint8)
+    wide[..., 0] = 255  # pure red on a dark ground: grey 0.299 (BT.601), kept (dark border)
+    wide[0, :] = wide[-1, :] = wide[:, 0] = wide[:, -1] = 0
+    Image.fromarray(wide).save(tmp_path / "red.png")
+    out = search.read_image(tmp_path / "red.png", size=(8, 8))
+    np.testing.assert_allclose(out[3:5, 3:5, 0], 0.299, atol=1 / 255)
+    deep = (digit * 65535).astype(np.uint16)  # 16-bit grey scales like 8-bit
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    np.testing.assert_allclose(search.read_image(tmp_path / "deep.png")[..., 0], expected, atol=1 / 255)
+
+
+def test_write_image_then_read_image_round_trips_to_8_bits(tmp_path):
+    image = np.random.default_rng(0).random((28, 28, 1)).astype(np.float32) * 0.4  # dark: no inversion
+    search.write_image(tmp_path / "x.png", image)
+    assert Image.open(tmp_path / "x.png").mode == "L"
+    np.testing.assert_allclose(search.read_image(tmp_path / "x.png"), image, atol=0.5 / 255 + 1e-6)
 
 
 # --- with a trained (tiny) model ----------------------------------------------------------------------------
@@ -357,6 +400,19 @@ def test_cli_build_and_query_return_the_image_itself_first(data, cache, tmp_path
     assert float(distance) < 1e-4
     assert len([line for line in lines if line.strip()[:1].isdigit()]) == 3
 
+    rc = search.main(["query", "--index", str(out), "--image", str(png), "-k", "3", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and result["k"] == 3 and result["queries"][0]["image"] == str(png)
+    first = result["queries"][0]["neighbours"][0]
+    assert (first["rank"], first["id"], first["label"]) == (1, 7, int(data.y_test[7]))
+    assert first["class"] == data.class_names[data.y_test[7]] and first["distance"] < 1e-4
+
+    projector = EmbeddingIndex.load(out).write_projector(tmp_path / "projector")  # sprite from the split
+    sprite = np.asarray(Image.open(projector / "sprite.png"), np.float32) / 255
+    side = int(np.ceil(np.sqrt(len(data.x_test))))
+    assert sprite.shape == (28 * side, 28 * side)
+    np.testing.assert_allclose(sprite[28:56, :28], data.x_test[side, ..., 0], atol=1 / 255)
+
     # once as a real subprocess, with two images
     other = _query_png(data, tmp_path, row=11)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -390,7 +446,9 @@ def test_cli_build_and_query_return_the_image_itself_first(data, cache, tmp_path
     ]
 
 
-def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(data, cache, tmp_path, capsys):
+def test_cli_usage_errors_exit_2_failures_exit_1_with_one_line_and_write_nothing(
+    data, cache, tmp_path, capsys
+):
     out = tmp_path / "idx"
     assert (
         search.main(
@@ -415,26 +473,56 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(data, cache, tmp
     (tmp_path / "broken.png").write_bytes(b"not a png at all")
     (tmp_path / "plain").mkdir()
     capsys.readouterr()
-    before = sorted(p.name for p in tmp_path.iterdir())
     figure = tmp_path / "fig.png"
-    cases = {
-        "does not exist": ["query", "--index", str(out), "--image", str(tmp_path / "nope.png")],
-        "cannot read image": ["query", "--index", str(out), "--image", str(tmp_path / "broken.png")],
-        "not an index folder": ["query", "--index", str(tmp_path / "plain"), "--image", str(png)],
-        "folder .* does not exist": ["query", "--index", str(tmp_path / "missing"), "--image", str(png)],
-        "-k must be >= 1": ["query", "--index", str(out), "--image", str(png), "-k", "0"],
-        "unknown model": ["build", "--model", "nope", "--source", "bundled", "--out", str(tmp_path / "new")],
-        "required": ["query", "--image", str(png)],
+    (tmp_path / "empty_cache").mkdir()
+    (tmp_path / "corrupt").mkdir()
+    for name in search.FILES:
+        (tmp_path / "corrupt" / name).write_text("{" if name == "metadata.json" else "")
+    new, uncached = str(tmp_path / "new"), ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "32"]
+    cases = {  # message: (arguments, exit status)
+        "does not exist": (["query", "--index", str(out), "--image", str(tmp_path / "nope.png")], 2),
+        "cannot read image": (["query", "--index", str(out), "--image", str(tmp_path / "broken.png")], 2),
+        "-k must be >= 1": (["query", "--index", str(out), "--image", str(png), "-k", "0"], 2),
+        "unknown model": (["build", "--model", "nope", "--source", "bundled", "--out", new], 2),
+        "required": (["query", "--image", str(png)], 2),
+        "invalid choice": (["build", "--model", MODEL, "--dataset", "svhn", "--out", new], 2),
+        "not an index folder": (["query", "--index", str(tmp_path / "plain"), "--image", str(png)], 1),
+        "folder .* does not exist": (["query", "--index", str(tmp_path / "missing"), "--image", str(png)], 1),
+        "unreadable metadata.json.*rebuild": (
+            ["query", "--index", str(tmp_path / "corrupt"), "--image", str(png)],
+            1,
+        ),
+        "not in the cache .*--cache-dir": (
+            ["query", "--index", str(out), "--image", str(png), "--cache-dir", str(tmp_path / "empty_cache")],
+            1,
+        ),
+        r"not cached .* add --train to train it \(about \d": (
+            [
+                "build",
+                "--model",
+                MODEL,
+                "--source",
+                "bundled",
+                "--out",
+                new,
+                "--cache-dir",
+                str(cache),
+                *uncached,
+            ],
+            1,
+        ),
     }
-    for message, argv in cases.items():
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for message, (argv, status) in cases.items():
         rc = search.main(argv + (["--figure", str(figure)] if argv[0] == "query" else []))
         captured = capsys.readouterr()
-        assert rc == 2, message
+        assert rc == status, message
         assert captured.out == "", message
         err = captured.err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), (message, captured.err)
         assert re.search(message, err[0]), (message, err[0])
         assert sorted(p.name for p in tmp_path.iterdir()) == before, message
+    assert not training.is_cached(MODEL, data, cache, epochs=1, steps_per_epoch=3, batch_size=32)
 
     # from a shell too: the input is checked before Keras is imported (and prints its own lines)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -461,6 +549,12 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(data, cache, tmp
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [
         f"error: cannot read image file {tmp_path / 'broken.png'}: not an "
-        f"image OpenCV can decode (PNG, JPEG, ...)."
+        f"image Pillow can decode (PNG, JPEG, ...)."
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+    own_cache = tmp_path / "own_cache"  # --train trains, saying how long it will take
+    argv = ["build", "--model", MODEL, "--source", "bundled", "--split", "val", "--out", new]
+    assert search.main([*argv, "--cache-dir", str(own_cache), *uncached, "--train"]) == 0
+    assert re.search(rf"training {MODEL} on mnist: about \d+s on a 2-core CPU", capsys.readouterr().out)
+    assert search.is_index_folder(new)

@@ -39,6 +39,7 @@ def test_cache_hit_returns_the_same_model_without_training(data, tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == [
         "cnn_simple_v1.feature_extractor.weights.h5",
         "cnn_simple_v1.history.json",
+        "cnn_simple_v1.keras",
         "cnn_simple_v1.lock",
         "cnn_simple_v1.weights.h5",
     ]

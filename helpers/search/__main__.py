@@ -1,0 +1,5 @@
+import sys
+
+from helpers.search.cli import main
+
+sys.exit(main())
