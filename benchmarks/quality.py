@@ -50,6 +50,7 @@ from benchmarks.common import (  # noqa: E402
     stamp_rows,
 )
 from helpers import config  # noqa: E402
+from helpers.metrics import standard_error  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1", "train_seconds")
@@ -119,7 +120,9 @@ def select(runs: list[dict], table: str, eval_split: str = "test") -> list[dict]
 def summarise(rows: list[dict], over: str = "seed") -> list[dict]:
     """Mean, std, min and max of each metric per model over ``over`` (``"seed"`` or
     ``"split_seed"``), sorted by mean 3-NN accuracy (best first). ``seeds`` counts the runs and
-    ``over_values`` lists the seeds they span."""
+    ``over_values`` lists the seeds they span. With two runs or more each metric has ``_se``, the
+    standard error of the mean over them; a single run keeps its ``_ci_low`` / ``_ci_high`` (the
+    95 % bootstrap interval over its test queries) where it has them."""
     out = []
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
@@ -136,6 +139,11 @@ def summarise(rows: list[dict], over: str = "seed") -> list[dict]:
             summary[f"{metric}_std"] = float(column.std())
             summary[f"{metric}_min"] = float(column.min())
             summary[f"{metric}_max"] = float(column.max())
+            if len(mine) > 1:
+                summary[f"{metric}_se"] = standard_error(column)
+            elif f"{metric}_ci_low" in mine[0]:
+                summary[f"{metric}_ci_low"] = mine[0][f"{metric}_ci_low"]
+                summary[f"{metric}_ci_high"] = mine[0][f"{metric}_ci_high"]
         out.append(summary)
     return sorted(out, key=lambda s: -s["3nn_accuracy"])
 
