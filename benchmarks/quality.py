@@ -19,8 +19,9 @@ Settings are chosen on the validation split, never on the test split that the ta
 needs ``--out`` too, so a study never overwrites ``results/quality.json``. The studies that chose the
 defaults are defined and written by ``benchmarks/quality_studies.py``.
 
-Data: the embedded MNIST, split 60/20/20 stratified with the split seed (3000/1000/1000); the train
-split is the reference set, the test (or validation) split the query set. Per run: 3-NN accuracy,
+Data: the embedded MNIST, split 60/20/20 stratified (3000/1000/1000); the test split is the fixed
+held-out set of ``helpers.data.split_indices`` and the split seed reshuffles only train and validation.
+The train split is the reference set, the test (or validation) split the query set. Per run: 3-NN accuracy,
 silhouette, MAP@R, P@1 and the training time. Prints mean and spread (std, min, max) per model and
 checks the targets of the suite on the split-seed table (the weight-seed table when there is none):
 one model reaches 3-NN >= 0.99, silhouette >= 0.80 and MAP@R >= 0.97 at once, and every one of the
@@ -393,8 +394,9 @@ def main(argv=None):
         "runs": runs,
         "registry_overrides": {**previous.get("registry_overrides", {}), **overrides},
         "commands": list(dict.fromkeys([*previous.get("commands", []), command])),
-        "data": "mnist bundled, 60/20/20 stratified by the split seed (3000/1000/1000); queries: "
-        f"the {args.eval_split} split, references: the train split",
+        "data": "mnist bundled, 60/20/20 stratified (3000/1000/1000): the test split is the fixed "
+        "held-out set (split seed 42's test split), the split seed reshuffles train and validation; "
+        f"queries: the {args.eval_split} split, references: the train split",
         **stamp(),
     }
     print_summary(doc)
