@@ -19,8 +19,9 @@ Settings are chosen on the validation split, never on the test split that the ta
 needs ``--out`` too, so a study never overwrites ``results/quality.json``. The studies that chose the
 defaults are defined and written by ``benchmarks/quality_studies.py``.
 
-Data: the embedded MNIST, split 60/20/20 stratified with the split seed (3000/1000/1000); the train
-split is the reference set, the test (or validation) split the query set. Per run: 3-NN accuracy,
+Data: the embedded MNIST, split 60/20/20 stratified (3000/1000/1000); the test split is the fixed
+held-out set of ``helpers.data.split_indices`` and the split seed reshuffles only train and validation.
+The train split is the reference set, the test (or validation) split the query set. Per run: 3-NN accuracy,
 silhouette, MAP@R, P@1 and the training time. Prints mean and spread (std, min, max) per model and
 checks the targets of the suite on the split-seed table (the weight-seed table when there is none):
 one model reaches 3-NN >= 0.99, silhouette >= 0.80 and MAP@R >= 0.97 at once, and every one of the
@@ -50,6 +51,7 @@ from benchmarks.common import (  # noqa: E402
     stamp_rows,
 )
 from helpers import config  # noqa: E402
+from helpers.metrics import standard_error  # noqa: E402
 from helpers.models import MODELS  # noqa: E402
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1", "train_seconds")
@@ -119,7 +121,9 @@ def select(runs: list[dict], table: str, eval_split: str = "test") -> list[dict]
 def summarise(rows: list[dict], over: str = "seed") -> list[dict]:
     """Mean, std, min and max of each metric per model over ``over`` (``"seed"`` or
     ``"split_seed"``), sorted by mean 3-NN accuracy (best first). ``seeds`` counts the runs and
-    ``over_values`` lists the seeds they span."""
+    ``over_values`` lists the seeds they span. With two runs or more each metric has ``_se``, the
+    standard error of the mean over them; a single run keeps its ``_ci_low`` / ``_ci_high`` (the
+    95 % bootstrap interval over its test queries) where it has them."""
     out = []
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
@@ -136,6 +140,11 @@ def summarise(rows: list[dict], over: str = "seed") -> list[dict]:
             summary[f"{metric}_std"] = float(column.std())
             summary[f"{metric}_min"] = float(column.min())
             summary[f"{metric}_max"] = float(column.max())
+            if len(mine) > 1:
+                summary[f"{metric}_se"] = standard_error(column)
+            elif f"{metric}_ci_low" in mine[0]:
+                summary[f"{metric}_ci_low"] = mine[0][f"{metric}_ci_low"]
+                summary[f"{metric}_ci_high"] = mine[0][f"{metric}_ci_high"]
         out.append(summary)
     return sorted(out, key=lambda s: -s["3nn_accuracy"])
 
@@ -385,8 +394,9 @@ def main(argv=None):
         "runs": runs,
         "registry_overrides": {**previous.get("registry_overrides", {}), **overrides},
         "commands": list(dict.fromkeys([*previous.get("commands", []), command])),
-        "data": "mnist bundled, 60/20/20 stratified by the split seed (3000/1000/1000); queries: "
-        f"the {args.eval_split} split, references: the train split",
+        "data": "mnist bundled, 60/20/20 stratified (3000/1000/1000): the test split is the fixed "
+        "held-out set (split seed 42's test split), the split seed reshuffles train and validation; "
+        f"queries: the {args.eval_split} split, references: the train split",
         **stamp(),
     }
     print_summary(doc)

@@ -26,6 +26,7 @@ notebook trained, so the JSON's figures are the notebook's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -143,7 +144,11 @@ def main(argv=None) -> int:
     summary = V.summary(study)
     print_table(
         summary["representations"],
-        ["representation", "dim", "probe", "knn_accuracy", "effective_rank", "rank", "anomaly_auc"],
+        ["representation", "dim", "probe", "probe_ci_low", "probe_ci_high", "knn_accuracy"]
+        + ["effective_rank", "rank", "anomaly_auc"],
+    )
+    print_table(
+        summary["comparisons"], ["representation", "against", "figure", "difference", "ci_low", "ci_high"]
     )
     print_table(
         [{"model": k, **v} for k, v in summary["clustering"].items()],
@@ -156,6 +161,14 @@ def main(argv=None) -> int:
         "auc_at_least_target": rows["vicreg"]["anomaly_auc"] >= TARGETS["anomaly_auc"],
         "auc_above_raw_pixels": rows["vicreg"]["anomaly_auc"] > rows["raw pixels"]["anomaly_auc"],
         "ablation_below_vicreg": rows["vicreg_no_variance"]["probe"] < rows["vicreg"]["probe"],
+        # the paired intervals (same test images) of VICReg's probe minus each floor's lie above 0
+        "probe_above_both_floors_paired": all(
+            c["ci_low"] > 0
+            for c in summary["comparisons"]
+            if c["representation"] == "vicreg"
+            and c["figure"] == "probe"
+            and c["against"] in ("random encoder", "raw pixels")
+        ),
     }
     print(f"[vicreg] checks (targets {TARGETS} are the full profile's): {checks}")
     result = {
@@ -172,6 +185,13 @@ def main(argv=None) -> int:
         else str(cache_dir or "the study cache"),
         "notebook_time": notebook,
     }
+    if notebook is None and out.exists():  # keep the last notebook timing, saying when it was taken
+        previous = json.loads(out.read_text())
+        if previous.get("notebook_time"):
+            result["notebook_time"] = previous["notebook_time"]
+            result["notebook_time_from"] = previous.get("notebook_time_from") or (
+                f"{previous['command']} ({previous['date']})"
+            )
     config.write_json(out, result)
     print(f"[vicreg] wrote {out} in {result['wall_seconds']}s", flush=True)
     return 0

@@ -30,6 +30,7 @@ __all__ = [
     "paired_difference",
     "standard_error",
     "with_interval",
+    "interval_table",
 ]
 
 N_BOOT = 1000
@@ -157,3 +158,21 @@ def with_interval(row: dict, key: str, values, statistic=None, **bootstrap) -> d
     row[key] = float(value)
     row[f"{key}_ci_low"], row[f"{key}_ci_high"] = bootstrap_interval(values, statistic, **bootstrap)
     return row
+
+
+def interval_table(table, columns, digits: int = 4):
+    """``table[columns]`` as text "value [low, high]" wherever ``<column>_ci_low`` / ``_ci_high`` exist
+    (a 95 % interval), else the value alone: a pandas DataFrame to display."""
+    import pandas as pd
+
+    def cell(row, column):
+        value = f"{row[column]:.{digits}f}"
+        low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+        if low is None or high is None or pd.isna(low) or pd.isna(high):
+            return value
+        return f"{value} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    out = pd.DataFrame(index=table.index)
+    for column in columns:
+        out[column] = [cell(row, column) for _, row in table.iterrows()]
+    return out

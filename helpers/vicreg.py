@@ -44,7 +44,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from helpers import config, evaluation, models
+from helpers import config, evaluation, metrics, models
 from helpers.data import Dataset, load_dataset
 from helpers.generators import GeneratorError, _EpochSeededDataset
 from helpers.knn import exact_knn
@@ -378,7 +378,7 @@ PROFILES = {
         test=1000,
         anomalies=1000,
         epochs=6,
-        ablation_epochs=2,
+        ablation_epochs=6,
         nn_epochs=3,
         steps_per_epoch=12,
         batch_size=128,
@@ -392,7 +392,7 @@ PROFILES = {
         test=None,
         anomalies=5000,
         epochs=100,
-        ablation_epochs=30,
+        ablation_epochs=100,
         nn_epochs=50,
         steps_per_epoch=210,
         batch_size=256,
@@ -522,7 +522,13 @@ def flat(x) -> np.ndarray:
 def linear_probe(train_rep, y_train, test_rep, y_test, seed: int = 0, max_iter: int = 300) -> float:
     """Test accuracy of one linear layer (softmax regression, scikit-learn's multinomial
     ``LogisticRegression``, L-BFGS, at most ``max_iter`` iterations, the same budget for every
-    representation) trained on frozen, standardised representations."""
+    representation) trained on frozen, standardised representations: the mean of
+    :func:`linear_probe_correct`."""
+    return float(np.mean(linear_probe_correct(train_rep, y_train, test_rep, y_test, seed, max_iter)))
+
+
+def linear_probe_correct(train_rep, y_train, test_rep, y_test, seed: int = 0, max_iter: int = 300):
+    """Per test image, whether :func:`linear_probe`'s probe labels it right (bool array)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -537,7 +543,7 @@ def linear_probe(train_rep, y_train, test_rep, y_test, seed: int = 0, max_iter: 
     with warnings.catch_warnings():  # at max_iter L-BFGS may not have met its tolerance: a fixed budget
         warnings.simplefilter("ignore", ConvergenceWarning)
         probe.fit(train_rep, np.asarray(y_train))
-    return float(probe.score(test_rep, np.asarray(y_test)))
+    return probe.predict(test_rep) == np.asarray(y_test)
 
 
 def spectrum(rep) -> dict:
@@ -664,25 +670,30 @@ def evaluate(reps: dict, data: Dataset, seed: int = 0, anomaly_for=None) -> dict
     ``effective_rank`` / ``rank`` of the test representations and, for those with anomalies
     (``anomaly_for``: names, default every one with ``"digits"``), ``anomaly_auc``.
 
-    Returns ``{"rows", "spectra", "rocs", "scores"}`` (``scores[name] = (in_distribution, mnist)``).
-    A representation with fewer training rows than ``data`` (Laplacian eigenmaps) is probed with the
-    labels of its first rows.
+    ``probe`` and ``knn_accuracy`` carry ``_ci_low`` / ``_ci_high``, a 95 % bootstrap over the
+    test images (:func:`helpers.metrics.bootstrap_interval`, seeded).
+
+    Returns ``{"rows", "spectra", "rocs", "scores", "correct", "comparisons"}``
+    (``scores[name] = (in_distribution, mnist)``; ``correct[name]`` the per-test-image 1/0 of the
+    probe and the 3-NN; ``comparisons``: :func:`paired_comparisons`). A representation with fewer
+    training rows than ``data`` (Laplacian eigenmaps) is probed with the labels of its first rows.
     """
     from threadpoolctl import threadpool_limits
 
-    out = {"rows": [], "spectra": {}, "rocs": {}, "scores": {}}
+    out = {"rows": [], "spectra": {}, "rocs": {}, "scores": {}, "correct": {}}
     with threadpool_limits(1):  # k-NN: one thread is faster on a shared 2-core machine
         for name, r in reps.items():
             y_train = data.y_train[: len(r["train"])]
             spec = spectrum(r["test"])
-            row = {
-                "representation": name,
-                "dim": int(r["test"].shape[1]),
-                "probe": linear_probe(r["train"], y_train, r["test"], data.y_test, seed=seed),
-                "knn_accuracy": evaluation.knn_accuracy(r["train"], y_train, r["test"], data.y_test, k=3),
-                "effective_rank": spec["effective_rank"],
-                "rank": spec["rank"],
+            correct = {
+                "probe": linear_probe_correct(r["train"], y_train, r["test"], data.y_test, seed=seed),
+                "knn_accuracy": evaluation.knn_correct(r["train"], y_train, r["test"], data.y_test, k=3),
             }
+            row = {"representation": name, "dim": int(r["test"].shape[1])}
+            for key, values in correct.items():
+                metrics.with_interval(row, key, values.astype(np.float64), seed=seed)
+            row.update(effective_rank=spec["effective_rank"], rank=spec["rank"])
+            out["correct"][name] = correct
             out["spectra"][name] = spec["eigenvalues"]
             if "digits" in r and (anomaly_for is None or name in anomaly_for):
                 s_in, s_out = anomaly_scores(r["train"], r["test"]), anomaly_scores(r["train"], r["digits"])
@@ -690,7 +701,34 @@ def evaluate(reps: dict, data: Dataset, seed: int = 0, anomaly_for=None) -> dict
                 out["scores"][name] = (s_in, s_out)
                 row["anomaly_auc"] = out["rocs"][name]["auc"]
             out["rows"].append(row)
+    out["comparisons"] = paired_comparisons(out["correct"], seed=seed)
     return out
+
+
+#: (representation, against): the paired comparisons the notebook's prose rests on
+COMPARISONS = (
+    ("vicreg", "random encoder"),
+    ("vicreg", "raw pixels"),
+    ("vicreg_no_variance", "random encoder"),
+    ("vicreg_no_variance", "vicreg"),
+    ("vicreg_neighbours", "vicreg"),
+)
+
+
+def paired_comparisons(correct: dict, seed: int = 0) -> list[dict]:
+    """The probe and 3-NN difference of each pair of :data:`COMPARISONS` present in ``correct``, on the
+    same test images, with its 95 % bootstrap interval (:func:`helpers.metrics.paired_difference`):
+    one of two is "better" only when ``excludes_zero``."""
+    rows = []
+    for a, b in COMPARISONS:
+        if a not in correct or b not in correct:
+            continue
+        for figure in ("probe", "knn_accuracy"):
+            diff = metrics.paired_difference(
+                correct[a][figure].astype(np.float64), correct[b][figure].astype(np.float64), seed=seed
+            )
+            rows.append({"representation": a, "against": b, "figure": figure, **diff})
+    return rows
 
 
 LEARNED = ("vicreg", "vicreg_no_variance", "vicreg_neighbours")
@@ -805,6 +843,7 @@ def summary(study: dict) -> dict:
             "laplacian_train": len(study["reps"]["Laplacian eigenmaps"]["train"]),
         },
         "representations": study["rows"],
+        "comparisons": study["comparisons"],
         "neighbour_same_class": study["neighbour_same_class"],
         "clustering": clusters,
         "models": records,

@@ -86,3 +86,15 @@ def test_with_interval_adds_the_value_and_its_interval():
 def test_errors_name_the_problem(call, message):
     with pytest.raises(IntervalError, match=message):
         call()
+
+
+def test_interval_table_writes_value_and_interval():
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {"auc": [0.9, 0.8], "auc_ci_low": [0.85, None], "auc_ci_high": [0.95, None], "eer": [0.1, 0.2]},
+        index=["a", "b"],
+    )
+    out = metrics.interval_table(table, ["auc", "eer"], digits=2)
+    assert out.loc["a"].tolist() == ["0.90 [0.85, 0.95]", "0.10"]
+    assert out.loc["b"].tolist() == ["0.80", "0.20"]

@@ -319,3 +319,13 @@ def test_a_summary_carries_the_fingerprint_its_runs_share():
     assert quality.summarise([a, b])[0]["registry_fingerprint"] == "f1"
     b["registry_fingerprint"] = "f2"
     assert quality.summarise([a, b])[0]["registry_fingerprint"] == "mixed"
+
+
+def test_a_summary_gives_the_standard_error_over_runs_or_one_run_s_interval():
+    a, b = run(MODELS[0], 42, 0, 0.98), run(MODELS[0], 42, 1, 0.96)
+    # two runs: s = sqrt(2 * 0.01^2 / 1) = 0.01414, SE = s / sqrt(2) = 0.01
+    assert quality.summarise([a, b])[0]["3nn_accuracy_se"] == pytest.approx(0.01)
+    a.update({"3nn_accuracy_ci_low": 0.97, "3nn_accuracy_ci_high": 0.99})
+    one = quality.summarise([a])[0]
+    assert (one["3nn_accuracy_ci_low"], one["3nn_accuracy_ci_high"]) == (0.97, 0.99)
+    assert "3nn_accuracy_se" not in one

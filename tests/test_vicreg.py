@@ -330,3 +330,25 @@ def test_figures_draw_what_they_are_given_and_refuse_nothing():
     )
     assert "0.500" in fig.axes[0].get_title()
     plots.plt.close("all")
+
+
+def test_the_ablation_trains_as_long_as_vicreg_in_every_profile():
+    for profile in V.PROFILES:
+        params = V.profile_params(profile)
+        assert params["ablation_epochs"] == params["epochs"], profile
+
+
+def test_paired_comparisons_on_the_same_test_images():
+    right = np.r_[np.ones(90), np.zeros(10)].astype(bool)  # vicreg: 90 of 100
+    floor = np.r_[np.ones(80), np.zeros(20)].astype(bool)  # random encoder: a subset of 80
+    correct = {
+        "vicreg": {"probe": right, "knn_accuracy": right},
+        "random encoder": {"probe": floor, "knn_accuracy": right},
+    }
+    rows = V.paired_comparisons(correct, seed=0)
+    assert [(r["representation"], r["against"], r["figure"]) for r in rows] == [
+        ("vicreg", "random encoder", "probe"),
+        ("vicreg", "random encoder", "knn_accuracy"),
+    ]
+    assert rows[0]["difference"] == pytest.approx(0.1) and rows[0]["excludes_zero"]
+    assert rows[1]["difference"] == 0.0 and not rows[1]["excludes_zero"]
