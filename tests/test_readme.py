@@ -2,8 +2,7 @@
 
 Every ```bash and ```python block of README.md runs, in order, in one temporary folder, unless:
 
-- the line before it says ``<!-- readme-test: skip (reason) -->`` (a GPU, a server, the whole suite), or
-- it uses a part of the package listed in :data:`PENDING` (skipped with that reason).
+- the line before it says ``<!-- readme-test: skip (reason) -->`` (a GPU, a server, the whole suite).
 
 A block that trains runs at the smoke profile: the substitutions in :data:`SMOKE` are applied to its
 text, and nothing else. The folder is a suite root (``SIMSUITE_ROOT``) with ``notebooks/`` and
@@ -27,11 +26,6 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<reason>.+)\)\s*-->")
 # blocks whose API is not in helpers/ yet: a string only that block contains -> the reason
-PENDING = {
-    "helpers.export(": "PENDING-PKG: helpers.export and loading <name>.keras after `import helpers`",
-    "python -m helpers.export": "PENDING-PKG: the export CLI, `search build --train`, `query --json`",
-    "-p seed=7": "PENDING-PKG: `python -m helpers.run -p NAME=VALUE`",
-}
 SMOKE = (("--profile default", "--profile smoke"), ('profile="default"', 'profile="smoke"'))
 
 HASH = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b")
@@ -55,8 +49,7 @@ def readme_blocks(text: str) -> list[dict]:
         code = "\n".join(lines[start + 1 : i]) + "\n"
         before = next((line for line in reversed(lines[:start]) if line.strip()), "")
         match = SKIP.search(before)
-        reason = match["reason"] if match else next((r for key, r in PENDING.items() if key in code), None)
-        blocks.append({"lang": fence[1], "code": code, "line": start + 1, "skip": reason})
+        blocks.append({"lang": fence[1], "code": code, "line": start + 1, "skip": match and match["reason"]})
         i += 1
     return blocks
 
@@ -64,10 +57,9 @@ def readme_blocks(text: str) -> list[dict]:
 BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
 
 
-def test_the_readme_has_blocks_and_every_pending_key_names_a_block():
+def test_the_readme_has_blocks_and_runs_most_of_them():
     assert len(BLOCKS) >= 5 and any(b["lang"] == "python" for b in BLOCKS)
-    for key in PENDING:
-        assert any(key in b["code"] for b in BLOCKS), f"PENDING key {key!r} matches no block"
+    assert sum(not b["skip"] for b in BLOCKS) >= len(BLOCKS) / 2, "most blocks must run"
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,12 @@ def _build_parser(sub) -> None:
     build.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
     build.add_argument("--kind", default="flat", choices=KINDS, help="FAISS index: exact flat, HNSW or IVF")
     build.add_argument("--metric", default="l2", choices=METRICS, help="squared L2 or cosine (default l2)")
-    build.add_argument("--cache-dir", help="model cache (default models_cache/)")
+    build.add_argument(
+        "--profile",
+        help="use the model a notebook profile trains (smoke, default, full): its epochs, steps, "
+        "batch size and model cache, as `python -m helpers.export` does",
+    )
+    build.add_argument("--cache-dir", help="model cache (default models_cache/, or the profile's)")
     build.add_argument(
         "--epochs", type=int, help="epochs the model was cached with (default: the registry's)"
     )
@@ -85,8 +90,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _train_kwargs(args) -> dict:
+    """The training settings to look the model up with: the profile's, then any given explicitly.
+    With ``--profile`` and no ``--cache-dir``, ``args.cache_dir`` becomes the profile's cache."""
+    kwargs = {}
+    if args.profile is not None:
+        from helpers.export import profile_settings
+
+        kwargs, cache_dir = profile_settings(args.profile, args.cache_dir)  # unknown: ValueError, exit 2
+        args.cache_dir = str(cache_dir)
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "steps_per_epoch": args.steps_per_epoch}
-    return {key: value for key, value in given.items() if value is not None}
+    return {**kwargs, **{key: value for key, value in given.items() if value is not None}}
 
 
 def _ensure_cached(args, data, train_kwargs) -> None:
