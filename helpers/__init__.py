@@ -2,7 +2,7 @@
 
 Every module is backend-agnostic (``keras.ops``); TensorFlow- or JAX-specific code lives
 only in clearly named shims (``helpers/explain.py``'s gradient shim, ``helpers/training.py``'s
-distribution helper).
+distribution helper and its TensorBoard logs, written on TensorFlow only).
 
 ``import helpers`` is enough for ``keras.models.load_model`` to read a model this suite saved
 (``<name>.keras``, see :func:`helpers.export`): the suite's layers and losses are registered with

@@ -57,10 +57,11 @@ def profile_settings(profile: str, cache_dir=None) -> tuple[dict, Path]:
 
 def _check_names(name: str, dataset: str) -> None:
     from helpers.data import DATASETS
-    from helpers.models import get_spec
 
     if dataset not in DATASETS:
         raise ExportUsageError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    from helpers.models import get_spec  # imports Keras: after the checks that need none
+
     try:
         get_spec(name)
     except ValueError as exc:
@@ -80,11 +81,11 @@ def _not_cached_message(name, dataset, profile, cache_dir, params) -> str:
 
 def cached_model(name, *, dataset="mnist", profile="default", cache_dir=None, train=False):
     """``(embedding, record)`` of the profile's cache entry; trains only with ``train=True``."""
+    params, cache_dir = profile_settings(profile, cache_dir)
+    _check_names(name, dataset)
     from helpers import training
     from helpers.data import load_dataset
 
-    _check_names(name, dataset)
-    params, cache_dir = profile_settings(profile, cache_dir)
     data = load_dataset(dataset, verbose=False)
     if not train and not training.is_cached(name, data, cache_dir, **params):
         raise ExportError(_not_cached_message(name, dataset, profile, cache_dir, params))
@@ -170,9 +171,9 @@ def export(name, folder, *, dataset="mnist", profile="default", cache_dir=None, 
     (its epochs, steps and batch size; the smoke profile's own cache). Without ``train=True`` a
     model that is not cached raises :class:`ExportError` saying how to train it.
     """
+    embedding, record = cached_model(name, dataset=dataset, profile=profile, cache_dir=cache_dir, train=train)
     from helpers.training import save_model_file
 
-    embedding, record = cached_model(name, dataset=dataset, profile=profile, cache_dir=cache_dir, train=train)
     folder = Path(folder)
     try:
         path = save_model_file(embedding, folder / f"{name}.keras")
@@ -205,6 +206,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_status(exc: Exception) -> int | None:
+    """2 for a usage error, 1 for a failure (not cached, unusable cache, data that cannot load),
+    None for an exception that is a bug (re-raised)."""
+    if isinstance(exc, ExportUsageError):
+        return 2
+    training, data = sys.modules.get("helpers.training"), sys.modules.get("helpers.data")
+    failures = [ExportError]
+    failures += [training.CacheError] if training is not None else []
+    failures += [data.DatasetError] if data is not None else []
+    return 1 if isinstance(exc, tuple(failures)) else None
+
+
 def main(argv=None) -> int:
     """Entry point of ``python -m helpers.export``; returns the exit status."""
     try:
@@ -220,12 +233,12 @@ def main(argv=None) -> int:
             cache_dir=args.cache_dir,
             train=args.train,
         )
-    except ExportUsageError as exc:
+    except (ValueError, RuntimeError) as exc:
+        status = exit_status(exc)
+        if status is None:
+            raise
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return status
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 

@@ -188,3 +188,10 @@ def test_cli_errors_exit_2_for_usage_and_1_for_failures(offline, capsys):
     assert not (offline / "o").exists()
     with pytest.raises(ExportUsageError):
         export(MODEL, offline / "o", profile="huge")
+
+    # from a shell: a bad profile is found before Keras starts (and prints its own lines)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "helpers.export", MODEL, "--out", str(offline / "o"), "--profile", "huge"]
+    proc = subprocess.run(argv, env=env, cwd=offline, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == ["error: unknown profile 'huge'; choose one of: smoke, default, full"]
