@@ -390,6 +390,7 @@ def densenet_bc(
     initial_channels=24,
     compression=0.5,
     dropout=0.2,
+    stem_pool=False,
 ):
     """DenseNet-BC for small grey images, the reference's architecture; returns images -> ``features``.
 
@@ -409,6 +410,8 @@ def densenet_bc(
     x = layers.Conv2D(
         initial_channels, 3, padding="same", use_bias=False, kernel_initializer=he, name="stem_conv"
     )(x)
+    if stem_pool:  # the smaller variant: the dense blocks start at half the resolution
+        x = layers.MaxPooling2D(pool_size=2, name="stem_pool")(x)
     for b, n_layers in enumerate(blocks, start=1):
         for i in range(1, n_layers + 1):
             x = _dense_layer(x, growth_rate, dropout, name=f"block{b}_layer{i}")

@@ -61,6 +61,20 @@ def test_densenet_maps_inputs_to_minus_one_one_and_uses_he_init():
     assert isinstance(model.get_layer("stem_conv").kernel_initializer, keras.initializers.HeNormal)
 
 
+def test_small_densenet_is_half_the_depth_at_half_the_resolution():
+    model = ds.densenet_bc_small()
+    shape = lambda name: tuple(model.get_layer(name).output.shape[1:])  # noqa: E731
+    # 24 @28 -> pool @14 -> block1 (3 x 12) 60 -> 30 @7 -> block2 (6 x 12) 102 -> 51 @3 -> block3 (4 x 12) 99
+    assert shape("stem_conv") == (28, 28, 24) and shape("stem_pool") == (14, 14, 24)
+    assert shape("block1_layer3_concat") == (14, 14, 60)
+    assert shape("transition2_pool") == (3, 3, 51)
+    assert tuple(model.output.shape) == (None, ds.SMALL_CLASSIFIER.embedding_dim) == (None, 99)
+    assert model.count_params() == 116_838
+    spec = ds.SMALL_CLASSIFIER
+    assert (spec.augment, spec.lr_schedule, spec.monitor) == (False, "cosine", "val_accuracy")
+    assert "stem_pool" not in [layer.name for layer in models.densenet_bc().layers]  # the reference: none
+
+
 def test_densenet_refuses_a_wrong_embedding_dim():
     with pytest.raises(ValueError, match="192-d features"):
         models.densenet_bc(embedding_dim=64)
@@ -219,6 +233,9 @@ def test_subset_is_stratified_and_seeded():
 
 def test_profiles():
     assert ds.profile_params("smoke", epochs=None)["epochs"] == 1
+    assert ds.profile_params("full")["classifier"] == ds.CLASSIFIER.name  # the reference network
+    for profile in ("smoke", "default"):  # the CPU profiles train the smaller variant
+        assert ds.profile_params(profile)["classifier"] == ds.SMALL_CLASSIFIER.name
     assert ds.profile_params("full", epochs=3)["epochs"] == 3
     with pytest.raises(ValueError, match="unknown profile"):
         ds.profile_params("huge")
