@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     BENCHMARK_CACHE,
     RESULTS_DIR,
+    git_commit,
     model_folder,
     print_table,
     stamp,
@@ -283,7 +284,7 @@ def measure(models, seeds, split_seeds, eval_split, cache_dir, command):
     from helpers import evaluation
     from helpers.data import load_dataset
 
-    rows = []
+    rows, commit = [], git_commit()  # the code the runs start with
     for split_seed in split_seeds:
         weight_seeds = seeds if split_seed == WEIGHT_TABLE_SPLIT else [SPLIT_TABLE_SEED]
         data = load_dataset("mnist", source="bundled", seed=split_seed, verbose=False)
@@ -310,7 +311,7 @@ def measure(models, seeds, split_seeds, eval_split, cache_dir, command):
                     flush=True,
                 )
                 rows.append(row)
-    return stamp_rows(rows)
+    return stamp_rows(rows, commit)
 
 
 def print_summary(doc: dict) -> None:

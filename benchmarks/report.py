@@ -84,19 +84,17 @@ def _quality_table(t, title, commands, data, d=None):
     out = [
         f"**{title}** — {commands} ({_machine(d or t)}; {data})",
         "",
-        f"| model | {seeds} | 3-NN accuracy mean ± std (min–max), or [95 % interval] | silhouette | MAP@R "
-        "| P@1 | train s |",
+        f"| model | {seeds} | 3-NN accuracy | silhouette | MAP@R | P@1 | train s |",
         "|---|---|---|---|---|---|---|",
     ]
     names, notes = freshness_marks(t["summary"])
     for name, s in zip(names, t["summary"], strict=True):
         out.append(
             f"| {name} | {' '.join(map(str, s.get('over_values', []))) or s['seeds']} | "
-            f"{s['3nn_accuracy']:.4f} {_spread(s, '3nn_accuracy')} "
-            f"({s['3nn_accuracy_min']:.3f}–{s['3nn_accuracy_max']:.3f}) | {s['silhouette']:.3f} ± "
-            f"{s['silhouette_std']:.3f} | {s['map_at_r']:.4f} ± {s['map_at_r_std']:.4f} | "
-            f"{s['precision_at_1']:.4f} | {s['train_seconds']:.0f} |"
+            f"{_figure(s, '3nn_accuracy', 4, spread=True)} | {_figure(s, 'silhouette', 3)} | "
+            f"{_figure(s, 'map_at_r', 4)} | {_figure(s, 'precision_at_1', 4)} | {s['train_seconds']:.0f} |"
         )
+    out += ["", _QUALITY_KEY]
     out += ["", *notes] if notes else []
     if t.get("targets"):
         out += ["", "| target | value | model | met |", "|---|---|---|---|"]
@@ -108,12 +106,23 @@ def _quality_table(t, title, commands, data, d=None):
     return out
 
 
-def _spread(s, metric):
-    """ "[low, high]" (a single run's 95 % interval), "± std (SE se)" or "± std" as the row has them."""
+_QUALITY_KEY = (
+    "Over several runs: mean ± standard deviation (a spread, not a test), the standard error of the "
+    "mean as (SE ...), and the range of the runs for 3-NN; for one run: the value and its 95 % "
+    "interval [low, high], a bootstrap over the test queries."
+)
+
+
+def _figure(s, metric, digits, spread=False):
+    """One cell: "value [low, high]" for a single run with an interval, else "mean ± std (SE se)"."""
+    value = f"{s[metric]:.{digits}f}"
     if f"{metric}_ci_low" in s:
-        return f"[{s[f'{metric}_ci_low']:.4f}, {s[f'{metric}_ci_high']:.4f}]"
-    se = f" (SE {s[f'{metric}_se']:.4f})" if f"{metric}_se" in s else ""
-    return f"± {s[f'{metric}_std']:.4f}{se}"
+        return f"{value} [{s[f'{metric}_ci_low']:.{digits}f}, {s[f'{metric}_ci_high']:.{digits}f}]"
+    if s.get("seeds", 2) < 2 or f"{metric}_std" not in s:
+        return value
+    se = f" (SE {s[f'{metric}_se']:.{digits}f})" if f"{metric}_se" in s else ""
+    lows = f" ({s[f'{metric}_min']:.3f}–{s[f'{metric}_max']:.3f})" if spread else ""
+    return f"{value} ± {s[f'{metric}_std']:.{digits}f}{se}{lows}"
 
 
 def throughput(d):
