@@ -79,7 +79,15 @@ def mean_and_std(rows: list[dict], metrics) -> dict:
 
 
 def command_line() -> str:
-    return " ".join(["python", *[Path(sys.argv[0]).as_posix()], *sys.argv[1:]])
+    """The command as typed from the repository root: ``python -m benchmarks.x ...`` for a module run,
+    ``python benchmarks/x.py ...`` for a script (never the absolute path of this checkout)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        program = ["-m", spec.name]
+    else:
+        path = Path(sys.argv[0]).resolve()
+        program = [(path.relative_to(config.ROOT) if path.is_relative_to(config.ROOT) else path).as_posix()]
+    return " ".join(["python", *program, *sys.argv[1:]])
 
 
 def stamp() -> dict:

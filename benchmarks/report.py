@@ -568,15 +568,20 @@ def vicreg(d):
 
 
 def cpu_training(d):
-    """``cpu_training.json``: images/s, kernel share and the paired speed-up per model and lever (the
-    latest run of the file's list)."""
-    run = d["runs"][-1]
+    """``cpu_training.json``: one table per run of the file's list (each run pairs its own levers)."""
+    return [line for run in d["runs"] for line in [*_cpu_training_run(run), ""]][:-1]
+
+
+def _cpu_training_run(run):
+    """Images/s, kernel share and the paired speed-up per model and lever of one run."""
     st = run["settings"]
+    loads = [r["load_1min"] for r in run.get("rows", []) if "load_1min" in r]
+    load = f"; the machine's 1-minute load during the run {min(loads):.1f}–{max(loads):.1f}" if loads else ""
     out = [
         f"**Training speed on the CPU** — {_stamp(run)}: {st.get('epochs')} epochs of {st.get('steps')} "
         f"steps per measurement (the first untimed), {st.get('repeats')} repeats of baseline and lever "
         "alternating; medians over the repeats; speed-up: geometric mean of the paired ratios to the "
-        "baseline of the same repeat (min–max), in images/s and in images per CPU second",
+        f"baseline of the same repeat (min–max), in images/s and in images per CPU second{load}",
         "",
         "| model | mode | lever | images/s | images per CPU s | kernel share | faults/s | speed-up (min–max) "
         "| per CPU s |",
