@@ -55,12 +55,16 @@ lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 # The whole test suite, notebooks included (smoke profile into a temporary folder), after the lint.
-# pytest runs on TCMalloc where installed (as the notebook kernels and training workers do).
+# pytest runs on TCMalloc where installed (as the notebook kernels and training workers do), in
+# TEST_JOBS processes (pytest-xdist; a test file stays in one process, so module fixtures are shared).
+TEST_JOBS ?= 2
+PYTEST = LD_PRELOAD="$$($(PY) -m helpers.allocator)" TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776 \
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 test: setup lint
-	LD_PRELOAD="$$($(PY) -m helpers.allocator)" TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776 $(PY) -m pytest -q --durations=10
+	$(PYTEST) --durations=10
 
 test-fast: setup
-	LD_PRELOAD="$$($(PY) -m helpers.allocator)" $(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 benchmarks: setup
 	$(PY) benchmarks/throughput.py
