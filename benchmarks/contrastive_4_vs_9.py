@@ -6,7 +6,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/contrastive_4_vs_9.py --seeds 0 1 2 --notebook
 
 Trains (or loads from ``.cache/bench_contrastive_4_vs_9/seed<S>``) every entry of
-``helpers.contrastive_4_vs_9.STUDY`` at its registry budget with training seed ``S`` on the 4/9
+``helpers.studies.contrastive_4_vs_9.STUDY`` at its registry budget with training seed ``S`` on the 4/9
 subset of the embedded MNIST (split seed 42), measures ``separation_metrics`` (the raw-pixel baseline
 once), prints the mean ± std table and writes ``benchmarks/results/contrastive_4_vs_9.json``.
 ``--notebook`` also times ``notebooks/09_contrastive_4_vs_9.ipynb`` (papermill, default and smoke
@@ -43,7 +43,7 @@ TARGET_SECONDS = {"default": 120}
 
 
 def measure_seeds(seeds, cache_root: Path) -> list[dict]:
-    from helpers import contrastive_4_vs_9 as c49
+    from helpers.studies import contrastive_4_vs_9 as c49
 
     study = c49.load_4_vs_9("mnist", source="auto", seed=42)
     print(study.counts())

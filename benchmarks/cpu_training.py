@@ -52,7 +52,7 @@ CORE = [
     "cnn_with_attention_cls_head_v2",
     "cnn_with_attention_vit_style_v1",
 ]
-STUDY = {"densenet_bc_fashion": "helpers.densenet_study", "vicreg": "helpers.vicreg"}
+STUDY = {"densenet_bc_fashion": "helpers.studies.densenet_fashion_mnist", "vicreg": "helpers.studies.vicreg"}
 LEVERS = ("tcmalloc", "jemalloc", "xla", "device_augment", "threads")
 
 

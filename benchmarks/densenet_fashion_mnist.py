@@ -27,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
-from helpers import config, densenet_study  # noqa: E402
+from helpers import config
+from helpers.studies import densenet_fashion_mnist as densenet_study  # noqa: E402
 
 TARGET_ACCURACY = 0.94
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, print_table, stamp, time_papermill  # noqa: E402
 from helpers import config  # noqa: E402
-from helpers import vicreg as V  # noqa: E402
+from helpers.studies import vicreg as V  # noqa: E402
 
 #: The issue's targets for the full profile (Fashion-MNIST, official split).
 TARGETS = {"probe": 0.88, "anomaly_auc": 0.99}

@@ -98,7 +98,7 @@ class TakeToken(layers.Layer):
 #: registered name -> the module that defines it: the in-graph augmenters, which a saved model of a
 #: study (VICReg's views) holds, live beside the code they share; Keras finds a stand-in under the
 #: name, which imports the module (registering the real class) when a saved model holds the layer
-DEFERRED = {"helpers>ViewAugment": "helpers.vicreg", "helpers>DeviceAugment": "helpers.models"}
+DEFERRED = {"helpers>ViewAugment": "helpers.studies.vicreg", "helpers>DeviceAugment": "helpers.models"}
 
 
 class _Deferred:

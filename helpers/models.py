@@ -319,9 +319,9 @@ LOSS_SETTINGS: dict[str, tuple[str, Callable[..., dict]]] = {
         "triplet",
         lambda s: {"variant": "center", "center_reg_weight": s.center_reg_weight},
     ),
-    # a study spec (helpers.contrastive_4_vs_9) adds the ``near_margin`` field
+    # a study spec (helpers.studies.contrastive_4_vs_9) adds the ``near_margin`` field
     "graded_contrastive": ("graded_contrastive", lambda s: {"near_margin": _near_margin(s)}),
-    # a study spec (helpers.vicreg) adds the weights λ, μ, ν of the three terms
+    # a study spec (helpers.studies.vicreg) adds the weights λ, μ, ν of the three terms
     "vicreg": ("vicreg", lambda s: _vicreg_weights(s)),
 }
 CLASS_HEAD_LOSSES = ("triplet_l2_cls", "triplet_center_cls")
@@ -363,7 +363,7 @@ def _alternatives(valid) -> str:
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
-# --- study architectures (registered by their study modules, e.g. helpers.densenet_study) ----------
+# --- study architectures (registered by their study modules, e.g. helpers.studies.densenet_fashion_mnist) ----------
 
 
 def _dense_layer(x, growth_rate, dropout, name):

@@ -86,7 +86,7 @@ def code_version(modules=WEIGHT_CODE, folder: str | os.PathLike | None = None) -
     """
     digest = hashlib.sha256()
     for module in modules:
-        path = Path(folder or Path(__file__).parent) / f"{module}.py"
+        path = Path(folder or Path(__file__).parent) / f"{module.replace('.', '/')}.py"
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             body = getattr(node, "body", None)

@@ -4,10 +4,10 @@ loss, the training hooks and the separation measurements."""
 import numpy as np
 import pytest
 
-from helpers import contrastive_4_vs_9 as c49
 from helpers import losses, models
 from helpers.generators import GeneratorError
 from helpers.knn import exact_knn
+from helpers.studies import contrastive_4_vs_9 as c49
 
 # --- shift transform ---------------------------------------------------------------------------
 

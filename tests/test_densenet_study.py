@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import densenet_study as ds
 from helpers import generators, models, training
 from helpers.data import CACHE_FORMAT_VERSION, DEFAULT_FASHION_DIR, Dataset, DatasetError, load_dataset
+from helpers.studies import densenet_fashion_mnist as ds
 
 # --- the architecture --------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ for path in sys.argv[2:]:
 
 
 def test_import_helpers_is_enough_to_load_every_kind_of_layer_in_a_fresh_process(data, tmp_path):
-    import helpers.vicreg  # noqa: F401 - registers the VICReg study models (their embedding holds ViewAugment)
+    import helpers.studies.vicreg  # noqa: F401 - registers the VICReg study models (their embedding holds ViewAugment)
 
     x = data.x_test[:8]
     np.save(tmp_path / "x.npy", x)

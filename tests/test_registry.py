@@ -59,12 +59,12 @@ def test_every_registered_name_builds():
     for name in models.LOSS_SETTINGS:
         spec = dataclasses.replace(base, loss=name)
         if name == "graded_contrastive":  # a study spec carries its near_margin
-            from helpers.contrastive_4_vs_9 import RegimeSpec
+            from helpers.studies.contrastive_4_vs_9 import RegimeSpec
 
             fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
             spec = RegimeSpec(**{**fields, "loss": name, "generator": "pairs"})
         if name == "vicreg":  # a study spec carries the weights of its three terms, and no margin
-            from helpers.vicreg import VicregSpec
+            from helpers.studies.vicreg import VicregSpec
 
             fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
             spec = VicregSpec(**{**fields, "loss": name, "margin": 0.0, "generator": "positive_pairs"})

@@ -425,7 +425,7 @@ def test_a_second_process_waits_for_the_first_and_loads_its_entry(tmp_path):
 
 
 def test_a_study_modules_code_is_in_its_models_fingerprint_only(monkeypatch):
-    import helpers.vicreg  # noqa: F401  (registers the VICReg models)
+    import helpers.studies.vicreg  # noqa: F401  (registers the VICReg models)
     from helpers.models import get_spec
 
     assert training.study_code_modules(get_spec("vicreg")) == ("vicreg",)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import vicreg as V
 from helpers.data import Dataset
 from helpers.generators import GeneratorError
+from helpers.studies import vicreg as V
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -256,7 +256,8 @@ def test_views_loss_and_cached_training_under_jax(tmp_path):
     pytest.importorskip("jax")
     code = """
         import json, numpy as np, keras
-        from helpers import vicreg as V, losses as L
+        from helpers import losses as L
+        from helpers.studies import vicreg as V
         from helpers.data import Dataset
         x = np.random.default_rng(0).random((48, 28, 28, 1)).astype("float32")
         layer = V.ViewAugment(seed=0)

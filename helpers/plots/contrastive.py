@@ -1,5 +1,5 @@
 """Figures of notebook 09: 2-D embeddings of 4 vs 9 coloured by digit and by shift, and the
-separation table as bars (the numbers come from ``helpers.contrastive_4_vs_9.separation_metrics``)."""
+separation table as bars (the numbers come from ``helpers.studies.contrastive_4_vs_9.separation_metrics``)."""
 
 from __future__ import annotations
 

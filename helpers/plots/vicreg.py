@@ -1,5 +1,5 @@
 """Figures of notebook 10 (VICReg): loss terms per batch, PCA / t-SNE side by side, eigenvalue
-spectra, anomaly ROC curves, image grids, k-means clusters. The numbers come from ``helpers.vicreg``."""
+spectra, anomaly ROC curves, image grids, k-means clusters. The numbers come from ``helpers.studies.vicreg``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from helpers.plots.latent_space import plot_latent_space
 
 def plot_batch_terms(terms: dict, title: str = "VICReg loss and its terms, per batch"):
     """One panel per key (loss, invariance, variance, covariance), one line per model:
-    ``{model: {"values": {key: [...]}}}`` as ``helpers.vicreg.train_model`` records them."""
+    ``{model: {"values": {key: [...]}}}`` as ``helpers.studies.vicreg.train_model`` records them."""
     terms = {name: t for name, t in terms.items() if t}
     if not terms:
         raise ValueError("no per-batch terms to plot: every model came from a cache without its log")
@@ -34,7 +34,7 @@ def plot_pca_tsne(projections: dict, labels, class_names, title: str = "Test rep
     """One row per representation: PCA on the left, t-SNE on the right, coloured by class.
     ``projections``: ``{name: {"pca": (n, 2), "tsne": (n, 2)}}``."""
     if not projections:
-        raise ValueError("projections is empty; compute them with helpers.vicreg.projections")
+        raise ValueError("projections is empty; compute them with helpers.studies.vicreg.projections")
     fig, axes = plt.subplots(len(projections), 2, figsize=(11, 4.6 * len(projections)), squeeze=False)
     for i, (name, p) in enumerate(projections.items()):
         for ax, method in zip(axes[i], ("pca", "tsne"), strict=True):
@@ -66,7 +66,7 @@ def plot_spectra(spectra: dict, title: str = "Eigenvalues of the test representa
 def plot_anomaly_roc(rocs: dict, title: str = "Anomaly detection: Fashion-MNIST test (normal) vs MNIST"):
     """ROC curves ``{name: {"fpr", "tpr", "auc"}}`` on linear axes, the diagonal for chance."""
     if not rocs:
-        raise ValueError("rocs is empty; compute them with helpers.vicreg.anomaly_roc")
+        raise ValueError("rocs is empty; compute them with helpers.studies.vicreg.anomaly_roc")
     fig, ax = plt.subplots(figsize=(6, 5))
     for name, r in rocs.items():
         ax.plot(r["fpr"], r["tpr"], label=f"{name} (AUC {r['auc']:.3f})", linewidth=1.5)

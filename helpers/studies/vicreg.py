@@ -235,7 +235,7 @@ class PositivePairGenerator(_EpochSeededDataset):
         if table.ndim != 2 or len(table) != len(self.x) or not np.issubdtype(table.dtype, np.integer):
             raise GeneratorError(
                 f"positives must be an integer table (n, k) with one row per image ({len(self.x)}), "
-                f"got {table.dtype} {table.shape}; build it with helpers.vicreg.positives_dataset"
+                f"got {table.dtype} {table.shape}; build it with helpers.studies.vicreg.positives_dataset"
             )
         if table.size and (table.min() < 0 or table.max() >= len(self.x)):
             raise GeneratorError(f"positives hold indices outside [0, {len(self.x) - 1}]")
@@ -416,7 +416,7 @@ def study_data(
     """``(fashion, mnist_images)``: Fashion-MNIST on its official split (10 % of train for validation)
     cut to the profile's sizes (stratified), and the profile's number of MNIST images (the anomalies).
     ``fashion_dir``: a folder of the Fashion-MNIST IDX files (default: the Debian package's)."""
-    from helpers.densenet_study import subset
+    from helpers.studies.densenet_fashion_mnist import subset
 
     kwargs = {"fashion_dir": fashion_dir} if fashion_dir else {}
     full = load_dataset(
