@@ -212,7 +212,7 @@ def bench_training_one(name, data, batch_size, steps, workers=1, augment=None):
         keras.utils.set_random_seed(0)
         model, embedding = build_training_model(name, len(data.class_names))
         compile_training_model(model, name, total_steps=10 * steps)
-        gen, _ = make_generators(name, data, batch_size, steps, seed=0, embedding=embedding)
+        gen, _ = make_generators(MODELS[name], data, batch_size, steps, seed=0, embedding=embedding)
         gen.workers = workers
         cached = InMemoryBatches([gen[i] for i in range(min(4, len(gen)))], steps)
         compile_s = _fit_seconds(model, cached)  # warm-up: XLA compilation

@@ -164,7 +164,7 @@ def bench_training(models=None, batch_sizes=(None,), steps=10, dataset_size=None
             keras.utils.set_random_seed(seed)
             model, embedding = build_training_model(name, len(data.class_names))
             compile_training_model(model, name)
-            gen, _ = make_generators(name, data, bs, steps, seed=seed, embedding=embedding)
+            gen, _ = make_generators(MODELS[name], data, bs, steps, seed=seed, embedding=embedding)
             model.fit(gen, epochs=1, verbose=0)  # warm-up: graph tracing / XLA compilation
             gen.set_epoch(1)
             start = time.perf_counter()

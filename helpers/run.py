@@ -41,6 +41,7 @@ import urllib.parse
 from pathlib import Path
 
 from helpers import allocator, config, provenance
+from helpers.processes import NOISE, ProcessLines
 
 # Parameters by profile. A notebook receives the ones its `parameters` cell declares.
 PROFILES: dict[str, dict] = {
@@ -241,68 +242,6 @@ def set_profile_outputs(profile: str, run_dir: Path) -> None:
     """Each profile's outputs in its run folder; models stay in the shared, per-dataset cache
     (``models_cache/<dataset>/``), except the smoke profile's throw-away models."""
     set_output_root(run_dir, keep=() if profile == "smoke" else ("models_cache",), respect_env=True)
-
-
-class ProcessLines:
-    """Subprocesses started by key whose output lines (stdout and stderr) arrive on one queue.
-
-    :meth:`next` returns ``(key, line)``, and ``(key, None)`` once that process has closed its
-    output; :meth:`finish` then waits for it and returns its exit code. The last ``tail`` lines of
-    each are kept for error messages. Used by the notebook runner (``--jobs``) and by
-    ``helpers.training.train_many``'s workers; as a context manager it stops what is still running
-    when the block exits (an error or an interrupt).
-    """
-
-    def __init__(self, env: dict | None = None, tail: int = 30):
-        import collections
-        import queue
-
-        # the children import this package (``python -m helpers...``) and print line by line;
-        # ``env`` adds to or overrides this process's environment
-        self.env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(
-                [str(Path(__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
-            ),
-            **(env or {}),
-        }
-        self.running = {}
-        self.tails = collections.defaultdict(lambda: collections.deque(maxlen=tail))
-        self._lines: queue.Queue = queue.Queue()
-
-    def start(self, key, cmd: list[str]) -> None:
-        import subprocess
-
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
-        )
-        threading.Thread(target=self._relay, args=(key, proc.stdout), daemon=True).start()
-        self.running[key] = proc
-
-    def _relay(self, key, stream) -> None:
-        for line in stream:
-            self._lines.put((key, line.rstrip("\n")))
-        self._lines.put((key, None))
-
-    def next(self):
-        key, line = self._lines.get()
-        if line is not None:
-            self.tails[key].append(line)
-        return key, line
-
-    def finish(self, key) -> int:
-        return self.running.pop(key).wait()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for proc in self.running.values():
-            proc.terminate()
-        for proc in self.running.values():
-            proc.wait()
-        self.running.clear()
 
 
 def notebook_needs(nb: Path, numbers) -> set[str]:
@@ -519,18 +458,6 @@ def _last_run_seconds(run_dir: Path) -> dict[str, float]:
 
 
 # --- executing one notebook, with progress --------------------------------------------------------
-
-# Lines a kernel writes to stderr that say nothing to a user (TensorFlow / XLA / absl start-up).
-NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog"
-    r"|[IWE]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"  # absl / glog lines: I0000 00:00:... file.cc:12]
-    r"|.*(oneDNN custom operations|cuda drivers|cuInit|TF-TRT|rebuild TensorFlow with the appropriate"
-    r"|This TensorFlow binary is optimized|Unable to register cu(DNN|FFT|BLAS) factory)"
-    r"|To enable the following instructions"
-    r"|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption"
-    r"|WARNING:tensorflow:.*triggered tf\.function retracing"  # one per model built in a loop
-    r"|.*TqdmWarning: IProgress not found|\s*from \.autonotebook import tqdm as notebook_tqdm)"
-)
 
 
 @contextlib.contextmanager

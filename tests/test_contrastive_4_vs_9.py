@@ -231,7 +231,9 @@ def test_train_builds_the_regime_sampler_and_caches_the_model(study, tmp_path):
     from helpers.training import make_generators
 
     data = c49.training_data("c49_nn_regime2", study)
-    train_gen, val_gen = make_generators("c49_nn_regime2", data, batch_size=16, steps_per_epoch=2)
+    train_gen, val_gen = make_generators(
+        models.get_spec("c49_nn_regime2"), data, batch_size=16, steps_per_epoch=2
+    )
     assert isinstance(train_gen, c49.NeighbourPairGenerator) and train_gen.negatives == "not_neighbor"
     assert len(val_gen.x) == len(data.x_val)
     kw = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 16, "cache_dir": tmp_path, "verbose": 0}

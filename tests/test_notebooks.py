@@ -16,6 +16,7 @@ import pytest
 
 from helpers import run as runner
 from helpers.models import MODELS
+from helpers.processes import NOISE
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = runner.notebooks(ROOT / "notebooks")
@@ -333,7 +334,7 @@ def test_smoke_run_executes_every_notebook_and_writes_every_output(tmp_path):
     assert f"== [4/{len(NOTEBOOKS)}] 04_training.ipynb" in proc.stdout and "   cell 1/" in proc.stdout
     assert "   | [cnn_simple_v1] epoch 1/1 loss=" in proc.stdout
     assert "== model 2/6 cnn_simple_v2" in proc.stdout
-    assert not [line for line in (proc.stdout + proc.stderr).splitlines() if runner.NOISE.match(line)]
+    assert not [line for line in (proc.stdout + proc.stderr).splitlines() if NOISE.match(line)]
     record = json.loads((out / "run" / "run.json").read_text())
     assert [n["name"] for n in record["notebooks"]] == [nb.name for nb in NOTEBOOKS]
     for entry in record["notebooks"]:

@@ -14,7 +14,8 @@ import pytest
 
 from helpers import training
 from helpers.data import load_dataset
-from helpers.models import MODELS, build_embedding, build_training_model
+from helpers.models import MODELS, build_embedding, build_training_model, get_spec
+from helpers.training import batches, cache, callbacks, estimates, workers
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(epochs=1, steps_per_epoch=1, batch_size=8)
@@ -70,25 +71,25 @@ def test_changed_configuration_retrains_and_force_retrains(data, tmp_path, capsy
 
 def test_track_prints_the_model_and_what_is_left_for_the_list(capsys, monkeypatch):
     clock = iter([0.0, 0.0, 10.0, 10.0, 30.0])
-    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
-    names = list(training.track(["cnn_simple_v1", "cnn_simple_v2"], epochs=2, steps_per_epoch=5))
+    monkeypatch.setattr(estimates.time, "perf_counter", lambda: next(clock))
+    names = list(estimates.track(["cnn_simple_v1", "cnn_simple_v2"], epochs=2, steps_per_epoch=5))
     assert names == ["cnn_simple_v1", "cnn_simple_v2"]
     lines = capsys.readouterr().out.splitlines()
     # 10 s for the first model's 10 steps: the second's 10 steps are about 10 s more
     assert lines == ["== model 1/2 cnn_simple_v1", "== model 2/2 cnn_simple_v2 (~10s left for the list)"]
-    assert [training.format_seconds(s) for s in (42, 185, 3725)] == ["42s", "3m05s", "1h02m"]
+    assert [estimates.format_seconds(s) for s in (42, 185, 3725)] == ["42s", "3m05s", "1h02m"]
 
 
 def test_fingerprint_depends_on_data_and_parameters(data):
     params = {"epochs": 1}
-    base = training.training_fingerprint("cnn_simple_v1", data, params)
-    assert base == training.training_fingerprint("cnn_simple_v1", data, dict(params))
-    assert base != training.training_fingerprint("cnn_simple_v1", data, {"epochs": 2})
-    assert base != training.training_fingerprint("cnn_simple_v2", data, params)
+    base = cache.training_fingerprint(get_spec("cnn_simple_v1"), data, params)
+    assert base == cache.training_fingerprint(get_spec("cnn_simple_v1"), data, dict(params))
+    assert base != cache.training_fingerprint(get_spec("cnn_simple_v1"), data, {"epochs": 2})
+    assert base != cache.training_fingerprint(get_spec("cnn_simple_v2"), data, params)
     other = load_dataset("mnist", source="bundled", seed=7, verbose=False)
-    assert base != training.training_fingerprint("cnn_simple_v1", other, params)
+    assert base != cache.training_fingerprint(get_spec("cnn_simple_v1"), other, params)
     # the same architecture built twice hashes the same (layer names carry global counters)
-    assert training._architecture_digest(build_embedding("cnn_simple_v1")) == training._architecture_digest(
+    assert cache.architecture_digest(build_embedding("cnn_simple_v1")) == cache.architecture_digest(
         build_embedding("cnn_simple_v1")
     )
 
@@ -269,13 +270,13 @@ def test_a_changed_registry_field_or_architecture_retrains(data, tmp_path, monke
 
 
 def test_fingerprint_covers_the_keras_version_and_the_loss_and_generator_code(data, monkeypatch, tmp_path):
-    base = training.training_fingerprint("cnn_simple_v1", data, {"epochs": 1})
-    monkeypatch.setattr(training.keras, "__version__", "99.0.0")
-    assert training.training_fingerprint("cnn_simple_v1", data, {"epochs": 1}) != base
+    base = cache.training_fingerprint(get_spec("cnn_simple_v1"), data, {"epochs": 1})
+    monkeypatch.setattr(cache.keras, "__version__", "99.0.0")
+    assert cache.training_fingerprint(get_spec("cnn_simple_v1"), data, {"epochs": 1}) != base
     monkeypatch.undo()
     with monkeypatch.context() as patch:
-        patch.setattr(training, "code_version", lambda: "another version")
-        assert training.training_fingerprint("cnn_simple_v1", data, {"epochs": 1}) != base
+        patch.setattr(cache, "code_version", lambda: "another version")
+        assert cache.training_fingerprint(get_spec("cnn_simple_v1"), data, {"epochs": 1}) != base
     # code_version: comments, docstrings and formatting do not count; the code does
     versions = {}
     for label, source in [
@@ -284,7 +285,7 @@ def test_fingerprint_covers_the_keras_version_and_the_loss_and_generator_code(da
         ("changed", "def loss(x):\n    return x * 3\n"),
     ]:
         (tmp_path / "losses.py").write_text(source)
-        versions[label] = training.code_version(("losses",), folder=tmp_path)
+        versions[label] = cache.code_version(("losses",), folder=tmp_path)
     assert versions["plain"] == versions["commented"] != versions["changed"]
 
 
@@ -303,7 +304,7 @@ def test_load_trained_checks_data_and_budget_and_can_retrain(data, tmp_path):
     training.load_trained("cnn_simple_v1", shuffled, cache_dir=tmp_path, retrain=True, **TINY)
     assert training.read_cache_record("cnn_simple_v1", tmp_path)[
         "data_fingerprint"
-    ] == training.data_fingerprint(shuffled)
+    ] == cache.data_fingerprint(shuffled)
 
 
 # --- backup: Keras' private layout, and a kill between the two moves ------------------------------
@@ -325,7 +326,7 @@ def test_keras_backup_layout_is_what_fit_writes_and_resumes_from(tmp_path):
     x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
     plain = keras.callbacks.BackupAndRestore(str(tmp_path / "plain"), delete_checkpoint=False)
     _tiny_model().fit(x, y, epochs=2, verbose=0, callbacks=[plain])
-    weights, metadata = training.keras_backup_files(plain)
+    weights, metadata = callbacks.keras_backup_files(plain)
     assert weights.exists() and metadata.exists(), "Keras writes its backup elsewhere now"
     assert json.loads(metadata.read_text())["epoch"] == 2
     # Keras resumes from these files: an epoch count of 5 there skips the first 5 of 6 epochs
@@ -352,7 +353,7 @@ def test_a_kill_between_the_weights_and_the_metadata_moves_resumes_exactly(data,
         if epoch == 2:
             raise _Killed  # the weights of epoch 2 are in place, the metadata still says 1
 
-    monkeypatch.setattr(training.AtomicBackupAndRestore, "_weights_moved", kill_after_second_epoch)
+    monkeypatch.setattr(callbacks.AtomicBackupAndRestore, "_weights_moved", kill_after_second_epoch)
     with pytest.raises(_Killed):
         training.train("cnn_simple_v1", data, cache_dir=tmp_path / "killed", **budget)
     backup = next((tmp_path / "killed" / "mnist").glob("cnn_simple_v1.work/*/backup"))
@@ -428,28 +429,31 @@ def test_a_study_modules_code_is_in_its_models_fingerprint_only(monkeypatch):
     import helpers.studies.vicreg  # noqa: F401  (registers the VICReg models)
     from helpers.models import get_spec
 
-    assert training.study_code_modules(get_spec("vicreg")) == ("vicreg",)
-    assert training.study_code_modules(get_spec("cnn_simple_v1")) == ()
-    core, study = training.model_fingerprint("cnn_simple_v1"), training.model_fingerprint("vicreg")
-    real = training.code_version
+    assert cache.study_code_modules(get_spec("vicreg")) == ("studies.vicreg",)
+    assert cache.study_code_modules(get_spec("cnn_simple_v1")) == ()
+    core, study = (
+        cache.model_fingerprint(get_spec("cnn_simple_v1")),
+        cache.model_fingerprint(get_spec("vicreg")),
+    )
+    real = cache.code_version
 
-    def edited_vicreg(modules=training.WEIGHT_CODE, folder=None):  # as if helpers/vicreg.py changed
-        return real(modules, folder) + ("-edited" if "vicreg" in modules else "")
+    def edited_vicreg(modules=cache.WEIGHT_CODE, folder=None):  # as if helpers/studies/vicreg.py changed
+        return real(modules, folder) + ("-edited" if "studies.vicreg" in modules else "")
 
-    monkeypatch.setattr(training, "code_version", edited_vicreg)
-    assert training.model_fingerprint("cnn_simple_v1") == core
-    assert training.model_fingerprint("vicreg") != study
+    monkeypatch.setattr(cache, "code_version", edited_vicreg)
+    assert cache.model_fingerprint(get_spec("cnn_simple_v1")) == core
+    assert cache.model_fingerprint(get_spec("vicreg")) != study
 
 
 def test_augment_threads_feed_the_trainer_the_same_batches(data, tmp_path, monkeypatch):
     from helpers.models import get_spec
 
-    assert training._augment_threads(get_spec("cnn_simple_v1"))["workers"] == training.AUGMENT_THREADS > 1
+    assert batches.augment_threads(get_spec("cnn_simple_v1"))["workers"] == batches.AUGMENT_THREADS > 1
     # a mining generator's epoch-end refresh uses the model being trained: no threads
-    assert training._augment_threads(get_spec("cnn_with_attention_cls_head_v1")) == {}
+    assert batches.augment_threads(get_spec("cnn_with_attention_cls_head_v1")) == {}
     budget = dict(epochs=2, steps_per_epoch=3, batch_size=40, seed=5)
     threaded, _ = training.train("cnn_simple_v1", data, cache_dir=tmp_path / "threads", **budget)
-    monkeypatch.setattr(training, "AUGMENT_THREADS", 1)
+    monkeypatch.setattr(batches, "AUGMENT_THREADS", 1)
     single, _ = training.train("cnn_simple_v1", data, cache_dir=tmp_path / "one", **budget)
     x = data.x_test[:32]
     # the same augmented batches in the same order give the same weights
@@ -486,38 +490,29 @@ def test_train_many_trains_in_worker_processes_then_loads_what_train_would(
     assert not training.is_cached(names[0], data, cache_dir=tmp_path, **{**TINY, "steps_per_epoch": 2})
 
 
-def _measured(path, seconds: dict) -> Path:
-    """A results file as benchmarks/quality.py writes it: one run per (model, train_seconds)."""
-    runs = [{"model": name, "train_seconds": s} for name, values in seconds.items() for s in values]
-    path.write_text(json.dumps({"runs": runs}))
-    return path
-
-
-def test_expected_seconds_scale_the_measured_seconds_per_step_to_the_budget(tmp_path):
+def test_expected_seconds_scale_the_seconds_per_step_to_the_budget():
     # registry budgets: cnn_simple_v1 600 steps, cnn_simple_v2 180, cnn_with_attention_v1 1440
-    measured = _measured(tmp_path / "q.json", {"cnn_simple_v1": [60.0, 90.0, 66.0], "cnn_simple_v2": [180.0]})
+    rates = {"cnn_simple_v1": 0.11, "cnn_simple_v2": 1.0}
     names = ["cnn_simple_v1", "cnn_simple_v2", "cnn_with_attention_v1"]
-    cost = training.expected_seconds(names, measured=measured)
-    # the median run of each (66 s / 600 steps; 180 s / 180 steps) at the registry budget
+    cost = estimates.expected_seconds(names, rates=rates)
     assert cost["cnn_simple_v1"] == pytest.approx(66.0)
     assert cost["cnn_simple_v2"] == pytest.approx(180.0)
-    # no run: the median rate of the measured ones, (0.11 + 1.0) / 2 s a step, times 1440 steps
+    # no rate: the median of the rates, (0.11 + 1.0) / 2 s a step, times 1440 steps
     assert cost["cnn_with_attention_v1"] == pytest.approx(0.555 * 1440)
     # a smaller budget scales every model alike: 2 x 5 steps
-    small = training.expected_seconds(names, epochs=2, steps_per_epoch=5, measured=measured)
+    small = estimates.expected_seconds(names, epochs=2, steps_per_epoch=5, rates=rates)
     assert small["cnn_simple_v2"] == pytest.approx(10.0) and small["cnn_simple_v1"] == pytest.approx(1.1)
-    # no usable file: the budgets in steps give the order
-    for bad in (tmp_path / "missing.json", tmp_path / "bad.json"):
-        if bad.name == "bad.json":
-            bad.write_text("{not json")
-        steps = training.expected_seconds(names, measured=bad)
-        assert steps == {"cnn_simple_v1": 600.0, "cnn_simple_v2": 180.0, "cnn_with_attention_v1": 1440.0}
+    # no rates: the budgets in steps give the order
+    steps = estimates.expected_seconds(names, rates={})
+    assert steps == {"cnn_simple_v1": 600.0, "cnn_simple_v2": 180.0, "cnn_with_attention_v1": 1440.0}
+    # the package's own table covers every core model: no results file is read at run time
+    assert set(estimates.SECONDS_PER_STEP) == set(MODELS)
 
 
 def test_a_failing_worker_raises_with_its_last_lines_and_stops_the_others(data, tmp_path, monkeypatch):
     # cnn_simple_v2 fewer steps (180 against 600) but the costlier: it starts first
-    measured = _measured(tmp_path / "q.json", {"cnn_simple_v1": [60.0], "cnn_simple_v2": [140.0]})
-    monkeypatch.setattr(training, "MEASURED_SECONDS", measured)
+    rates = {"cnn_simple_v1": 0.1, "cnn_simple_v2": 140 / 180}
+    monkeypatch.setattr(estimates, "SECONDS_PER_STEP", rates)
     started = []
 
     def command(name, *args):
@@ -530,7 +525,7 @@ def test_a_failing_worker_raises_with_its_last_lines_and_stops_the_others(data, 
             ]
         return [sys.executable, "-c", "import time; time.sleep(60)"]
 
-    monkeypatch.setattr(training, "_worker_command", command)
+    monkeypatch.setattr(workers, "worker_command", command)
     start = time.perf_counter()
     with pytest.raises(training.TrainingWorkerError, match=r"(?s)'cnn_simple_v1' exited with code 3.*boom"):
         training.train_many(["cnn_simple_v1", "cnn_simple_v2"], data, processes=2, cache_dir=tmp_path)
@@ -620,11 +615,11 @@ def test_augment_params_reach_the_host_augmenter(data):
     from helpers.models import spec_override
 
     name = "cnn_simple_v1"  # augments on the host
-    train_gen, val_gen = training.make_generators(name, data, batch_size=40, steps_per_epoch=2)
+    train_gen, val_gen = training.make_generators(get_spec(name), data, batch_size=40, steps_per_epoch=2)
     assert isinstance(train_gen.augmenter, Augmenter) and train_gen.augmenter.elastic == 0.0
     assert val_gen.augmenter is None  # validation batches stay clean
     params = {"shift": 1.0, "rotation": 0.0, "noise": 0.0, "elastic": 1.5}
     with spec_override(name, augment_params=params):
-        train_gen, _ = training.make_generators(name, data, batch_size=40, steps_per_epoch=2)
+        train_gen, _ = training.make_generators(get_spec(name), data, batch_size=40, steps_per_epoch=2)
     augmenter = train_gen.augmenter
     assert (augmenter.shift, augmenter.rotation, augmenter.elastic) == (1.0, 0.0, 1.5)

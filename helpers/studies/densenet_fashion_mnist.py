@@ -277,7 +277,7 @@ def train_classifier(
     classifier, _ = models.build_training_model(
         name, data.num_classes, tuple(data.x_train.shape[1:]), embedding=features
     )
-    training._load_weights(classifier, training.cache_paths(name, cache_dir, data.name)["weights"])
+    training.load_weights(classifier, training.cache_paths(name, cache_dir, data.name)["weights"])
     return features, classifier, record
 
 
