@@ -1,7 +1,7 @@
 """Metric-learning experiment suite: data, generators, losses, models, training, evaluation.
 
 Every module is backend-agnostic (``keras.ops``); TensorFlow- or JAX-specific code lives
-only in clearly named shims (``helpers/explain.py``'s gradient shim, ``helpers/training.py``'s
+only in clearly named shims (``helpers/explain.py``'s gradient shim, ``helpers/training/``'s
 distribution helper and its TensorBoard logs, written on TensorFlow only).
 
 ``import helpers`` is enough for ``keras.models.load_model`` to read a model this suite saved

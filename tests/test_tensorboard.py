@@ -7,6 +7,7 @@ import pytest
 
 from helpers import config, training
 from helpers.data import load_dataset
+from helpers.training.callbacks import tensorboard_callback
 
 MODEL = "cnn_simple_v1"
 TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 16}
@@ -61,10 +62,10 @@ def test_logs_hold_the_history_and_change_nothing_learned(data, tmp_path, monkey
 
 def test_no_callback_when_turned_off_and_the_folder_under_the_run(monkeypatch, tmp_path):
     monkeypatch.setattr(config, "TENSORBOARD_LOGS", False)
-    assert training.tensorboard_callback(MODEL, "mnist", "f" * 64) is None
+    assert tensorboard_callback(MODEL, "mnist", "f" * 64) is None
     monkeypatch.setattr(config, "TENSORBOARD_LOGS", True)
     monkeypatch.setattr(config, "TENSORBOARD", tmp_path / "runs" / "default" / "tensorboard")
-    board = training.tensorboard_callback(MODEL, "mnist", "0123456789abcdef" * 4)
+    board = tensorboard_callback(MODEL, "mnist", "0123456789abcdef" * 4)
     assert board.log_dir == str(
         tmp_path / "runs" / "default" / "tensorboard" / "mnist" / MODEL / "0123456789abcdef"
     )

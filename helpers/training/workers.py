@@ -62,10 +62,8 @@ def train_many(
         raise TypeError(f"train_many got unexpected arguments {unknown}; it takes {sorted(WORKER_PARAMS)}")
     if int(processes) < 1:
         raise ValueError(f"processes must be at least 1, got {processes!r}")
-    for name in names:
-        training_params(
-            get_spec(name), **params
-        )  # an unknown name or a bad budget fails here, not in a worker
+    for name in names:  # an unknown name or a bad budget fails here, not in a worker
+        training_params(get_spec(name), **params)
     trained = set()
     if processes > 1:
         pending = [n for n in names if force or not is_cached(n, data, cache_dir, **params)]
