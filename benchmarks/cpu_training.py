@@ -107,6 +107,7 @@ def worker(name: str, epochs: int, steps: int, augment: str | None, xla: bool) -
         _force_xla()
     from helpers import models, training
     from helpers.data import load_dataset
+    from helpers.training.batches import batch_arguments
 
     data = load_dataset("mnist", source="bundled", verbose=False)
     spec = models.get_spec(name)
@@ -117,7 +118,7 @@ def worker(name: str, epochs: int, steps: int, augment: str | None, xla: bool) -
             verbose=0, patience=epochs + 1, callbacks=[probe], augment=augment,
         )  # fmt: skip
         inputs, jit = len(probe.model.inputs), bool(probe.model.jit_compile)
-    batch = training._batch_arguments(spec, spec.batch_size)
+    batch = batch_arguments(spec, spec.batch_size)
     samples = batch.get("batch_size") or batch["classes_per_batch"] * batch["samples_per_class"]
     wall, user, system, faults = probe.total
     images = inputs * samples * steps * (epochs - 1)
