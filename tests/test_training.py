@@ -431,6 +431,7 @@ def test_a_study_modules_code_is_in_its_models_fingerprint_only(monkeypatch):
 
     assert cache.study_code_modules(get_spec("vicreg")) == ("studies.vicreg",)
     assert cache.study_code_modules(get_spec("cnn_simple_v1")) == ()
+    assert cache.HELPERS == ROOT / "helpers"  # module names are relative to helpers/, not the package
     core, study = (
         cache.model_fingerprint(get_spec("cnn_simple_v1")),
         cache.model_fingerprint(get_spec("vicreg")),

@@ -27,8 +27,8 @@ CACHE_FORMAT = 2
 # (which are hashed directly): the losses, the batch sampling and mining, the k-NN the mining uses.
 WEIGHT_CODE = ("losses", "generators", "knn")
 
-#: the folder :func:`code_version` reads module files from: ``helpers/`` (``studies.vicreg`` is
-#: ``helpers/studies/vicreg.py``)
+#: the folder :func:`code_version` reads module files from: ``helpers/`` (``studies.x`` is
+#: ``helpers/studies/x.py``)
 HELPERS = Path(__file__).resolve().parents[1]
 
 
@@ -70,7 +70,8 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 def code_version(modules=WEIGHT_CODE, folder: str | os.PathLike | None = None) -> str:
     """Hash of the code of ``helpers.<module>`` for each of ``modules``, comments and docstrings left out.
 
-    ``folder`` defaults to :data:`HELPERS`; a dotted name is a path under it (``studies.vicreg``).
+    ``folder`` defaults to :data:`HELPERS`; a dotted name is a path under it (``studies.x``:
+    ``helpers/studies/x.py``).
     A hash of the source rather than a hand-bumped version constant: nobody has to remember to bump
     it, and a change to a loss or to the sampling retrains. Parsing first (``ast``) means that
     reformatting, comments and docstrings do not retrain.
@@ -84,10 +85,10 @@ def code_version(modules=WEIGHT_CODE, folder: str | os.PathLike | None = None) -
 
 
 def study_code_modules(spec) -> tuple[str, ...]:
-    """The ``helpers`` modules besides :data:`WEIGHT_CODE` that define ``spec``'s builder or its study
-    generator (``("studies.vicreg",)`` for a VICReg model): their code decides that model's weights
-    too, and is hashed for it alone, so editing one study retrains only that study's models. Only
-    modules under ``helpers.studies`` count: a core builder's architecture is hashed directly."""
+    """The modules under ``helpers/studies/`` that define ``spec``'s builder or its study generator
+    (``("studies.x",)`` for a model of ``helpers/studies/x.py``): their code decides that model's
+    weights too, and is hashed for it alone, so editing one study retrains only that study's models.
+    A core builder's code is not listed: its architecture is hashed directly."""
     objects = [spec.builder]
     kind = GENERATOR_KINDS.get(spec.generator)
     if kind is not None:
@@ -95,7 +96,7 @@ def study_code_modules(spec) -> tuple[str, ...]:
     found = []
     for obj in objects:
         package, _, module = (getattr(obj, "__module__", "") or "").partition(".")
-        if package == "helpers" and module.startswith("studies.") and module not in WEIGHT_CODE:
+        if package == "helpers" and module.startswith("studies."):
             found.append(module)
     return tuple(sorted(set(found)))
 
