@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
 from helpers import config
 from helpers.studies import densenet_fashion_mnist as densenet_study  # noqa: E402
+from helpers.training.callbacks import TimeBudget  # noqa: E402
 
 TARGET_ACCURACY = 0.94
 
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
             out_dir / "models_cache" if args.out else config.ROOT / ".cache" / "densenet_bench" / args.profile
         )
     )
-    callbacks = [densenet_study.TimeBudget(args.time_budget)] if args.time_budget else None
+    callbacks = [TimeBudget(args.time_budget)] if args.time_budget else None
     print(f"[densenet] profile={args.profile} {params} cache={cache_dir}", flush=True)
 
     start = time.perf_counter()

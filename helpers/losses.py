@@ -685,7 +685,7 @@ class VICRegTerm(keras.metrics.Mean):
     """One unweighted term of :func:`vicreg_terms` as a Keras metric, named after the term.
 
     Like every Keras metric it reports the mean over the batches of the epoch so far, so the
-    per-batch value is recovered exactly from two consecutive logs (``helpers.studies.vicreg.BatchTerms``).
+    per-batch value is recovered exactly from two consecutive logs (``helpers.training.callbacks.BatchValues``).
     """
 
     def __init__(self, term: str = "invariance", eps: float = 1e-4, name: str | None = None, **kwargs):

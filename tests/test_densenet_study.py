@@ -14,6 +14,7 @@ import pytest
 from helpers import generators, models, training
 from helpers.data import CACHE_FORMAT_VERSION, DEFAULT_FASHION_DIR, Dataset, DatasetError, load_dataset
 from helpers.studies import densenet_fashion_mnist as ds
+from helpers.training.callbacks import TimeBudget
 
 # --- the architecture --------------------------------------------------------------------------------
 
@@ -152,7 +153,7 @@ def test_classifier_trains_caches_and_resumes_through_the_shared_path(tmp_path):
 def test_time_budget_stops_cleanly_after_the_first_batch():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
-    budget = ds.TimeBudget(0.0)
+    budget = TimeBudget(0.0)
     history = model.fit(
         np.zeros((40, 3)), np.zeros((40, 2)), batch_size=4, epochs=3, verbose=0, callbacks=[budget]
     )

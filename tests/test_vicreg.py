@@ -13,7 +13,9 @@ import pytest
 
 from helpers.data import Dataset
 from helpers.generators import GeneratorError
+from helpers.losses import VICREG_TERMS
 from helpers.studies import vicreg as V
+from helpers.training.callbacks import BatchValues
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +114,7 @@ def test_positives_dataset_replaces_the_labels_by_partner_tables():
 
 
 def test_batch_terms_recover_each_batch_from_the_running_means():
-    logger = V.BatchTerms()
+    logger = BatchValues(("loss", *VICREG_TERMS))
     values = [4.0, 2.0, 3.0]
     logger.on_epoch_begin(0)
     for b in range(3):
@@ -258,6 +260,7 @@ def test_views_loss_and_cached_training_under_jax(tmp_path):
         import json, numpy as np, keras
         from helpers import losses as L
         from helpers.studies import vicreg as V
+from helpers.training.callbacks import BatchValues
         from helpers.data import Dataset
         x = np.random.default_rng(0).random((48, 28, 28, 1)).astype("float32")
         layer = V.ViewAugment(seed=0)

@@ -211,41 +211,6 @@ def study_data(
 # --- the classifier -------------------------------------------------------------------------------------
 
 
-class TimeBudget(keras.callbacks.Callback):
-    """Stop training cleanly once ``seconds`` have passed: at an epoch's end when the next epoch
-    would not fit (judged by the longest epoch so far), else after the batch that crosses the
-    budget. Validation, checkpoints and the cache still run, so the model is evaluated as usual."""
-
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.seconds = float(seconds)
-        self.start = None
-        self.longest = 0.0
-        self._epoch_start = None
-        self.stopped = False
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if time.perf_counter() - self.start > self.seconds:
-            self.model.stop_training = self.stopped = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        self.longest = max(self.longest, now - self._epoch_start)
-        if now - self.start + self.longest > self.seconds:
-            self.model.stop_training = self.stopped = True
-            print(
-                f"[time budget] stopping after epoch {epoch + 1} ({now - self.start:.0f}s of "
-                f"{self.seconds:.0f}s)",
-                flush=True,
-            )
-
-
 def train_classifier(
     data: Dataset,
     params: dict,

@@ -7,7 +7,7 @@ Notebook 10 tells the story and ``benchmarks/vicreg.py`` measures it; both call 
 The models are study entries of the registry (:data:`STUDY`, registered on import) trained and cached
 by the suite's one path, :func:`helpers.training.train`, with the VICReg loss of
 :mod:`helpers.losses` (λ = μ = 25, ν = 1, the paper's values; its three terms are compiled in as
-metrics and logged per batch by :class:`BatchTerms`):
+metrics and logged per batch by :class:`helpers.training.callbacks.BatchValues`):
 
 - ``vicreg``: two random views of each image (:class:`ViewAugment` inside the model, active only
   when training: random resized crop, horizontal flip, brightness / contrast jitter, blur) through a
@@ -432,35 +432,6 @@ def study_data(
 # --- training -------------------------------------------------------------------------------------------------
 
 
-class BatchTerms(keras.callbacks.Callback):
-    """The loss and the three VICReg terms of every training batch.
-
-    Keras logs each metric as its mean over the epoch so far; the value of batch ``b`` is
-    ``(b + 1) m_b - b m_(b-1)``. ``values[key]`` lists them in order; ``epochs`` the epoch of each.
-    """
-
-    KEYS = ("loss", *VICREG_TERMS)
-
-    def __init__(self):
-        super().__init__()
-        self.values = {k: [] for k in self.KEYS}
-        self.epochs: list[int] = []
-        self._epoch, self._last = 0, {}
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch, self._last = int(epoch), {}
-
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        for key in self.KEYS:
-            if key in logs:
-                mean = float(logs[key])
-                value = (batch + 1) * mean - batch * self._last.get(key, 0.0) if batch else mean
-                self._last[key] = mean
-                self.values[key].append(value)
-        self.epochs.append(self._epoch)
-
-
 def _terms_path(name: str, dataset: str, cache_dir):
     from helpers.training import cache_paths
 
@@ -471,16 +442,18 @@ def train_model(name: str, data: Dataset, params: dict, epochs: int, cache_dir=N
     """Train (or load) the study model ``name`` on ``data`` (a :func:`positives_dataset`) through
     :func:`helpers.training.train`; returns ``(encoder, model, record)``.
 
-    ``record["batch_terms"]`` holds the per-batch loss and terms (:class:`BatchTerms`) of the run
+    ``record["batch_terms"]`` holds the per-batch loss and terms
+    (:class:`helpers.training.callbacks.BatchValues`) of the run
     that trained the entry: saved beside the cache entry, keyed by its fingerprint, and read back
     when the model comes from the cache (``None`` if that run's log is not there).
     """
     from helpers.training import train
+    from helpers.training.callbacks import BatchValues
 
     cache_dir = cache_dir or CACHE_DIR / "default"
     if name not in STUDY:
         raise ValueError(f"unknown study model {name!r}; choose one of: {', '.join(STUDY)}")
-    logger = BatchTerms()
+    logger = BatchValues(("loss", *VICREG_TERMS))
     model, record = train(
         name,
         data,

@@ -1,4 +1,5 @@
-"""The callbacks of a training run: kill-safe backup, best weights, history, per-epoch progress.
+"""The callbacks of a training run: kill-safe backup, best weights, history, per-epoch progress, a
+time budget, per-batch values.
 
 :func:`training_callbacks` assembles them for one run; :func:`tensorboard_callback` is the optional
 TensorBoard writer (a TensorFlow-only shim).
@@ -188,6 +189,69 @@ class EpochLog(keras.callbacks.Callback):
         left = (self.total - epoch - 1) * float(np.mean(self._seconds[1:] or self._seconds))
         eta = f"; ~{format_seconds(left)} left" if epoch + 1 < self.total else ""
         print(f"[{self.name}] epoch {epoch + 1}/{self.total} {shown} ({seconds:.1f}s{eta})", flush=True)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training cleanly once ``seconds`` have passed: at an epoch's end when the next epoch
+    would not fit (judged by the longest epoch so far), else after the batch that crosses the
+    budget. Validation, checkpoints and the cache still run, so the model is evaluated as usual."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.start = None
+        self.longest = 0.0
+        self._epoch_start = None
+        self.stopped = False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self.start > self.seconds:
+            self.model.stop_training = self.stopped = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self._epoch_start)
+        if now - self.start + self.longest > self.seconds:
+            self.model.stop_training = self.stopped = True
+            print(
+                f"[time budget] stopping after epoch {epoch + 1} ({now - self.start:.0f}s of "
+                f"{self.seconds:.0f}s)",
+                flush=True,
+            )
+
+
+class BatchValues(keras.callbacks.Callback):
+    """The value of each of ``keys`` (the loss, a loss term logged as a metric) at every training batch.
+
+    Keras logs each metric as its mean over the epoch so far; the value of batch ``b`` is
+    ``(b + 1) m_b - b m_(b-1)``. ``values[key]`` lists them in order; ``epochs`` the epoch of each.
+    """
+
+    def __init__(self, keys=("loss",)):
+        super().__init__()
+        self.keys = tuple(keys)
+        self.values = {k: [] for k in self.keys}
+        self.epochs: list[int] = []
+        self._epoch, self._last = 0, {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._last = int(epoch), {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        for key in self.keys:
+            if key in logs:
+                mean = float(logs[key])
+                value = (batch + 1) * mean - batch * self._last.get(key, 0.0) if batch else mean
+                self._last[key] = mean
+                self.values[key].append(value)
+        self.epochs.append(self._epoch)
 
 
 def training_callbacks(spec, params: dict, work: Path, train_gen, history_cb, verbose, extra) -> list:
