@@ -28,7 +28,8 @@ The modules, one job each:
 
 - :mod:`~helpers.training.cache`: the entry's files, fingerprints, lock, record and weights;
 - :mod:`~helpers.training.batches`: the training and validation batches of a registry entry;
-- :mod:`~helpers.training.callbacks`: kill-safe backup, best weights, history, epoch log, TensorBoard;
+- :mod:`~helpers.training.callbacks`: kill-safe backup, best weights, history, epoch log, time budget,
+  per-batch values, TensorBoard;
 - :mod:`~helpers.training.estimates`: budgets in steps, expected seconds, progress over a list;
 - :mod:`~helpers.training.fit`: ``train``, ``load_trained``, ``is_cached``, BatchNorm recalibration;
 - :mod:`~helpers.training.workers`: ``train_many``, its worker processes and their command line.
