@@ -84,9 +84,9 @@ def time_notebook(profile: str, models_cache: Path) -> dict:
 
 
 def _profile_args(profile: str) -> list[str]:
-    from helpers.run import PROFILES
+    from helpers import profiles
 
-    params = PROFILES[profile]
+    params = profiles.settings("09_contrastive_4_vs_9", profile)
     args = []
     for key in ("epochs", "steps_per_epoch", "batch_size"):
         if params.get(key) is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import profiles
 from helpers.data import Dataset
 from helpers.generators import GeneratorError
 from helpers.studies import vicreg as V
@@ -179,9 +180,9 @@ def test_profiles_and_registry_entries():
     plain = dataclasses.replace(models.MODELS["cnn_simple_v1"], loss="vicreg", margin=0.0)
     with pytest.raises(ValueError, match="needs a spec with inv_weight"):
         models.make_loss(plain)
-    assert V.profile_params("default", epochs=3)["epochs"] == 3
+    assert profiles.settings("10_vicreg", "default", epochs=3)["epochs"] == 3
     with pytest.raises(ValueError, match="unknown profile"):
-        V.profile_params("huge")
+        profiles.settings("10_vicreg", "huge")
     assert V.STUDY["vicreg_no_variance"].var_weight == 0.0 and V.STUDY["vicreg"].var_weight == 25.0
     assert {s.generator for s in V.STUDY.values()} == {"positive_pairs"}
 
@@ -334,8 +335,8 @@ def test_figures_draw_what_they_are_given_and_refuse_nothing():
 
 
 def test_the_ablation_trains_as_long_as_vicreg_in_every_profile():
-    for profile in V.PROFILES:
-        params = V.profile_params(profile)
+    for profile in profiles.PROFILES:
+        params = profiles.settings("10_vicreg", profile)
         assert params["ablation_epochs"] == params["epochs"], profile
 
 
