@@ -304,7 +304,7 @@ def test_same_class_share_by_hand():
 
 
 def test_figures_draw_what_they_are_given_and_refuse_nothing():
-    from helpers import plots
+    from helpers.studies.plots import vicreg as plots
 
     rng = np.random.default_rng(0)
     terms = {
@@ -331,7 +331,9 @@ def test_figures_draw_what_they_are_given_and_refuse_nothing():
         rng.normal(size=(20, 2)), labels, labels, ["x", "y"], "a", {"silhouette_clusters": 0.5}
     )
     assert "0.500" in fig.axes[0].get_title()
-    plots.plt.close("all")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def test_the_ablation_trains_as_long_as_vicreg_in_every_profile():
