@@ -755,7 +755,7 @@ def main(argv=None) -> int:
         "--profile",
         default="default",
         choices=profiles.PROFILES,
-        help="settings of the run (helpers/profiles.py)",
+        help="settings of the run (notebooks/profiles.yaml)",
     )
     parser.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,04")
     parser.add_argument(

@@ -6,7 +6,7 @@ from helpers import profiles
 
 
 def test_every_notebook_has_the_three_profiles_with_the_same_knobs():
-    for name, entry in profiles.NOTEBOOKS.items():
+    for name, entry in profiles.notebooks().items():
         assert tuple(entry) == profiles.PROFILES, name
         assert set(entry["smoke"]) == set(entry["default"]) == set(entry["full"]), name
 
@@ -33,5 +33,21 @@ def test_a_misspelt_name_is_an_error_that_names_the_choices():
         profiles.settings("01_data", "huge")
     with pytest.raises(profiles.ProfileError, match="takes no setting 'epoch'; it takes: dataset"):
         profiles.settings("01_data", "default", epoch=3)
-    with pytest.raises(profiles.ProfileError, match="no settings for notebook '99_x'; add its entry"):
+    with pytest.raises(
+        profiles.ProfileError, match="no settings for notebook '99_x'; add its entry to .*yaml"
+    ):
         profiles.settings("99_x")
+
+
+def test_the_file_names_every_notebook_and_nothing_else():
+    from helpers import run
+
+    assert set(profiles.notebooks()) == {nb.stem for nb in run.notebooks()}
+
+
+def test_a_malformed_entry_is_refused_with_its_name():
+    raw = {"suite": {p: {"seed": 1} for p in profiles.PROFILES}}
+    with pytest.raises(profiles.ProfileError, match="x takes \\['epochs'\\], which suite.smoke lacks"):
+        profiles._compose(raw, "x", {"takes": ["epochs"]})
+    with pytest.raises(profiles.ProfileError, match="x has unknown keys \\['fulll'\\]"):
+        profiles._compose(raw, "x", {"fulll": {}})

@@ -19,7 +19,7 @@ def _notebooks(folder, knobs: dict[str, dict], monkeypatch):
     folder.mkdir(parents=True)
     for name, settings in knobs.items():
         if settings is not None:
-            monkeypatch.setitem(profiles.NOTEBOOKS, name, {p: settings for p in profiles.PROFILES})
+            monkeypatch.setitem(profiles.notebooks(), name, {p: settings for p in profiles.PROFILES})
         nb = nbformat.v4.new_notebook()
         cell = nbformat.v4.new_code_cell('profile = "default"' + ("\noverrides = {}" if settings else ""))
         cell.metadata["tags"] = ["parameters"]
