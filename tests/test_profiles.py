@@ -51,3 +51,12 @@ def test_a_malformed_entry_is_refused_with_its_name():
         profiles._compose(raw, "x", {"takes": ["epochs"]})
     with pytest.raises(profiles.ProfileError, match="x has unknown keys \\['fulll'\\]"):
         profiles._compose(raw, "x", {"fulll": {}})
+
+
+def test_a_study_keeps_its_models_in_its_own_folder_per_profile(monkeypatch, tmp_path):
+    from helpers import config
+    from helpers.studies import cache
+
+    monkeypatch.setattr(config, "MODELS_CACHE", tmp_path)  # followed when called, not frozen at import
+    assert cache.folder("10_vicreg", "smoke") == tmp_path / "10_vicreg" / "smoke"
+    assert cache.folder("09_contrastive_4_vs_9") == tmp_path / "09_contrastive_4_vs_9"
