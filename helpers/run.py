@@ -314,7 +314,6 @@ def run(
     is more than one. ``part`` and ``position`` serve those processes: the record goes to ``part``
     (no gallery), and the progress line numbers the notebook ``position`` = (k, n) of the whole run.
     """
-
     if profile not in profiles.PROFILES:
         raise RunUsageError(f"unknown profile {profile!r}; choose one of: {', '.join(profiles.PROFILES)}")
     if int(jobs) < 1:
