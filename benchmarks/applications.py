@@ -42,6 +42,7 @@ from helpers import applications as app
 from helpers import config, plots
 from helpers.data import load_dataset
 from helpers.models import MODELS, get_spec
+from helpers.studies import unseen_classes as unseen
 from helpers.training import train
 
 SEEN = tuple(range(8))
@@ -94,7 +95,7 @@ def main(argv=None):
     }
 
     embeddings, seconds = {}, {}
-    for name in [*MODELS, app.CLASSIFIER_MODEL]:
+    for name in [*MODELS, unseen.CLASSIFIER_MODEL]:
         model, record = train(name, data, **budget)
         seconds[name] = record["train_seconds"]
         embeddings[name] = app.embed_splits(model, data)
@@ -115,7 +116,7 @@ def main(argv=None):
 
     # unseen classes: the same recipes on digits 0-7 only, at the study models' budget (300 steps);
     # cnn_simple_v1 on all ten digits at its registry budget (600 steps) and at that same budget
-    short = get_spec(app.UNSEEN_MODEL)
+    short = get_spec(unseen.UNSEEN_MODEL)
     same_budget = {**budget, "cache_dir": str(Path(args.cache_dir) / "same_budget")}
     if args.epochs is None:
         same_budget["epochs"] = short.epochs
@@ -125,21 +126,21 @@ def main(argv=None):
     )
     seconds[short_name] = record["train_seconds"]
     embeddings[short_name] = app.embed_splits(model, data, splits=("train", "test"))
-    for name in (app.UNSEEN_MODEL, app.UNSEEN_CLASSIFIER_MODEL):
+    for name in (unseen.UNSEEN_MODEL, unseen.UNSEEN_CLASSIFIER_MODEL):
         model, record = train(name, seen, **budget)
         seconds[name] = record["train_seconds"]
         embeddings[name] = app.embed_splits(model, data, splits=("train", "test"))
     unseen_models = {
         "cnn_simple_v1": ("cnn_simple_v1", "all ten"),
         short_name: (short_name, "all ten"),
-        app.UNSEEN_MODEL: (app.UNSEEN_MODEL, "0-7"),
-        app.CLASSIFIER_MODEL: (app.CLASSIFIER_MODEL, "all ten"),
-        app.UNSEEN_CLASSIFIER_MODEL: (app.UNSEEN_CLASSIFIER_MODEL, "0-7"),
+        unseen.UNSEEN_MODEL: (unseen.UNSEEN_MODEL, "0-7"),
+        unseen.CLASSIFIER_MODEL: (unseen.CLASSIFIER_MODEL, "all ten"),
+        unseen.UNSEEN_CLASSIFIER_MODEL: (unseen.UNSEEN_CLASSIFIER_MODEL, "0-7"),
     }
     unseen_rows = []
     labels = {"train": data.y_train, "test": data.y_test}
     for name, (key, trained_on) in {**unseen_models, app.RAW_PIXELS: (app.RAW_PIXELS, "-")}.items():
-        rep = app.unseen_class_report(embeddings[key], labels, unseen=UNSEEN, episodes=args.episodes)
+        rep = unseen.unseen_class_report(embeddings[key], labels, unseen=UNSEEN, episodes=args.episodes)
         unseen_rows.append({"model": name, "trained_on": trained_on, **rep})
     print(f"\nUnseen classes {UNSEEN} (models trained on 0-7 never saw them)")
     print_table(unseen_rows, UNSEEN_COLUMNS)

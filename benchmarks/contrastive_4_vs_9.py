@@ -76,22 +76,11 @@ def time_notebook(profile: str, models_cache: Path) -> dict:
     seconds, cpu = time_papermill(
         NOTEBOOK,
         models_cache / f"09_{profile}.ipynb",
-        ["-p", "profile", profile, *_profile_args(profile)],
+        ["-p", "profile", profile],  # the notebook reads the profile's settings (helpers.profiles)
         models_cache,
         f"notebook 09 ({profile})",
     )
     return {"wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "load_average": os.getloadavg()}
-
-
-def _profile_args(profile: str) -> list[str]:
-    from helpers.run import PROFILES
-
-    params = PROFILES[profile]
-    args = []
-    for key in ("epochs", "steps_per_epoch", "batch_size"):
-        if params.get(key) is not None:
-            args += ["-p", key, str(params[key])]
-    return args
 
 
 def main(argv=None):

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
-from helpers import config
+from helpers import config, profiles  # noqa: E402
 from helpers.studies import densenet_fashion_mnist as densenet_study  # noqa: E402
 from helpers.training.callbacks import TimeBudget  # noqa: E402
 
@@ -36,7 +36,7 @@ TARGET_ACCURACY = 0.94
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=tuple(densenet_study.PROFILES), default="default")
+    parser.add_argument("--profile", choices=profiles.PROFILES, default="default")
     parser.add_argument(
         "--fashion-dir",
         help="folder of the Fashion-MNIST IDX files (default: the Debian package's, else keras.datasets)",
@@ -56,7 +56,10 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
-    params = densenet_study.profile_params(args.profile, epochs=args.epochs)
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
+    params = profiles.settings(
+        "08_densenet_fashion_mnist", args.profile, seed=args.seed, force=args.force, **epochs
+    )
     out_dir = Path(args.out) if args.out else RESULTS_DIR
     cache_dir = Path(
         args.cache_dir

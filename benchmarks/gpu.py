@@ -21,7 +21,7 @@ Parts, each bounded by its own time budget (what does not fit is listed as skipp
    cnn_simple_v2 at the largest batch, three ways of augmenting: numpy in the generator's thread
    (the registry's), numpy in ``workers`` threads, and on the device (``ModelSpec.augment="device"``).
 3. ``full``: the six models on the full Fashion-MNIST with the ``full`` profile's budgets
-   (``helpers.run.PROFILES["full"]``), trained through ``helpers.training.train`` in ``--jobs``
+   (``helpers.profiles``: notebook 04's ``full`` settings), trained through ``helpers.training.train`` in ``--jobs``
    processes sharing the GPU, then 3-NN, MAP@R and silhouette per model (``evaluate_models``), and
    each model's embeddings of the first 256 test images with its weights, for the CPU check.
 """
@@ -280,9 +280,9 @@ def bench_training(data, models, batch_sizes, steps, workers, deadline, augment=
 
 
 def full_profile_params(args) -> dict:
-    from helpers.run import PROFILES
+    from helpers import profiles
 
-    full = PROFILES["full"]
+    full = profiles.settings("04_training", "full")
     params = {k: full[k] for k in ("epochs", "steps_per_epoch", "batch_size", "seed")}
     if args.smoke:
         params.update(epochs=2, steps_per_epoch=3, batch_size=64)

@@ -37,7 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, print_table, stamp, time_papermill  # noqa: E402
-from helpers import config  # noqa: E402
+from helpers import config, profiles  # noqa: E402
+from helpers.studies import cache  # noqa: E402
 from helpers.studies import vicreg as V  # noqa: E402
 
 #: The issue's targets for the full profile (Fashion-MNIST, official split).
@@ -80,7 +81,7 @@ def time_notebooks(profile: str, root: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=tuple(V.PROFILES), default="default")
+    parser.add_argument("--profile", choices=profiles.PROFILES, default="default")
     parser.add_argument("--out", help="the JSON file (default benchmarks/results/vicreg[_PROFILE].json)")
     parser.add_argument("--cache-dir", help="trained models (default models_cache/10_vicreg/PROFILE)")
     parser.add_argument("--epochs", type=int, help="override the profile's VICReg epochs")
@@ -101,7 +102,10 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
-    params = V.profile_params(args.profile, epochs=args.epochs)
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
+    params = profiles.settings(
+        "10_vicreg", args.profile, seed=args.seed, source=args.source, force=args.force, **epochs
+    )
     out = (
         Path(args.out)
         if args.out
@@ -133,7 +137,7 @@ def main(argv=None) -> int:
             "seed": args.seed,
             "models": V.training_summary(study),
             "neighbour_same_class": study["neighbour_same_class"],
-            "cache_dir": str(cache_dir or V.cache_dir_for(args.profile)),
+            "cache_dir": str(cache_dir or cache.folder(V.CACHE_FOLDER, args.profile)),
             "wall_seconds": round(time.perf_counter() - start, 1),
         }
         config.write_json(out.with_name(out.stem + "_training.json"), result)

@@ -1,6 +1,6 @@
-"""What an embedding is for: verification, identification, best match and unseen classes.
+"""What an embedding is for: verification, identification and best match.
 
-The four cases of the reference material (``siamese_network_intro.md``), as small functions in the
+The cases of the reference material (``siamese_network_intro.md``), as small functions in the
 style of pytorch-metric-learning's ``MatchFinder`` / ``InferenceModel`` split:
 
 Verification ("phone unlock")
@@ -18,9 +18,9 @@ Identification ("a gym with 20 members")
     classes left out of the gallery, averaged over seeded enrolment draws.
 Best match ("an actor for a historical role")
     :meth:`Gallery.rank` ranks the whole gallery against one query.
-Unseen classes
-    :func:`unseen_class_report`: verification AUC, 1- and 5-shot identification and P@1 on
-    classes a model never saw in training (train it on ``Dataset.subset``).
+
+Unseen classes (and the transfer classifier) are a study built on these functions, in
+``helpers/studies/``.
 
 Conventions
 -----------
@@ -572,144 +572,6 @@ def _mean_rate(matrix: np.ndarray) -> float:
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample without a known query
         return float(np.mean(np.nanmean(matrix, axis=0)))
-
-
-# --------------------------------------------------------------------------------------------------
-# unseen classes
-# --------------------------------------------------------------------------------------------------
-
-
-def precision_at_1(query_emb, query_labels, ref_emb, ref_labels, metric: str = "l2") -> float:
-    """Fraction of queries whose nearest reference has their class."""
-    q = _vectors(query_emb, "query_emb")
-    r = _vectors(ref_emb, "ref_emb")
-    qy = _labels(query_labels, len(q), "query_labels")
-    ry = _labels(ref_labels, len(r), "ref_labels")
-    idx, _ = knn.exact_knn(q, r, k=1, metric=metric)
-    return float((ry[idx[:, 0]] == qy).mean())
-
-
-def unseen_class_report(
-    embeddings: dict,
-    labels: dict,
-    unseen=(8, 9),
-    shots=(1, 5),
-    episodes: int = 20,
-    n_pairs: int = 2000,
-    seed: int = 0,
-    metric: str = "l2",
-) -> dict:
-    """How well an embedding separates classes it (may have) never seen in training.
-
-    ``embeddings`` and ``labels`` map ``"train"`` and ``"test"`` to arrays of the *full* dataset
-    (every class). Figures, all about the ``unseen`` classes:
-
-    - ``auc``: verification AUC of test pairs whose first image is unseen (:func:`make_pairs` with
-      ``classes=unseen``: genuine pairs inside one unseen class, impostors against any other class);
-    - ``{s}shot``: identification accuracy of the unseen test images against a gallery of ``s``
-      train images of *every* class (mean over ``episodes`` enrolments; ``_std`` beside it);
-    - ``p_at_1``: P@1 of the unseen test images against the whole train split.
-    """
-    e_tr, e_te = (
-        _vectors(embeddings["train"], "train embeddings"),
-        _vectors(embeddings["test"], "test embeddings"),
-    )
-    y_tr = _labels(labels["train"], len(e_tr), "train labels")
-    y_te = _labels(labels["test"], len(e_te), "test labels")
-    unseen = np.asarray(list(unseen), dtype=np.int64)
-    mask = np.isin(y_te, unseen)
-    if not mask.any():
-        raise ApplicationError(f"no test image has one of the unseen classes {unseen.tolist()}.")
-    d, same = verification_scores(e_te, y_te, n_pairs, n_pairs, seed=seed, metric=metric, classes=unseen)
-    report = {"auc": auc(d, same)}
-    for s in shots:
-        accuracies = []
-        for e in range(int(episodes)):
-            gallery = Gallery.enroll(
-                e_tr,
-                y_tr,
-                s,
-                seed=int(np.random.default_rng([seed, int(s), e]).integers(2**31)),
-                metric=metric,
-            )
-            pred, _ = gallery.identify(e_te[mask], threshold=None)
-            accuracies.append(float((pred == y_te[mask]).mean()))
-        report[f"{s}shot"] = float(np.mean(accuracies))
-        report[f"{s}shot_std"] = float(np.std(accuracies))
-    report["p_at_1"] = precision_at_1(e_te[mask], y_te[mask], e_tr, y_tr, metric)
-    return report
-
-
-# --------------------------------------------------------------------------------------------------
-# the models of this notebook: the unseen-class model and the transfer embedding
-# --------------------------------------------------------------------------------------------------
-
-
-def cnn_softmax_classifier(input_shape=(28, 28, 1), embedding_dim=64):
-    """A plain image classifier's body, the size of ``cnn_simple_v1``: two conv / pool / BN stages,
-    Flatten, then a ReLU Dense layer whose output is the embedding (its penultimate layer; the
-    softmax head is added by ``build_training_model`` for the ``"cross_entropy"`` loss)."""
-    import keras
-    from keras import layers
-
-    from helpers.models import BN_MOMENTUM
-
-    inputs = keras.Input(input_shape, name="image")
-    x = inputs
-    for i, filters in enumerate((32, 64), start=1):
-        x = layers.Conv2D(filters, 3, padding="valid", use_bias=False, name=f"conv{i}")(x)
-        x = layers.AveragePooling2D(pool_size=2)(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-        x = layers.Activation("relu")(x)
-    x = layers.Flatten()(x)
-    outputs = layers.Dense(embedding_dim, activation="relu", name="embedding")(x)
-    return keras.Model(inputs, outputs, name="cnn_softmax_classifier")
-
-
-def _register_models():
-    from helpers.models import MODELS, ModelSpec, register
-
-    base = MODELS["cnn_simple_v1"]
-    # Half of cnn_simple_v1's budget (3 x 100 steps of 320 images, about 35 s on 2 CPU cores), so
-    # that notebook 07 trains both in its 2-minute default budget and shares their cache entries
-    # with benchmarks/applications.py (which also trains cnn_simple_v1 itself at this budget).
-    short = {"epochs": 3, "steps_per_epoch": base.steps_per_epoch, "batch_size": base.batch_size}
-    # the same recipe as cnn_simple_v1 on 8 classes: P x K batches need P <= the classes present
-    unseen = register(
-        dataclasses.replace(
-            base,
-            name="cnn_simple_v1_digits_0_7",
-            classes_per_batch=8,
-            **short,
-            description="cnn_simple_v1's recipe on digits 0-7 only (P=8 classes x K=40 per batch)",
-        )
-    )
-    classifier = register(
-        ModelSpec(
-            "cnn_softmax_classifier",
-            cnn_softmax_classifier,
-            loss="cross_entropy",
-            margin=0.0,
-            generator="pk",
-            description="plain softmax classifier of cnn_simple_v1's size; embedding = "
-            "its penultimate (ReLU Dense 64) layer",
-            augment=True,
-            lr_schedule="cosine",
-            **short,
-        )
-    )
-    unseen_classifier = register(
-        dataclasses.replace(
-            classifier,
-            name="cnn_softmax_classifier_digits_0_7",
-            classes_per_batch=8,
-            description="cnn_softmax_classifier on digits 0-7 only (P=8 classes x K=40 per batch)",
-        )
-    )
-    return unseen.name, classifier.name, unseen_classifier.name
-
-
-UNSEEN_MODEL, CLASSIFIER_MODEL, UNSEEN_CLASSIFIER_MODEL = _register_models()
 
 
 # --------------------------------------------------------------------------------------------------

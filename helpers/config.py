@@ -38,6 +38,8 @@ DATA_CACHE = _dir("SIMSUITE_DATA_CACHE", ROOT / ".cache" / "data")
 RUNS = _dir("SIMSUITE_RUNS", ROOT / "runs")
 EVALUATION_CSV = Path(os.environ.get("SIMSUITE_EVALUATION_CSV", ROOT / "model_evaluation.csv")).resolve()
 NOTEBOOKS = ROOT / "notebooks"
+PROFILES_FILE = NOTEBOOKS / "profiles.yaml"  # every notebook's settings by profile (helpers.profiles)
+RESULTS = ROOT / "benchmarks" / "results"  # committed benchmark figures (helpers.results)
 # TensorBoard logs of training (TensorFlow backend): <TENSORBOARD>/<dataset>/<model>/<fingerprint>/;
 # a run of the notebooks sends them to runs/<profile>/tensorboard/. SIMSUITE_TENSORBOARD_LOGS=0 turns
 # them off (they change nothing that is learned or cached).

@@ -202,12 +202,12 @@ def save_feature_maps(model, model_name: str, images, out_dir=None, cols: int = 
     for trial, image in enumerate(images, start=1):
         trial_dir = out_dir / f"Trial {trial}"
         fig = plots.plot_input_image(image)
-        paths.append(plots.save_figure(fig, trial_dir / "input_image.png"))
+        paths.append(config.save_figure(fig, trial_dir / "input_image.png"))
         plots.plt.close(fig)
         for i, fmap in enumerate(feature_maps(model, image)):
             fig = plots.plot_feature_maps(fmap, cols=cols)
             path = trial_dir / model_name / f"kernel no {i} Output.png"
-            paths.append(plots.save_figure(fig, path))
+            paths.append(config.save_figure(fig, path))
             plots.plt.close(fig)
     return paths
 
@@ -430,6 +430,6 @@ def save_filter_images(
             deprocess_image(images), cols=cols, title=f"{model_name} - conv layer {i}"
         )
         path = out_dir / "Intermediate Kernels" / model_name / f"layer no {i} kernel weights.png"
-        paths.append(plots.save_figure(fig, path))
+        paths.append(config.save_figure(fig, path))
         plots.plt.close(fig)
     return paths

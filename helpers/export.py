@@ -43,11 +43,11 @@ class ExportUsageError(ValueError):
 
 def profile_settings(profile: str, cache_dir=None) -> tuple[dict, Path]:
     """The training parameters of ``profile`` and the model cache its notebooks train into."""
-    from helpers.run import PROFILES
+    from helpers import profiles
 
-    if profile not in PROFILES:
-        raise ExportUsageError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
-    settings = PROFILES[profile]
+    if profile not in profiles.PROFILES:
+        raise ExportUsageError(f"unknown profile {profile!r}; choose one of: {', '.join(profiles.PROFILES)}")
+    settings = profiles.settings("04_training", profile)  # the notebook that trains the models
     params = {key: settings[key] for key in ("epochs", "steps_per_epoch", "batch_size")}
     if cache_dir is None:  # the runner keeps the smoke profile's models in its run folder
         smoke = profile == "smoke"

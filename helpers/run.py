@@ -2,10 +2,11 @@
 
     python -m helpers.run --profile smoke|default|full [--only 01,04] [-p epochs=3 ...] [--output-root DIR]
 
-Every ``notebooks/NN_*.ipynb`` is executed into ``runs/<profile>/`` (git-ignored); each receives the
-profile's parameters that its ``parameters`` cell declares (others are left out, so a new notebook is
-picked up without editing this file). ``-p NAME=VALUE`` overrides a parameter (the value read as
-YAML) in every notebook that declares it; a name no notebook of the run takes is a usage error.
+Every ``notebooks/NN_*.ipynb`` is executed into ``runs/<profile>/`` (git-ignored); each receives
+``profile`` and reads its settings from :mod:`helpers.profiles` (a new notebook adds its entry there,
+not here). ``-p NAME=VALUE`` overrides a setting (the value read as YAML) in every notebook that
+takes it (:func:`helpers.profiles.knobs`; papermill injects them as the notebook's ``overrides``); a
+name no notebook of the run takes is a usage error.
 ``--jobs N`` (default: the profile's, :data:`JOBS`) runs up to
 ``N`` notebooks at once, each in its own process, a notebook starting once the notebooks it
 ``needs`` have finished (:func:`notebook_needs`: its metadata, or every earlier notebook). The run
@@ -40,68 +41,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from helpers import allocator, config, provenance
+from helpers import allocator, config, profiles, provenance
 from helpers.processes import NOISE, ProcessLines
-
-# Parameters by profile. A notebook receives the ones its `parameters` cell declares.
-PROFILES: dict[str, dict] = {
-    # CI: every notebook end to end in a few minutes (one short epoch per model)
-    "smoke": {
-        "profile": "smoke",
-        "dataset": "mnist",
-        "source": "auto",
-        "seed": 42,
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "batch_size": 32,
-        "force": False,
-        "augment": None,
-        "train_processes": 1,  # two steps per model: starting worker processes would cost more
-        "umap_points": 300,
-        "projection": "umap",
-        "filters_per_layer": 4,
-        "ascent_steps": 5,
-        "n_trials": 3,
-    },
-    # a laptop or a 2-core CPU: the registry's budgets, all six models (minutes)
-    "default": {
-        "profile": "default",
-        "dataset": "mnist",
-        "source": "auto",
-        "seed": 42,
-        "epochs": None,
-        "steps_per_epoch": None,
-        "batch_size": None,
-        "force": False,
-        "augment": None,
-        "train_processes": 2,  # two one-thread workers (helpers.training.train_many)
-        "umap_points": 1000,
-        "projection": "umap",
-        "filters_per_layer": 16,
-        "ascent_steps": 20,
-        "n_trials": 3,
-    },
-    # a GPU: the full Fashion-MNIST and longer training
-    "full": {
-        "profile": "full",
-        "dataset": "fashion_mnist",
-        "source": "auto",
-        "seed": 42,
-        "epochs": 30,
-        "steps_per_epoch": 200,
-        "batch_size": 256,
-        "force": False,
-        # numpy augmentation in one host thread feeds a GPU only a tenth of what it trains at
-        # (benchmarks/results/throughput.json, gpu_training): augment in the training graph there
-        "augment": "device",
-        "train_processes": 1,
-        "umap_points": 2000,
-        "projection": "umap",
-        "filters_per_layer": 32,
-        "ascent_steps": 30,
-        "n_trials": 3,
-    },
-}
 
 # Notebooks run at once, by profile. One notebook rarely keeps two CPU cores busy (kernel start-up,
 # imports, UMAP, t-SNE, plots, models too small to use two threads), so two independent notebooks
@@ -171,7 +112,7 @@ def parse_overrides(pairs) -> dict:
 
 
 def check_overrides(overrides: dict, declared: dict[str, set]) -> None:
-    """Refuse an override that none of the run's notebooks declares (``declared``: name -> params)."""
+    """Refuse an override that none of the run's notebooks takes (``declared``: name -> its knobs)."""
     known = set().union(*declared.values()) if declared else set()
     unknown = sorted(set(overrides or {}) - known)
     if unknown:
@@ -268,6 +209,33 @@ def notebook_needs(nb: Path, numbers) -> set[str]:
     return set(needs) & set(numbers)
 
 
+def notebook_knobs(nb: Path) -> set[str]:
+    """The settings ``-p`` may override in ``nb``: its :func:`helpers.profiles.knobs` when its
+    ``parameters`` cell declares ``overrides``, else none."""
+    import papermill
+
+    if "overrides" not in papermill.inspect_notebook(str(nb)):
+        return set()
+    try:
+        return profiles.knobs(nb.stem)
+    except profiles.ProfileError as exc:
+        raise RunUsageError(f"{nb.name} declares overrides: {exc}") from None
+
+
+def notebook_parameters(nb: Path, profile: str, overrides: dict) -> dict:
+    """What papermill injects into ``nb``: ``profile`` where its ``parameters`` cell declares it,
+    and ``overrides``, the run's overrides among the notebook's knobs (when there are any)."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(nb))
+    params = {"profile": profile} if "profile" in declared else {}
+    knobs = notebook_knobs(nb)
+    mine = {k: v for k, v in (overrides or {}).items() if k in knobs}
+    if mine:
+        params["overrides"] = mine
+    return params
+
+
 def run(
     profile: str = "default",
     only: list[str] | None = None,
@@ -285,13 +253,11 @@ def run(
     is more than one. ``part`` and ``position`` serve those processes: the record goes to ``part``
     (no gallery), and the progress line numbers the notebook ``position`` = (k, n) of the whole run.
     """
-    import papermill
-
-    if profile not in PROFILES:
-        raise RunUsageError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    if profile not in profiles.PROFILES:
+        raise RunUsageError(f"unknown profile {profile!r}; choose one of: {', '.join(profiles.PROFILES)}")
     if int(jobs) < 1:
         raise RunUsageError(f"jobs must be at least 1, got {jobs!r}")
-    params = {**PROFILES[profile], **(overrides or {})}
+    overrides = dict(overrides or {})
     kernel_name = kernel_name or ensure_run_kernel()
     if part is None:
         print(f"== {allocator.describe()}", flush=True)
@@ -300,14 +266,14 @@ def run(
     selected = [nb for nb in notebooks(notebooks_dir) if not only or nb.name[:2] in only]
     if not selected:
         raise RunUsageError(f"no notebook matches --only {only}; notebooks are in {config.NOTEBOOKS}")
-    declared = {nb.name: set(papermill.inspect_notebook(str(nb))) for nb in selected}
+    declared = {nb.name: notebook_knobs(nb) for nb in selected}
     if part is None:  # the whole run's notebooks (one notebook of a run with --jobs takes a subset)
         check_overrides(overrides, declared)
 
     record = {
         "profile": profile,
-        "parameters": params,
-        "overrides": overrides or {},
+        "parameters": {"profile": profile, **overrides},
+        "overrides": overrides,
         "notebooks": [],
         "run_dir": str(run_dir),
         "jobs": jobs,
@@ -321,7 +287,7 @@ def run(
         last_times = _last_run_seconds(run_dir)
         entries = []
         for i, nb in enumerate(selected, start=1):
-            nb_params = {k: v for k, v in params.items() if k in declared[nb.name]}
+            nb_params = notebook_parameters(nb, profile, overrides)
             entries.append(
                 _run_notebook(nb, position or (i, len(selected)), nb_params, run_dir, kernel_name, last_times)
             )
@@ -711,7 +677,12 @@ class _Parser(argparse.ArgumentParser):
 def main(argv=None) -> int:
     """Entry point of ``python -m helpers.run``: 0 done, 1 a notebook failed, 2 a usage error."""
     parser = _Parser(description="Run the notebook suite headless with papermill.")
-    parser.add_argument("--profile", default="default", choices=sorted(PROFILES), help="settings of the run")
+    parser.add_argument(
+        "--profile",
+        default="default",
+        choices=profiles.PROFILES,
+        help="settings of the run (notebooks/profiles.yaml)",
+    )
     parser.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,04")
     parser.add_argument(
         "-p",
@@ -719,7 +690,7 @@ def main(argv=None) -> int:
         action="append",
         dest="parameters",
         metavar="NAME=VALUE",
-        help="override a profile parameter in every notebook that takes it; VALUE is YAML "
+        help="override a profile setting in every notebook that takes it; VALUE is YAML "
         "(-p epochs=3 -p models='[cnn_simple_v1]'); repeatable",
     )
     parser.add_argument(

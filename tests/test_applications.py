@@ -6,6 +6,7 @@ import pytest
 from helpers import applications as app
 from helpers.applications import UNKNOWN, ApplicationError, Gallery
 from helpers.data import Dataset, DatasetError
+from helpers.studies import unseen_classes as unseen
 
 # --- verification: synthetic scores with known answers ---------------------------------------------
 
@@ -198,7 +199,7 @@ def test_identification_and_unseen_reports_on_separable_clusters():
     rep = app.identification_report(e_tr, y_tr, e_te, y_te, shots=(1, 5), unknown_classes=1, episodes=3)
     assert rep["closed_1shot"] == 1.0 and rep["closed_5shot"] == 1.0 and rep["dir_5shot"] == 1.0
     assert rep["closed_1shot_se"] == 0.0 and rep["dir_5shot_ci_low"] == rep["dir_5shot_ci_high"] == 1.0
-    unseen = app.unseen_class_report(
+    report = unseen.unseen_class_report(
         {"train": e_tr, "test": e_te},
         {"train": y_tr, "test": y_te},
         unseen=(3,),
@@ -206,7 +207,7 @@ def test_identification_and_unseen_reports_on_separable_clusters():
         episodes=2,
         n_pairs=50,
     )
-    assert unseen["auc"] == 1.0 and unseen["1shot"] == 1.0 and unseen["p_at_1"] == 1.0
+    assert report["auc"] == 1.0 and report["1shot"] == 1.0 and report["p_at_1"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -265,11 +266,30 @@ def test_subset_bad_classes(classes):
         tiny_dataset().subset(classes)
 
 
-def test_registered_models_of_the_applications():
+def test_the_applications_register_no_model_the_unseen_classes_study_does():
+    import subprocess
+    import sys
+
+    code = (
+        "import helpers.applications\n"
+        "from helpers.models import STUDY_MODELS\n"
+        "assert not STUDY_MODELS, STUDY_MODELS\n"
+        "from helpers.studies import unseen_classes\n"
+        "print(sorted(STUDY_MODELS))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [
+        "['cnn_simple_v1_digits_0_7',",
+        "'cnn_softmax_classifier',",
+        "'cnn_softmax_classifier_digits_0_7']",
+    ]
+
+
+def test_registered_models_of_the_unseen_classes_study():
     from helpers.models import build_training_model, get_spec
 
-    assert get_spec(app.UNSEEN_MODEL).classes_per_batch == 8
-    model, embedding = build_training_model(app.CLASSIFIER_MODEL, num_classes=10)
+    assert get_spec(unseen.UNSEEN_MODEL).classes_per_batch == 8
+    model, embedding = build_training_model(unseen.CLASSIFIER_MODEL, num_classes=10)
     assert embedding.output.shape[-1] == 64 and model.output.shape[-1] == 10
     assert embedding.layers[-1].name == "embedding"  # the penultimate layer of the classifier
 

@@ -284,6 +284,7 @@ def test_separation_metrics_see_four_clusters_and_a_collapsed_shift():
 
 def test_shift_views_figure_has_five_panels_and_rejects_non_2d_embeddings():
     from helpers import plots
+    from helpers.studies.plots import contrastive_4_vs_9 as study_plots
 
     rng = np.random.default_rng(1)
     digit, shift = np.tile([0, 1], 10), np.repeat([-6, 0, 6, -6, 6], 4)
@@ -292,10 +293,10 @@ def test_shift_views_figure_has_five_panels_and_rejects_non_2d_embeddings():
         "test": (rng.normal(size=(20, 2)), digit, np.zeros(20, int)),
         "test_shifted": (rng.normal(size=(20, 2)), digit, shift),
     }
-    fig = plots.plot_shift_views(views)
+    fig = study_plots.plot_shift_views(views)
     assert len(fig.axes) == 5
     assert [t.get_text() for t in fig.axes[4].get_legend().get_texts()] == ["4-6", "4+6", "9-6", "9+6"]
     plots.plt.close(fig)
     views["test"] = (rng.normal(size=(20, 3)), digit, np.zeros(20, int))
     with pytest.raises(ValueError, match="the study's embeddings are 2-D"):
-        plots.plot_shift_views(views)
+        study_plots.plot_shift_views(views)

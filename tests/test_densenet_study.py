@@ -233,13 +233,18 @@ def test_subset_is_stratified_and_seeded():
 
 
 def test_profiles():
-    assert ds.profile_params("smoke", epochs=None)["epochs"] == 1
-    assert ds.profile_params("full")["classifier"] == ds.CLASSIFIER.name  # the reference network
+    from helpers import profiles
+
+    def settings(profile, **overrides):
+        return profiles.settings("08_densenet_fashion_mnist", profile, **overrides)
+
+    assert settings("smoke")["epochs"] == 1
+    assert settings("full")["classifier"] == ds.CLASSIFIER.name  # the reference network
     for profile in ("smoke", "default"):  # the CPU profiles train the smaller variant
-        assert ds.profile_params(profile)["classifier"] == ds.SMALL_CLASSIFIER.name
-    assert ds.profile_params("full", epochs=3)["epochs"] == 3
+        assert settings(profile)["classifier"] == ds.SMALL_CLASSIFIER.name
+    assert settings("full", epochs=3)["epochs"] == 3
     with pytest.raises(ValueError, match="unknown profile"):
-        ds.profile_params("huge")
+        settings("huge")
 
 
 # --- load_dataset(split="official") ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pandas as pd
 import papermill
 import pytest
 
+from helpers import profiles
 from helpers import run as runner
 from helpers.models import MODELS
 from helpers.processes import NOISE
@@ -48,6 +49,11 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path):
     # every parameter line parsed (papermill warns and drops lines it cannot parse)
     assigned = [line for line in tagged[0].source.splitlines() if "=" in line.split("#")[0]]
     assert len(declared) == len(assigned)
+    # one way to read settings: the profile and overrides, resolved by helpers.profiles in the next cell
+    assert set(declared) == {"profile", "overrides"}
+    resolve = code[1].source
+    assert f'profiles.settings("{path.stem}", profile, **overrides)' in resolve
+    assert profiles.knobs(path.stem)
 
 
 def _write_notebooks(folder: Path, cells: dict[str, tuple[str, list | None]]) -> None:
@@ -270,7 +276,7 @@ def test_a_run_streams_cells_and_kernel_output_without_start_up_noise(tmp_path, 
     folder = tmp_path / "nbs"
     folder.mkdir()
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("seed = 0")
+    params = nbformat.v4.new_code_cell('profile = "default"')
     params.metadata["tags"] = ["parameters"]
     noise = (
         "import sys\n"
@@ -295,7 +301,7 @@ def test_a_run_streams_cells_and_kernel_output_without_start_up_noise(tmp_path, 
     out, err = capfd.readouterr()
     assert "== [1/1] 01_progress.ipynb" in out
     # one line per code cell as it starts (papermill's injected parameters cell included)
-    assert "cell 1/4  seed = 0" in out and "cell 2/4  (injected parameters: seed)" in out
+    assert 'cell 1/4  profile = "default"' in out and "cell 2/4  (injected parameters: profile)" in out
     assert "cell 3/4  for i in range(2):" in out
     assert "   | line 0\n   | line 1\n" in out
     assert "   ! a warning a user should see" in out

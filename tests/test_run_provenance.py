@@ -9,15 +9,19 @@ import subprocess
 import nbformat
 import pytest
 
-from helpers import config, provenance
+from helpers import config, profiles, provenance
 from helpers import run as runner
 
 
-def _notebooks(folder, declared: dict[str, str]):
+def _notebooks(folder, knobs: dict[str, dict], monkeypatch):
+    """Notebooks ``{name: settings}`` whose settings ``helpers.profiles`` holds (the same in every
+    profile; None: a notebook that takes no overrides)."""
     folder.mkdir(parents=True)
-    for name, parameters in declared.items():
+    for name, settings in knobs.items():
+        if settings is not None:
+            monkeypatch.setitem(profiles.notebooks(), name, {p: settings for p in profiles.PROFILES})
         nb = nbformat.v4.new_notebook()
-        cell = nbformat.v4.new_code_cell(parameters)
+        cell = nbformat.v4.new_code_cell('profile = "default"' + ("\noverrides = {}" if settings else ""))
         cell.metadata["tags"] = ["parameters"]
         nb.cells = [cell, nbformat.v4.new_code_cell("print(1)")]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -55,7 +59,9 @@ def test_an_override_reaches_every_notebook_that_takes_it_and_the_record_says_wh
     outputs, monkeypatch
 ):
     folder = _notebooks(
-        outputs / "nbs", {"01_a": "epochs = 1\nseed = 0", "02_b": "seed = 0", "03_c": "epochs = 2"}
+        outputs / "nbs",
+        {"01_a": {"epochs": 1, "seed": 0}, "02_b": None, "03_c": {"epochs": 2}},
+        monkeypatch,
     )
     received = {}
     monkeypatch.setattr(
@@ -64,13 +70,14 @@ def test_an_override_reaches_every_notebook_that_takes_it_and_the_record_says_wh
     record = runner.run(
         "smoke", run_dir=outputs / "run", kernel_name="none", overrides={"epochs": 3}, notebooks_dir=folder
     )
+    # each notebook gets the profile, and the overrides among its settings (helpers.profiles)
     assert received == {
-        "01_a.ipynb": {"epochs": 3, "seed": 42},
-        "02_b.ipynb": {"seed": 42},
-        "03_c.ipynb": {"epochs": 3},
+        "01_a.ipynb": {"profile": "smoke", "overrides": {"epochs": 3}},
+        "02_b.ipynb": {"profile": "smoke"},
+        "03_c.ipynb": {"profile": "smoke", "overrides": {"epochs": 3}},
     }
     saved = json.loads((outputs / "run" / "run.json").read_text())
-    assert saved["overrides"] == {"epochs": 3} and saved["parameters"]["epochs"] == 3
+    assert saved["overrides"] == {"epochs": 3} and saved["parameters"] == {"profile": "smoke", "epochs": 3}
     made = saved["provenance"]
     head = subprocess.run(
         ["git", "-C", str(config.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -86,7 +93,7 @@ def test_an_override_reaches_every_notebook_that_takes_it_and_the_record_says_wh
 
 
 def test_a_parameter_no_notebook_takes_is_a_usage_error_before_anything_runs(outputs, monkeypatch, capsys):
-    folder = _notebooks(outputs / "nbs", {"01_a": "epochs = 1", "02_b": "seed = 0"})
+    folder = _notebooks(outputs / "nbs", {"01_a": {"epochs": 1}, "02_b": {"seed": 0}}, monkeypatch)
     monkeypatch.setattr(runner, "execute", lambda *a: pytest.fail("nothing may run"))
     common = ["--profile", "smoke", "--kernel", "none", "--notebooks-dir", str(folder)]
     cases = [

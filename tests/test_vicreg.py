@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import profiles
 from helpers.data import Dataset
 from helpers.generators import GeneratorError
 from helpers.losses import VICREG_TERMS
@@ -181,9 +182,9 @@ def test_profiles_and_registry_entries():
     plain = dataclasses.replace(models.MODELS["cnn_simple_v1"], loss="vicreg", margin=0.0)
     with pytest.raises(ValueError, match="needs a spec with inv_weight"):
         models.make_loss(plain)
-    assert V.profile_params("default", epochs=3)["epochs"] == 3
+    assert profiles.settings("10_vicreg", "default", epochs=3)["epochs"] == 3
     with pytest.raises(ValueError, match="unknown profile"):
-        V.profile_params("huge")
+        profiles.settings("10_vicreg", "huge")
     assert V.STUDY["vicreg_no_variance"].var_weight == 0.0 and V.STUDY["vicreg"].var_weight == 25.0
     assert {s.generator for s in V.STUDY.values()} == {"positive_pairs"}
 
@@ -306,7 +307,7 @@ def test_same_class_share_by_hand():
 
 
 def test_figures_draw_what_they_are_given_and_refuse_nothing():
-    from helpers import plots
+    from helpers.studies.plots import vicreg as plots
 
     rng = np.random.default_rng(0)
     terms = {
@@ -333,12 +334,14 @@ def test_figures_draw_what_they_are_given_and_refuse_nothing():
         rng.normal(size=(20, 2)), labels, labels, ["x", "y"], "a", {"silhouette_clusters": 0.5}
     )
     assert "0.500" in fig.axes[0].get_title()
-    plots.plt.close("all")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def test_the_ablation_trains_as_long_as_vicreg_in_every_profile():
-    for profile in V.PROFILES:
-        params = V.profile_params(profile)
+    for profile in profiles.PROFILES:
+        params = profiles.settings("10_vicreg", profile)
         assert params["ablation_epochs"] == params["epochs"], profile
 
 

@@ -26,10 +26,11 @@ import keras
 import numpy as np
 from keras import layers
 
-from helpers import config, models
+from helpers import models
 from helpers.data import Dataset, load_dataset, shift_images
 from helpers.generators import GeneratorError, SiamesePairGenerator, TripletGenerator
 from helpers.losses import PAIR_DISSIMILAR, PAIR_NEAR, PAIR_SIMILAR
+from helpers.studies import cache
 
 DIGITS = (4, 9)
 CLASS_NAMES = ["4", "9"]
@@ -37,7 +38,8 @@ SHIFTS = (-6, -3, 3, 6)
 NEIGHBORS = 5
 NEGATIVE_REGIMES = ("other_digit", "not_neighbor", "graded")
 # the study's models are cached in their own folder of models_cache (same train() path)
-CACHE_DIR = config.MODELS_CACHE / "09_contrastive_4_vs_9"
+#: The study's folder of the models cache (:func:`helpers.studies.cache.folder`).
+CACHE_FOLDER = "09_contrastive_4_vs_9"
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -357,7 +359,7 @@ def train_study_model(name: str, study: Study4v9, **kwargs):
 
     if name not in STUDY:
         raise ValueError(f"unknown study model {name!r}; choose one of: {', '.join(STUDY)}")
-    kwargs.setdefault("cache_dir", CACHE_DIR)
+    kwargs.setdefault("cache_dir", cache.folder(CACHE_FOLDER))
     return train(name, training_data(name, study), **kwargs)
 
 

@@ -108,64 +108,8 @@ REPRESENTATIONS = ("raw pixels", "DenseNet features", "Siamese embeddings")
 #: The reference's "expected" silhouette scores of the three representations.
 REFERENCE_SILHOUETTE = {"raw pixels": 0.15, "DenseNet features": 0.35, "Siamese embeddings": 0.52}
 
-# train/val/test: images of the official split kept (None = all); classifier: the registry entry
-# trained (the reference's CLASSIFIER in "full"; the smaller SMALL_CLASSIFIER on the CPU, where the
-# reference network learns the easy classes only in the time a notebook has: 0.374 test accuracy
-# after 25 steps of 60 images); epochs/steps/batch of the classifier; head_*: the Siamese head;
-# sample: test images compared (t-SNE, metrics), searched among all the (kept) training images.
-# The default's settings were chosen on the validation split (benchmarks/results/densenet_fashion_mnist.json
-# has the test figures).
-PROFILES = {
-    "smoke": dict(
-        classifier=SMALL_CLASSIFIER.name,
-        train=300,
-        val=100,
-        test=200,
-        epochs=1,
-        steps_per_epoch=2,
-        batch_size=40,
-        head_epochs=1,
-        head_steps=2,
-        head_batch=64,
-        sample=200,
-        tsne_iter=500,
-    ),
-    "default": dict(
-        classifier=SMALL_CLASSIFIER.name,
-        train=12000,
-        val=300,
-        test=500,
-        epochs=6,
-        steps_per_epoch=50,
-        batch_size=120,
-        head_epochs=3,
-        head_steps=30,
-        head_batch=128,
-        sample=400,
-        tsne_iter=500,
-    ),
-    "full": dict(
-        classifier=CLASSIFIER.name,
-        train=None,
-        val=None,
-        test=None,
-        epochs=30,
-        steps_per_epoch=421,
-        batch_size=128,
-        head_epochs=10,
-        head_steps=100,
-        head_batch=256,
-        sample=3000,
-        tsne_iter=1000,
-    ),
-}
-
-
-def profile_params(profile: str, **overrides) -> dict:
-    """The knobs of ``profile`` (``"smoke"``, ``"default"``, ``"full"``), with non-None overrides."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
-    return {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+#: The study's folder of the models cache (:func:`helpers.studies.cache.folder`, one per profile).
+CACHE_FOLDER = "densenet_study"
 
 
 # --- data ---------------------------------------------------------------------------------------------

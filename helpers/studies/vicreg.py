@@ -49,12 +49,14 @@ from helpers.data import Dataset, load_dataset
 from helpers.generators import GeneratorError, _EpochSeededDataset
 from helpers.knn import exact_knn
 from helpers.losses import VICREG_TERMS
+from helpers.studies import cache
 
 REPRESENTATION_DIM = 128
 EXPANDER_DIM = 512
 NEIGHBORS = 3  # neighbour positives: one of the 3 nearest neighbours (the reference's choice)
 ANOMALY_K = 2  # anomaly score: mean distance to the 2 nearest training representations
-CACHE_DIR = config.MODELS_CACHE / "10_vicreg"  # one subfolder per profile
+#: The study's folder of the models cache (:func:`helpers.studies.cache.folder`, one per profile).
+CACHE_FOLDER = "10_vicreg"
 #: The reference's figures (CIFAR-10, its own encoder): linear probe accuracies and silhouettes.
 REFERENCE = {
     "probe_vicreg": 0.72,
@@ -351,63 +353,12 @@ STUDY: dict[str, VicregSpec] = {
 }
 
 
-# --- profiles and data --------------------------------------------------------------------------------------
+# --- data ----------------------------------------------------------------------------------------------
 
-# train / val / test: Fashion-MNIST images of the official split kept (None = all); anomalies: MNIST
-# images (the embedded set's splits together); epochs x steps x batch of the VICReg and the ablation
-# (nn_epochs: the neighbour model); sample: test images in the t-SNE and clustering figures;
-# spectral: training images in the Laplacian eigenmaps graph (with the test images).
-PROFILES = {
-    "smoke": dict(
-        train=400,
-        val=128,
-        test=300,
-        anomalies=300,
-        epochs=1,
-        ablation_epochs=1,
-        nn_epochs=1,
-        steps_per_epoch=2,
-        batch_size=64,
-        sample=300,
-        spectral=400,
-        tsne_iter=250,
-    ),
-    "default": dict(
-        train=3000,
-        val=256,
-        test=1000,
-        anomalies=1000,
-        epochs=6,
-        ablation_epochs=6,
-        nn_epochs=3,
-        steps_per_epoch=12,
-        batch_size=128,
-        sample=1000,
-        spectral=3000,
-        tsne_iter=500,
-    ),
-    "full": dict(
-        train=None,
-        val=None,
-        test=None,
-        anomalies=5000,
-        epochs=100,
-        ablation_epochs=100,
-        nn_epochs=50,
-        steps_per_epoch=210,
-        batch_size=256,
-        sample=3000,
-        spectral=12000,
-        tsne_iter=1000,
-    ),
-}
-
-
-def profile_params(profile: str, **overrides) -> dict:
-    """The knobs of ``profile`` (``"smoke"``, ``"default"``, ``"full"``), with non-None overrides."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
-    return {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+# The profiles' sizes and budgets (helpers.profiles, "10_vicreg"): train / val / test: Fashion-MNIST
+# images of the official split kept (None = all); anomalies: MNIST images; epochs x steps x batch of
+# the VICReg and the ablation (nn_epochs: the neighbour model); sample: test images in the t-SNE and
+# clustering figures; spectral: training images in the Laplacian eigenmaps graph.
 
 
 def study_data(
@@ -450,7 +401,7 @@ def train_model(name: str, data: Dataset, params: dict, epochs: int, cache_dir=N
     from helpers.training import train
     from helpers.training.callbacks import BatchValues
 
-    cache_dir = cache_dir or CACHE_DIR / "default"
+    cache_dir = cache_dir or cache.folder(CACHE_FOLDER, "default")
     if name not in STUDY:
         raise ValueError(f"unknown study model {name!r}; choose one of: {', '.join(STUDY)}")
     logger = BatchValues(("loss", *VICREG_TERMS))
@@ -604,11 +555,6 @@ def stratified_sample(y, n, seed: int = 0) -> np.ndarray:
 # --- the whole study ------------------------------------------------------------------------------------------
 
 
-def cache_dir_for(profile: str):
-    """The study's cache folder of ``profile`` (profiles never overwrite each other's models)."""
-    return CACHE_DIR / profile
-
-
 def embed_all(encoder, data: Dataset, digits) -> dict:
     """``{"train", "val", "test", "digits"}``: the encoder's representations of every split and of
     the anomalies, in one prediction."""
@@ -721,11 +667,12 @@ def run_study(
 ) -> dict:
     """Every step of notebook 10 in one call (the benchmark's): data, the three models, the floors,
     :func:`evaluate`, k-means of the test sample and (``with_projections``) PCA / t-SNE.
-    ``cache_dir`` defaults to :func:`cache_dir_for` ``(profile)``; ``timings`` in seconds.
+    ``cache_dir`` defaults to the study's folder of ``profile`` (:func:`helpers.studies.cache.folder`);
+    ``timings`` in seconds.
     ``train_only`` stops after the three models (an accelerator trains; the CPU evaluates later from
     the same cache, where scikit-learn's probes and spectral embedding run as fast)."""
     timings, start = {}, time.perf_counter()
-    cache_dir = cache_dir or cache_dir_for(profile)
+    cache_dir = cache_dir or cache.folder(CACHE_FOLDER, profile)
     data, digits = study_data(params, seed=seed, source=source, verbose=verbose, fashion_dir=fashion_dir)
     timings["data"] = time.perf_counter() - start
     out = {"data": data, "digits": digits, "models": {}, "records": {}, "reps": {}, "timings": timings}

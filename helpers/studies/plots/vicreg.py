@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from helpers.plots.latent_space import plot_latent_space
+from helpers.plots import plot_latent_space
 
 
 def plot_batch_terms(terms: dict, title: str = "VICReg loss and its terms, per batch"):
@@ -76,21 +76,6 @@ def plot_anomaly_roc(rocs: dict, title: str = "Anomaly detection: Fashion-MNIST 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-def plot_image_rows(rows: dict, title: str = "", cols: int = 8):
-    """One row of images per key: ``{row title: (images, captions)}`` (the most anomalous images)."""
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.6 * len(rows)), squeeze=False)
-    for ax_row, (name, (images, captions)) in zip(axes, rows.items(), strict=True):
-        for j, ax in enumerate(ax_row):
-            ax.axis("off")
-            if j < len(images):
-                ax.imshow(np.asarray(images[j]).squeeze(), cmap="gray")
-                ax.set_title(captions[j], fontsize=7)
-        ax_row[0].text(-0.15, 0.5, name, transform=ax_row[0].transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

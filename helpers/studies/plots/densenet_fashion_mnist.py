@@ -1,6 +1,6 @@
-"""Figures of notebook 08 (DenseNet on Fashion-MNIST): accuracy curves, the confusion matrix, the
-per-class scores, and a query with its nearest neighbours. The t-SNE panels reuse
-:func:`helpers.plots.latent_space.plot_latent_grid`."""
+"""Figures of notebook 08 (the DenseNet study, :mod:`helpers.studies.densenet_fashion_mnist`): accuracy
+curves, the confusion matrix and the per-class scores. The t-SNE panels reuse
+:func:`helpers.plots.plot_latent_grid`, the neighbours :func:`helpers.plots.plot_labelled_neighbours`."""
 
 from __future__ import annotations
 
@@ -70,34 +70,5 @@ def plot_per_class_scores(rows, title: str = "Per-class precision, recall and F1
     ax.grid(axis="y", alpha=0.3)
     ax.legend(ncols=3, loc="lower right")
     ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_labelled_neighbours(
-    query_images,
-    query_labels,
-    ref_images,
-    ref_labels,
-    neighbours,
-    class_names,
-    title: str = "Similar-image search (Siamese embeddings)",
-):
-    """One row per query: the query, then its nearest references (green title: same class, red: not)."""
-    neighbours = np.asarray(neighbours)
-    n, k = neighbours.shape
-    if len(query_images) != n:
-        raise ValueError(f"{len(query_images)} queries but {n} rows of neighbours")
-    fig, axes = plt.subplots(n, k + 1, figsize=(1.4 * (k + 1), 1.5 * n), squeeze=False)
-    for i in range(n):
-        cells = [(query_images[i], f"query\n{class_names[int(query_labels[i])]}", "black")]
-        for j in neighbours[i]:
-            same = int(ref_labels[j]) == int(query_labels[i])
-            cells.append((ref_images[j], class_names[int(ref_labels[j])], "green" if same else "red"))
-        for ax, (image, label, color) in zip(axes[i], cells, strict=False):
-            ax.imshow(np.asarray(image).squeeze(), cmap="gray")
-            ax.set_title(label, fontsize=7, color=color)
-            ax.axis("off")
-    fig.suptitle(title)
     fig.tight_layout()
     return fig
