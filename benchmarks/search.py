@@ -13,8 +13,8 @@ are against numpy brute force measured in the same run.
 
 Commands::
 
-    python benchmarks/search.py                                      # the committed results
-    python benchmarks/search.py --size 100000 --queries 200 --out /tmp/search.json   # a quick run
+    python -m benchmarks.search                                      # the committed results
+    python -m benchmarks.search --size 100000 --queries 200 --out /tmp/search.json   # a quick run
 
 Writes ``benchmarks/results/search.json`` and ``benchmarks/results/search_recall_qps.png``.
 """
@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
-from helpers import config  # noqa: E402
-from helpers.knn import flat_index, import_faiss  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp
+from helpers import config
+from helpers.knn import flat_index, import_faiss
 
 K = 10
 TARGET_RECALL, TARGET_SPEEDUP = 0.95, 40.0

@@ -336,7 +336,7 @@ def batch_all_triplet(labels, embeddings, margin: float = 1.0, squared: bool = T
     ``d(a, n) <= d(a, p) + margin`` (:func:`_negatives_at_or_below`, a sort of each anchor's row),
     so time is ``O(batch^2 log batch)`` and memory ``O(batch^2)``, not the ``O(batch^3)`` of comparing
     every triplet, with the same values up to float rounding
-    (``python benchmarks/semi_hard_loss.py --loss batch-all`` times both).
+    (``python -m benchmarks.archive.semi_hard_loss --loss batch-all`` times both).
     """
     d = pairwise_distances(embeddings, squared=squared)
     positive, negative = _label_masks(labels)
