@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from helpers.knn import KNNError, as_vectors, import_faiss, l2_normalize
+from helpers.knn import QUERY_CHUNK, KNNError, as_vectors, import_faiss, l2_normalize
 from helpers.search import store
 from helpers.search.errors import SearchError
 from helpers.search.kinds import IndexConfig
@@ -291,7 +291,7 @@ class EmbeddingIndex:
             raise SearchError(f"k={k} is larger than the number of stored items ({len(self)}).")
         q = self._to_vectors(images_or_embeddings, "queries")
         self.config.set_search_params(self._faiss, ef_search, nprobe)
-        scores, keys = self._faiss.search(q, k)
+        scores, keys = self._search(q, k)
         found = keys >= 0
         rows = np.searchsorted(self._keys, np.where(found, keys, self._keys[0]))
         distances = np.maximum(scores, 0.0) if self.metric == "l2" else 1.0 - scores
@@ -300,6 +300,14 @@ class EmbeddingIndex:
         ids[~found] = "" if ids.dtype.kind == "U" else -1
         labels = np.where(found, self._labels[rows], NO_LABEL)
         return SearchResult(ids, labels, distances)
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS' ``(scores, keys)``, searched in blocks of ``helpers.knn.QUERY_CHUNK`` queries (as
+        ``exact_knn`` does: a flat index gives its answers to the bit)."""
+        blocks = [
+            self._faiss.search(q[start : start + QUERY_CHUNK], k) for start in range(0, len(q), QUERY_CHUNK)
+        ]
+        return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
     def class_name(self, label: int) -> str:
         """The readable name of ``label`` (its number when the index has no class names)."""
