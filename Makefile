@@ -67,8 +67,8 @@ test-fast: setup
 	$(PYTEST) -m "not slow"
 
 benchmarks: setup
-	$(PY) benchmarks/throughput.py
-	$(PY) benchmarks/quality.py --seeds 0 1 2 --split-seeds 42 1 2 3
+	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.quality --seeds 0 1 2 --split-seeds 42 1 2 3
 
 clean-outputs:
 	rm -rf runs figures models_cache/*/ models_cache/*.png models_cache/*.h5 models_cache/*.json \

@@ -4,7 +4,7 @@ Run from the repository root (the six registry models come from the training cac
 fills, else they train at their default budgets; the three study models of notebook 07 and
 ``cnn_simple_v1`` at their budget of 300 steps train here, about 35 s each on 2 CPU cores)::
 
-    .venv/bin/python benchmarks/applications.py
+    .venv/bin/python -m benchmarks.applications
 
 Data: the embedded MNIST split (3000/1000/1000, split seed 42), models trained with seed 0.
 
@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, print_table, stamp, stamp_rows
 from helpers import applications as app

@@ -8,11 +8,11 @@ import platform
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from helpers import config  # noqa: E402
+from helpers import config
 
 RESULTS_DIR = config.ROOT / "benchmarks" / "results"
+#: Where the answered one-off investigations of ``benchmarks/archive/`` keep their results.
+ARCHIVE_RESULTS_DIR = config.ROOT / "benchmarks" / "archive" / "results"
 #: Where ``benchmarks/quality.py`` caches its models; the studies that score the registry's own runs
 #: read them from there (:func:`model_folder` gives the layout).
 BENCHMARK_CACHE = config.ROOT / ".cache" / "benchmark_models"
@@ -80,7 +80,7 @@ def mean_and_std(rows: list[dict], metrics) -> dict:
 
 def command_line() -> str:
     """The command as typed from the repository root: ``python -m benchmarks.x ...`` for a module run,
-    ``python benchmarks/x.py ...`` for a script (never the absolute path of this checkout)."""
+    ``python -m benchmarks.x ...`` for a script (never the absolute path of this checkout)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None and spec.name:
         program = ["-m", spec.name]

@@ -3,7 +3,7 @@ notebook's run time.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/contrastive_4_vs_9.py --seeds 0 1 2 --notebook
+    .venv/bin/python -m benchmarks.contrastive_4_vs_9 --seeds 0 1 2 --notebook
 
 Trains (or loads from ``.cache/bench_contrastive_4_vs_9/seed<S>``) every entry of
 ``helpers.studies.contrastive_4_vs_9.STUDY`` at its registry budget with training seed ``S`` on the 4/9
@@ -23,10 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import RESULTS_DIR, print_table, stamp, time_papermill  # noqa: E402
-from helpers import config  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp, time_papermill
+from helpers import config
 
 METRICS = [
     "knn_plain",

@@ -3,7 +3,7 @@
 
 Self-contained and backend-agnostic: run from the repository root, on a GPU with JAX::
 
-    KERAS_BACKEND=jax python benchmarks/densenet_fashion_mnist.py --profile full \\
+    KERAS_BACKEND=jax python -m benchmarks.densenet_fashion_mnist --profile full \\
         --fashion-dir /usr/share/datasets/fashion-mnist --out OUT_DIR --time-budget 150 --no-data-cache
 
 ``--time-budget SECONDS`` stops the classifier's training cleanly at an epoch end (or after the
@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
-from helpers import config, profiles  # noqa: E402
-from helpers.studies import densenet_fashion_mnist as densenet_study  # noqa: E402
-from helpers.training.callbacks import TimeBudget  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp
+from helpers import config, profiles
+from helpers.studies import densenet_fashion_mnist as densenet_study
+from helpers.training.callbacks import TimeBudget
 
 TARGET_ACCURACY = 0.94
 

@@ -6,9 +6,9 @@ wheels brought along in ``.gpu/whl`` and runs, in one command::
     bash benchmarks/gpu.sh            # writes $OUT (or .cache/gpu_out): gpu_results.json, gpu_weights.tar
     # back on the CPU (TensorFlow): the weights load there and give the same embeddings (to 1e-4),
     # and the figures are merged into benchmarks/results/{throughput,quality_full}.json
-    .venv/bin/python benchmarks/gpu_check.py --from <folder with gpu_results.json and gpu_weights.tar>
+    .venv/bin/python -m benchmarks.gpu_check --from <folder with gpu_results.json and gpu_weights.tar>
 
-Rehearse on a CPU with small sizes: ``KERAS_BACKEND=jax python benchmarks/gpu.py --smoke``.
+Rehearse on a CPU with small sizes: ``KERAS_BACKEND=jax python -m benchmarks.gpu --smoke``.
 
 Parts, each bounded by its own time budget (what does not fit is listed as skipped, never guessed):
 
@@ -39,15 +39,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from benchmarks.common import print_table, stamp  # noqa: E402
-from helpers import config  # noqa: E402
-from helpers.data import load_dataset  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from benchmarks.common import print_table, stamp
+from helpers import config
+from helpers.data import load_dataset
+from helpers.models import MODELS
 
 REFERENCE_IMAGES = 256  # test images embedded on both machines for the cross-backend check
 
@@ -331,7 +330,8 @@ def run_full(args, deadline, out: Path):
     cmd = (
         [
             sys.executable,
-            str(Path(__file__).resolve()),
+            "-m",
+            "benchmarks.gpu",
             "--cache-dir",
             str(args.cache_dir),
             "--fashion-dir",
@@ -341,7 +341,7 @@ def run_full(args, deadline, out: Path):
         + (["--augment", args.augment] if args.augment else [])
     )
     start = time.perf_counter()
-    procs = [subprocess.Popen(cmd + ["--train-worker", ",".join(g)]) for g in groups if g]
+    procs = [subprocess.Popen(cmd + ["--train-worker", ",".join(g)], cwd=config.ROOT) for g in groups if g]
     for proc in procs:
         try:
             proc.wait(timeout=max(1.0, deadline.left()))

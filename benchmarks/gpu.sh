@@ -14,4 +14,4 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 \
   TF_CPP_MIN_LOG_LEVEL=3 MPLBACKEND=Agg OUT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
-python3 benchmarks/gpu.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_log.txt"
+python3 -m benchmarks.gpu --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_log.txt"

@@ -1,6 +1,6 @@
 """Back on the CPU: check the GPU run's weights under TensorFlow and commit its figures.
 
-    .venv/bin/python benchmarks/gpu_check.py --from FOLDER
+    .venv/bin/python -m benchmarks.gpu_check --from FOLDER
 
 ``FOLDER`` holds what ``bash benchmarks/gpu.sh`` wrote (``gpu_results.json``, ``gpu_weights.tar``).
 For every model of the full profile, the feature-extractor weights trained on the GPU (JAX) are
@@ -25,13 +25,12 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
-from helpers import config  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp
+from helpers import config
 
 GPU_STAMP_KEYS = ("command", "date", "machine")
 

@@ -4,9 +4,9 @@ Two tables, both in ``benchmarks/results/quality.json`` (trained models are cach
 weight seed in ``.cache/benchmark_models/split<S>/seed<W>``, so a rerun only evaluates)::
 
     # weight seeds: split seed 42, three weight seeds (each run's train_seconds is in the results)
-    .venv/bin/python benchmarks/quality.py --seeds 0 1 2
+    .venv/bin/python -m benchmarks.quality --seeds 0 1 2
     # split seeds: weight seed 0 on four splits of the same 5,000 images
-    .venv/bin/python benchmarks/quality.py --seeds 0 --split-seeds 42 1 2 3 --merge
+    .venv/bin/python -m benchmarks.quality --seeds 0 --split-seeds 42 1 2 3 --merge
 
 Each run appends to the runs of the ``--out`` file with ``--merge`` (a run is one model, split seed,
 weight seed and evaluation split; a new run replaces the old one of the same key). The weight-seed
@@ -34,15 +34,13 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     BENCHMARK_CACHE,
     RESULTS_DIR,
     git_commit,
@@ -51,9 +49,9 @@ from benchmarks.common import (  # noqa: E402
     stamp,
     stamp_rows,
 )
-from helpers import config  # noqa: E402
-from helpers.metrics import standard_error  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers import config
+from helpers.metrics import standard_error
+from helpers.models import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1", "train_seconds")
 #: the split seed of the weight-seed table (and of every figure quoted from the older single split)

@@ -6,7 +6,7 @@ so the test split that docs/results.md reports is not looked at while choosing) 
 weight seed 0, into its own cache folder, and merges its row into
 ``benchmarks/results/quality_studies.json``::
 
-    .venv/bin/python benchmarks/quality_studies.py cbam cbam_margin_1 --split-seeds 1 2
+    .venv/bin/python -m benchmarks.quality_studies cbam cbam_margin_1 --split-seeds 1 2
 
 A row is keyed by study name, evaluation split and split seeds: rerunning a study replaces its row.
 The rows of the older hand-kept file (single seed, scored on the test split, at older commits) are
@@ -19,16 +19,13 @@ import argparse
 import dataclasses
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import quality  # noqa: E402
-from benchmarks.common import BENCHMARK_CACHE, RESULTS_DIR, stamp  # noqa: E402
-from helpers import config  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from benchmarks import quality
+from benchmarks.common import BENCHMARK_CACHE, RESULTS_DIR, stamp
+from helpers import config
+from helpers.models import MODELS
 
 OUT = RESULTS_DIR / "quality_studies.json"
 CACHE = config.ROOT / ".cache" / "studies"
@@ -334,7 +331,7 @@ def write_doc(path: Path, doc: dict) -> None:
 def study_command(name: str, split_seeds, eval_split: str) -> str:
     """The command that reruns one study (and rewrites its row)."""
     seeds = " ".join(map(str, split_seeds))
-    return f"python benchmarks/quality_studies.py {name} --split-seeds {seeds} --eval-split {eval_split}"
+    return f"python -m benchmarks.quality_studies {name} --split-seeds {seeds} --eval-split {eval_split}"
 
 
 def quality_args(study: Study, split_seeds, eval_split: str, cache_dir: Path, out: Path) -> list[str]:

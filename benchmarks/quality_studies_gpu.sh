@@ -4,7 +4,7 @@
 # in its own process, on the validation split of the split seeds in $SPLIT_SEEDS (default "1 2 3"),
 # writing $OUT/studies/<study>.json and .log; the rows are then merged into $OUT/quality_studies_gpu.json.
 # Back on the CPU machine, merge them into the committed file (each row keeps its command and machine):
-#   .venv/bin/python benchmarks/quality_studies.py --merge-from <folder>/quality_studies_gpu.json
+#   .venv/bin/python -m benchmarks.quality_studies --merge-from <folder>/quality_studies_gpu.json
 # Usage: bash benchmarks/quality_studies_gpu.sh cbam_shift_only cbam_no_augment ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || tr
 start=$(date +%s)
 for study in "$@"; do
   # shellcheck disable=SC2086  # the seeds are separate arguments
-  python3 benchmarks/quality_studies.py "$study" --split-seeds $SPLIT_SEEDS --eval-split val \
+  python3 -m benchmarks.quality_studies "$study" --split-seeds $SPLIT_SEEDS --eval-split val \
     --out "$OUT/studies/$study.json" >"$OUT/studies/$study.log" 2>&1 &
 done
 wait
@@ -27,7 +27,7 @@ echo "all studies ended after $(( $(date +%s) - start )) s"
 shopt -s nullglob
 files=("$OUT"/studies/*.json)
 if (( ${#files[@]} )); then
-  python3 benchmarks/quality_studies.py --merge-from "${files[@]}" --out "$OUT/quality_studies_gpu.json"
+  python3 -m benchmarks.quality_studies --merge-from "${files[@]}" --out "$OUT/quality_studies_gpu.json"
 fi
 grep -h "^\[studies\]" "$OUT"/studies/*.log
 for log in "$OUT"/studies/*.log; do grep -q "^\[studies\]" "$log" || { echo "== $log"; tail -5 "$log"; }; done

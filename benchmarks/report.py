@@ -1,11 +1,14 @@
-"""Write ``docs/results.md``: every benchmark table (markdown) from ``benchmarks/results/*.json``.
+"""Write ``docs/results.md``: every benchmark table (markdown) from ``benchmarks/results/*.json`` and
+the answered one-off investigations' ``benchmarks/archive/results/*.json``.
 
     python -m benchmarks.report            # rewrite docs/results.md (atomically)
     python -m benchmarks.report --check    # exit 1 when docs/results.md is not what the results give
     python -m benchmarks.report --stdout   # print the page instead
 
 Each table names the command that produced it, its date and its machine (the results file's stamp).
-The page shows no commit hashes: a command that names one shows ``<commit>`` instead.
+The page shows no commit hashes: a command that names one shows ``<commit>`` instead. A command recorded
+as a script run (``python benchmarks/x.py``, before the scripts ran as modules) shows as the module run
+that reruns it today (``python -m benchmarks.x``, or ``benchmarks.archive.x`` for an archived script).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ARCHIVE = Path(__file__).resolve().parent / "archive" / "results"
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 COMMAND = "python -m benchmarks.report"
 
@@ -34,7 +38,6 @@ def freshness_marks(rows, key: str = "model") -> tuple[list[str], list[str]]:
     """Each row's ``key`` with a mark when its registry entry changed since it was measured (its
     ``registry_fingerprint`` differs from today's: :data:`STALE`) or when the row has no stamp
     (:data:`UNSTAMPED`), and the footnotes of the marks used. Baselines are never marked."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.common import registry_fingerprint
 
     names, used = [], set()
@@ -47,8 +50,8 @@ def freshness_marks(rows, key: str = "model") -> tuple[list[str], list[str]]:
     return names, [FRESHNESS_NOTES[m] for m in (STALE, UNSTAMPED) if m in used]
 
 
-def _load(name):
-    path = RESULTS / name
+def _load(name, folder: Path = RESULTS):
+    path = folder / name
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -602,13 +605,39 @@ def _cpu_training_run(run):
     return out
 
 
+#: The answered one-off investigations of ``benchmarks/archive/``: their results files, rendered as before.
+ARCHIVED = (
+    ("bn_recalibration.json", bn_recalibration),
+    ("data_size.json", data_size),
+    ("shift_averaging.json", shift_averaging),
+    ("refit_train_val.json", refit_train_val),
+    ("semi_hard_loss.json", lambda d: sorted_loss(d, "Semi-hard triplet loss")),
+    ("batch_all_loss.json", lambda d: sorted_loss(d, "Batch-all triplet loss")),
+)
+
+
+def archived():
+    """The tables of the archived investigations (their scripts are kept for the record)."""
+    body = [
+        "Questions these scripts answered; the scripts are kept in `benchmarks/archive/` for the record "
+        "and may no longer run (each docstring says why). Their results files are in "
+        "`benchmarks/archive/results/`.",
+        "",
+    ]
+    for file, render_one in ARCHIVED:
+        d = _load(file, ARCHIVE)
+        if d:
+            body += render_one(d) + [""]
+    return body[:-1]
+
+
 def results_files():
     """Every results file with its command, date and machine (a stamp anywhere in the document)."""
     out = [
         "| file | command | date | machine |",
         "|---|---|---|---|",
     ]
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in [*sorted(RESULTS.glob("*.json")), *sorted(ARCHIVE.glob("*.json"))]:
         d = json.loads(path.read_text())
         st = d.get("measured") or (d["runs"][-1] if d.get("runs") and isinstance(d["runs"], list)
                                    and isinstance(d["runs"][-1], dict) and "date" in d["runs"][-1] else d)  # fmt: skip
@@ -616,8 +645,9 @@ def results_files():
         machine = (
             f"{m.get('cores', '?')} cores, {m.get('device', '?')}, {m.get('keras_backend', '')}" if m else "—"
         )
+        name = path.relative_to(RESULTS.parent).as_posix()  # results/x.json or archive/results/x.json
         out.append(
-            f"| [{path.name}](../benchmarks/results/{path.name}) | `{st.get('command', '—')}` | "
+            f"| [{name}](../benchmarks/{name}) | `{st.get('command', '—')}` | "
             f"{str(st.get('date', '—'))[:10]} | {machine} |"
         )
     return out
@@ -626,100 +656,123 @@ def results_files():
 HASH = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b")
 
 
+SCRIPT_RUN = re.compile(r"\bpython benchmarks/([a-z_0-9]+)\.py\b")
+
+
+def _module_run(match) -> str:
+    """``python benchmarks/x.py`` as the module run that reruns it today (archived scripts included)."""
+    name = match.group(1)
+    package = "benchmarks.archive" if (ARCHIVE.parent / f"{name}.py").exists() else "benchmarks"
+    return f"python -m {package}.{name}"
+
+
 def _scrub(text: str) -> str:
-    """The page without commit hashes (a command that names one shows ``<commit>``)."""
-    return HASH.sub("<commit>", text)
+    """The page without commit hashes (a command that names one shows ``<commit>``), and with a command
+    recorded as a script run (``python benchmarks/x.py``) shown as today's module run."""
+    return SCRIPT_RUN.sub(_module_run, HASH.sub("<commit>", text))
+
+
+HEADER = [
+    "# Results",
+    "",
+    f"Generated by `{COMMAND}` from `benchmarks/results/*.json` (and `benchmarks/archive/results/`);",
+    "do not edit by hand. Each table",
+    "names the command that produced it, its date and its machine. ± is the standard deviation",
+    "(population) over the seeds or draws a table names; a figure in parentheses after it is the",
+    "standard error of the mean, and [low, high] a 95 % bootstrap interval over the test queries.",
+    "The study pages",
+    "([defaults](defaults.md), [applications](applications.md), [search](search.md),",
+    "[4 vs 9](contrastive_4_vs_9.md), [DenseNet](densenet_fashion_mnist.md), [VICReg](vicreg.md))",
+    "say which differences the figures resolve.",
+    "",
+]
+
+
+def _one(file: str, render_one) -> list[str]:
+    """The tables of one results file, or none when the file is missing."""
+    d = _load(file)
+    return render_one(d) if d else []
+
+
+def _joined(*bodies) -> list[str]:
+    """The non-empty bodies, one blank line between them (a body's own trailing blank lines dropped)."""
+    out = []
+    for body in bodies:
+        body = list(body)
+        while body and body[-1] == "":
+            body.pop()
+        out += [*body, ""] if body else []
+    return out[:-1]
+
+
+def _quality_body() -> list[str]:
+    """quality.json's tables, then the held-out run's (split seed 42, weight seed 0: both its tables
+    are that run, so one is shown)."""
+    q = _load("quality_heldout.json")
+    heldout = []
+    if q:
+        t = q["tables"]["weight_seeds"]
+        title = "Quality on the held-out test set, with 95 % intervals over its 1,000 queries"
+        heldout = _quality_table(t, title, t["commands"], q["data"], q)
+    return _joined(_one("quality.json", lambda d: quality(d, "Quality at the default budgets")), heldout)
+
+
+def sections() -> list[tuple[str, list[str]]]:
+    """Each section of the page: its title and its lines (a section without lines is left out)."""
+    suite_docs = [
+        d for d in map(_load, ("suite_time_smoke.json", "suite_time.json", "suite_time_head.json")) if d
+    ]
+    throughput_json = _load("throughput.json")
+    return [
+        ("Quality of the six models", _quality_body()),
+        ("How the defaults were chosen ([defaults.md](defaults.md))", _one("quality_studies.json", studies)),
+        (
+            "Verification and identification ([applications.md](applications.md))",
+            _one("applications.json", applications),
+        ),
+        ("Search at scale ([search.md](search.md))", _one("search.json", search)),
+        (
+            "4 vs 9 ([contrastive_4_vs_9.md](contrastive_4_vs_9.md))",
+            _one("contrastive_4_vs_9.json", contrastive_4_vs_9),
+        ),
+        (
+            "DenseNet on Fashion-MNIST ([densenet_fashion_mnist.md](densenet_fashion_mnist.md))",
+            _joined(
+                _one(
+                    "densenet_fashion_mnist.json",
+                    lambda d: densenet(d, "DenseNet on Fashion-MNIST, default profile"),
+                ),
+                _one(
+                    "densenet_fashion_mnist_gpu.json",
+                    lambda d: densenet(d, "DenseNet on Fashion-MNIST, full profile cut short"),
+                ),
+            ),
+        ),
+        ("VICReg ([vicreg.md](vicreg.md))", _one("vicreg.json", vicreg)),
+        ("Suite run time", suite(suite_docs) if suite_docs else []),
+        (
+            "Training speed on the CPU",
+            _one("cpu_training.json", lambda d: cpu_training(d) if d.get("runs") else []),
+        ),
+        (
+            "Throughput and the GPU",
+            _joined(
+                throughput(throughput_json) if throughput_json else [],
+                gpu(throughput_json) if throughput_json else [],
+                _one("quality_full.json", quality_full),
+            ),
+        ),
+        ("Answered investigations ([benchmarks/archive/](../benchmarks/archive/))", archived()),
+        ("Every results file", results_files()),
+    ]
 
 
 def render() -> str:
     """The whole page, from the results files as they are now."""
-    lines = [
-        "# Results",
-        "",
-        f"Generated by `{COMMAND}` from `benchmarks/results/*.json`; do not edit by hand. Each table",
-        "names the command that produced it, its date and its machine. ± is the standard deviation",
-        "(population) over the seeds or draws a table names; a figure in parentheses after it is the",
-        "standard error of the mean, and [low, high] a 95 % bootstrap interval over the test queries.",
-        "The study pages",
-        "([defaults](defaults.md), [applications](applications.md), [search](search.md),",
-        "[4 vs 9](contrastive_4_vs_9.md), [DenseNet](densenet_fashion_mnist.md), [VICReg](vicreg.md))",
-        "say which differences the figures resolve.",
-        "",
-    ]
-
-    def section(title, body):
+    lines = list(HEADER)
+    for title, body in sections():
         if body:
             lines.extend([f"## {title}", "", *body, ""])
-
-    q = _load("quality.json")
-    body = quality(q, "Quality at the default budgets") if q else []
-    q = _load("quality_heldout.json")
-    if q:  # one run per model (split seed 42, weight seed 0): both of its tables are that run
-        t = q["tables"]["weight_seeds"]
-        title = "Quality on the held-out test set, with 95 % intervals over its 1,000 queries"
-        body += [""] + _quality_table(t, title, t["commands"], q["data"], q)
-    section("Quality of the six models", body)
-    body = []
-    q = _load("quality_studies.json")
-    if q and studies(q):
-        body += studies(q) + [""]
-    for file, render_one in (
-        ("bn_recalibration.json", bn_recalibration),
-        ("data_size.json", data_size),
-        ("shift_averaging.json", shift_averaging),
-        ("refit_train_val.json", refit_train_val),
-    ):
-        q = _load(file)
-        if q:
-            body += render_one(q) + [""]
-    section("How the defaults were chosen ([defaults.md](defaults.md))", body[:-1])
-    q = _load("applications.json")
-    section(
-        "Verification and identification ([applications.md](applications.md))", applications(q) if q else []
-    )
-    q = _load("search.json")
-    section("Search at scale ([search.md](search.md))", search(q) if q else [])
-    q = _load("contrastive_4_vs_9.json")
-    section("4 vs 9 ([contrastive_4_vs_9.md](contrastive_4_vs_9.md))", contrastive_4_vs_9(q) if q else [])
-    body = []
-    for file, title in (
-        ("densenet_fashion_mnist.json", "DenseNet on Fashion-MNIST, default profile"),
-        ("densenet_fashion_mnist_gpu.json", "DenseNet on Fashion-MNIST, full profile cut short"),
-    ):
-        q = _load(file)
-        if q:
-            body += densenet(q, title) + [""]
-    section("DenseNet on Fashion-MNIST ([densenet_fashion_mnist.md](densenet_fashion_mnist.md))", body[:-1])
-    q = _load("vicreg.json")
-    section("VICReg ([vicreg.md](vicreg.md))", vicreg(q) if q else [])
-    suite_files = (
-        "suite_time_smoke.json",
-        "suite_time.json",
-        "suite_time_recalibrate.json",
-        "suite_time_review.json",
-        "suite_time_head.json",
-    )
-    docs = [d for d in map(_load, suite_files) if d]
-    section("Suite run time", suite(docs) if docs else [])
-    q = _load("cpu_training.json")
-    section("Training speed on the CPU", cpu_training(q) if q and q.get("runs") else [])
-    body = []
-    for file, title in (
-        ("semi_hard_loss.json", "Semi-hard triplet loss"),
-        ("batch_all_loss.json", "Batch-all triplet loss"),
-    ):
-        q = _load(file)
-        if q:
-            body += sorted_loss(q, title) + [""]
-    t = _load("throughput.json")
-    if t:
-        body += throughput(t) + [""]
-        body += gpu(t)
-    q = _load("quality_full.json")
-    if q:
-        body += quality_full(q) + [""]
-    section("Throughput, losses and the GPU", body[:-1] if body and body[-1] == "" else body)
-    section("Every results file", results_files())
     return _scrub("\n".join(lines).rstrip("\n") + "\n")
 
 

@@ -13,8 +13,8 @@ are against numpy brute force measured in the same run.
 
 Commands::
 
-    python benchmarks/search.py                                      # the committed results
-    python benchmarks/search.py --size 100000 --queries 200 --out /tmp/search.json   # a quick run
+    python -m benchmarks.search                                      # the committed results
+    python -m benchmarks.search --size 100000 --queries 200 --out /tmp/search.json   # a quick run
 
 Writes ``benchmarks/results/search.json`` and ``benchmarks/results/search_recall_qps.png``.
 """
@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
-from helpers import config  # noqa: E402
-from helpers.knn import flat_index, import_faiss  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp
+from helpers import config
+from helpers.knn import flat_index, import_faiss
 
 K = 10
 TARGET_RECALL, TARGET_SPEEDUP = 0.95, 40.0
@@ -98,6 +95,7 @@ def timed_search(index, q, k=K, repeat: int = 5, min_seconds: float = 1.0):
 
 
 def run(args) -> dict:
+    """Every method's row on one data set: FAISS flat (the exact reference), numpy, HNSW, IVF."""
     faiss = import_faiss()
     t0 = time.perf_counter()
     x, q = make_data(args.size, args.queries)
@@ -106,106 +104,9 @@ def run(args) -> dict:
         f"FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads",
         flush=True,
     )
-    rows = []
-
-    # FAISS flat: the exact reference
-    start = time.perf_counter()
-    flat = flat_index(x.shape[1], "l2")
-    flat.add(x)
-    build = time.perf_counter() - start
-    exact, qps = timed_search(flat, q, repeat=2)
-    rows.append(
-        {
-            "method": "faiss flat",
-            "build_s": build,
-            "memory_mb": index_bytes(flat) / 2**20,
-            "qps": qps,
-            "ann_recall@10": 1.0,
-            "params": {},
-        }
-    )
-    print(f"faiss flat: {qps:,.0f} q/s", flush=True)
-    del flat
-    gc.collect()
-
-    # numpy brute force (a subset of the queries when asked)
-    nq = min(len(q), args.numpy_queries or len(q))
-    start = time.perf_counter()
-    found = numpy_knn(x, q[:nq])
-    seconds = time.perf_counter() - start
-    rows.append(
-        {
-            "method": "numpy brute force",
-            "build_s": 0.0,
-            "memory_mb": x.nbytes / 2**20,
-            "qps": nq / seconds,
-            "ann_recall@10": ann_recall_at_k(found, exact[:nq]),
-            "params": {"queries_timed": nq},
-        }
-    )
-    print(
-        f"numpy: {nq / seconds:,.1f} q/s on {nq} queries, recall vs faiss flat {rows[-1]['ann_recall@10']:.4f}",
-        flush=True,
-    )
-
-    for efc in args.ef_construction:
-        start = time.perf_counter()
-        index = faiss.IndexHNSWFlat(x.shape[1], args.hnsw_m)
-        index.hnsw.efConstruction = efc
-        index.add(x)
-        build = time.perf_counter() - start
-        memory = index_bytes(index) / 2**20
-        print(f"hnsw M={args.hnsw_m} efC={efc}: built in {build:.1f}s, {memory:.0f} MiB", flush=True)
-        for efs in args.ef_search:
-            index.hnsw.efSearch = efs
-            ids, qps = timed_search(index, q, repeat=args.repeat)
-            rows.append(
-                {
-                    "method": f"hnsw M={args.hnsw_m} efC={efc}",
-                    "build_s": build,
-                    "memory_mb": memory,
-                    "qps": qps,
-                    "ann_recall@10": ann_recall_at_k(ids, exact),
-                    "params": {"M": args.hnsw_m, "efConstruction": efc, "efSearch": efs},
-                }
-            )
-            print(f"  efSearch={efs}: {qps:,.0f} q/s, recall {rows[-1]['ann_recall@10']:.4f}", flush=True)
-        del index
-        gc.collect()
-
-    for nlist in args.nlist:
-        start = time.perf_counter()
-        quantizer = flat_index(x.shape[1], "l2")
-        index = faiss.IndexIVFFlat(quantizer, x.shape[1], nlist)
-        index.cp.seed = 0
-        train_n = min(len(x), args.train_per_cell * nlist)
-        rows_train = np.sort(np.random.default_rng(0).choice(len(x), train_n, replace=False))
-        index.train(x[rows_train])
-        index.add(x)
-        build = time.perf_counter() - start
-        memory = index_bytes(index) / 2**20
-        print(
-            f"ivf nlist={nlist}: trained on {train_n} and built in {build:.1f}s, {memory:.0f} MiB", flush=True
-        )
-        for nprobe in args.nprobe:
-            if nprobe > nlist:
-                continue
-            index.nprobe = nprobe
-            ids, qps = timed_search(index, q, repeat=args.repeat)
-            rows.append(
-                {
-                    "method": f"ivf nlist={nlist}",
-                    "build_s": build,
-                    "memory_mb": memory,
-                    "qps": qps,
-                    "ann_recall@10": ann_recall_at_k(ids, exact),
-                    "params": {"nlist": nlist, "nprobe": nprobe, "train_size": train_n},
-                }
-            )
-            print(f"  nprobe={nprobe}: {qps:,.0f} q/s, recall {rows[-1]['ann_recall@10']:.4f}", flush=True)
-        del index, quantizer
-        gc.collect()
-
+    flat_row, exact = flat_rows(x, q)
+    rows = [flat_row, numpy_row(x, q, exact, args.numpy_queries), *hnsw_rows(x, q, exact, args)]
+    rows += ivf_rows(x, q, exact, args)
     numpy_qps = rows[1]["qps"]
     for row in rows:
         row["speedup_vs_numpy"] = row["qps"] / numpy_qps
@@ -228,6 +129,96 @@ def run(args) -> dict:
         },
         "faiss": {"version": faiss.__version__, "threads": faiss.omp_get_max_threads()},
     }
+
+
+def _row(method: str, build: float, memory_mb: float, qps: float, recall: float, params: dict) -> dict:
+    return {
+        "method": method,
+        "build_s": build,
+        "memory_mb": memory_mb,
+        "qps": qps,
+        "ann_recall@10": recall,
+        "params": params,
+    }
+
+
+def flat_rows(x, q) -> tuple[dict, np.ndarray]:
+    """FAISS flat, the exact reference: its row and its answers."""
+    start = time.perf_counter()
+    flat = flat_index(x.shape[1], "l2")
+    flat.add(x)
+    build = time.perf_counter() - start
+    exact, qps = timed_search(flat, q, repeat=2)
+    row = _row("faiss flat", build, index_bytes(flat) / 2**20, qps, 1.0, {})
+    print(f"faiss flat: {qps:,.0f} q/s", flush=True)
+    del flat
+    gc.collect()
+    return row, exact
+
+
+def numpy_row(x, q, exact, numpy_queries) -> dict:
+    """Numpy brute force (on the first ``numpy_queries`` queries when given)."""
+    nq = min(len(q), numpy_queries or len(q))
+    start = time.perf_counter()
+    found = numpy_knn(x, q[:nq])
+    seconds = time.perf_counter() - start
+    recall = ann_recall_at_k(found, exact[:nq])
+    print(f"numpy: {nq / seconds:,.1f} q/s on {nq} queries, recall vs faiss flat {recall:.4f}", flush=True)
+    return _row("numpy brute force", 0.0, x.nbytes / 2**20, nq / seconds, recall, {"queries_timed": nq})
+
+
+def hnsw_rows(x, q, exact, args) -> list[dict]:
+    """One HNSW graph per ``--ef-construction``, searched at each ``--ef-search``."""
+    faiss, rows = import_faiss(), []
+    for efc in args.ef_construction:
+        start = time.perf_counter()
+        index = faiss.IndexHNSWFlat(x.shape[1], args.hnsw_m)
+        index.hnsw.efConstruction = efc
+        index.add(x)
+        build = time.perf_counter() - start
+        memory = index_bytes(index) / 2**20
+        print(f"hnsw M={args.hnsw_m} efC={efc}: built in {build:.1f}s, {memory:.0f} MiB", flush=True)
+        for efs in args.ef_search:
+            index.hnsw.efSearch = efs
+            ids, qps = timed_search(index, q, repeat=args.repeat)
+            params = {"M": args.hnsw_m, "efConstruction": efc, "efSearch": efs}
+            rows.append(
+                _row(
+                    f"hnsw M={args.hnsw_m} efC={efc}", build, memory, qps, ann_recall_at_k(ids, exact), params
+                )
+            )
+            print(f"  efSearch={efs}: {qps:,.0f} q/s, recall {rows[-1]['ann_recall@10']:.4f}", flush=True)
+        del index
+        gc.collect()
+    return rows
+
+
+def ivf_rows(x, q, exact, args) -> list[dict]:
+    """One IVF index per ``--nlist`` (cells trained on a seeded sample), searched at each ``--nprobe``."""
+    faiss, rows = import_faiss(), []
+    for nlist in args.nlist:
+        start = time.perf_counter()
+        quantizer = flat_index(x.shape[1], "l2")
+        index = faiss.IndexIVFFlat(quantizer, x.shape[1], nlist)
+        index.cp.seed = 0
+        train_n = min(len(x), args.train_per_cell * nlist)
+        rows_train = np.sort(np.random.default_rng(0).choice(len(x), train_n, replace=False))
+        index.train(x[rows_train])
+        index.add(x)
+        build = time.perf_counter() - start
+        memory = index_bytes(index) / 2**20
+        print(
+            f"ivf nlist={nlist}: trained on {train_n} and built in {build:.1f}s, {memory:.0f} MiB", flush=True
+        )
+        for nprobe in (p for p in args.nprobe if p <= nlist):
+            index.nprobe = nprobe
+            ids, qps = timed_search(index, q, repeat=args.repeat)
+            params = {"nlist": nlist, "nprobe": nprobe, "train_size": train_n}
+            rows.append(_row(f"ivf nlist={nlist}", build, memory, qps, ann_recall_at_k(ids, exact), params))
+            print(f"  nprobe={nprobe}: {qps:,.0f} q/s, recall {rows[-1]['ann_recall@10']:.4f}", flush=True)
+        del index, quantizer
+        gc.collect()
+    return rows
 
 
 def targets(rows: list[dict]) -> dict:

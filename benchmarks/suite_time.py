@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/suite_time.py --profiles smoke default
+    .venv/bin/python -m benchmarks.suite_time --profiles smoke default
 
 Each profile runs ``python -m helpers.run --profile P`` with every output under a fresh temporary
 folder (nothing cached: the models train), then a second time on the same folder (everything loads
@@ -14,7 +14,7 @@ comparison runs both in one process: ``--baseline REV`` first runs the profile f
 the code of git revision ``REV`` (a temporary worktree, sharing this tree's prepared data), then
 with this tree's, and reports the ratio::
 
-    .venv/bin/python benchmarks/suite_time.py --profiles default --cold-only --baseline 887177e
+    .venv/bin/python -m benchmarks.suite_time --profiles default --cold-only --baseline 887177e
 
 ``--also-jobs 1`` adds a run of this tree's code with the notebooks one after another, between the two.
 Each run records the CPU seconds of the processes it started; with notebooks run at once
@@ -35,10 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import RESULTS_DIR, print_table, stamp  # noqa: E402
-from helpers import config  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp
+from helpers import config
 
 TARGET_SECONDS = {"smoke": 300, "default": 1200}
 

@@ -3,10 +3,10 @@
 Run from the repository root (each command rewrites its section of
 ``benchmarks/results/throughput.json`` with figures, command, date and machine)::
 
-    .venv/bin/python benchmarks/throughput.py --only generator
-    .venv/bin/python benchmarks/throughput.py --only training
+    .venv/bin/python -m benchmarks.throughput --only generator
+    .venv/bin/python -m benchmarks.throughput --only training
     # on a GPU with JAX (see ../shared/GPU.md): 60,000 images, batch 256 and 1024
-    KERAS_BACKEND=jax python benchmarks/throughput.py --only training --dataset-size 60000 \
+    KERAS_BACKEND=jax python -m benchmarks.throughput --only training --dataset-size 60000 \
         --train-batch-sizes 256 1024 --train-steps 50
 
 Generator section: triplets per second of :class:`helpers.generators.TripletGenerator` (batch 256, no
@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.common import print_table, stamp  # noqa: E402
-from helpers import config  # noqa: E402
+from benchmarks.common import print_table, stamp
+from helpers import config
 
 RESULTS = config.ROOT / "benchmarks" / "results" / "throughput.json"
 

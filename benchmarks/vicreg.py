@@ -3,11 +3,11 @@ with neighbour positives, the floors, Laplacian eigenmaps, anomaly AUCs (MNIST) 
 
 Run from the repository root; the full profile is meant for a GPU with JAX (or a background CPU run)::
 
-    python benchmarks/vicreg.py --profile default
-    KERAS_BACKEND=jax python benchmarks/vicreg.py --profile full
+    python -m benchmarks.vicreg --profile default
+    KERAS_BACKEND=jax python -m benchmarks.vicreg --profile full
     # or: train on a GPU, evaluate on a CPU from the same cache
-    KERAS_BACKEND=jax python benchmarks/vicreg.py --profile full --train-only --cache-dir $OUT/vicreg
-    python benchmarks/vicreg.py --profile full --cache-dir <the returned vicreg folder>
+    KERAS_BACKEND=jax python -m benchmarks.vicreg --profile full --train-only --cache-dir $OUT/vicreg
+    python -m benchmarks.vicreg --profile full --cache-dir <the returned vicreg folder>
 
 On a machine without the Debian package, pass ``--fashion-dir`` (the IDX files) or bring the prepared
 ``.cache/data/`` files along (``source="auto"`` reads an existing cache file first).
@@ -34,12 +34,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp, time_papermill  # noqa: E402
-from helpers import config, profiles  # noqa: E402
-from helpers.studies import cache  # noqa: E402
-from helpers.studies import vicreg as V  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, stamp, time_papermill
+from helpers import config, profiles
+from helpers.studies import cache
+from helpers.studies import vicreg as V
 
 #: The issue's targets for the full profile (Fashion-MNIST, official split).
 TARGETS = {"probe": 0.88, "anomaly_auc": 0.99}

@@ -16,7 +16,7 @@ import sys
 
 # FAISS (helpers.knn) and scikit-learn compute on OpenMP threads, which busy-wait between parallel
 # regions by default: on shared or busy cores a spinning thread takes the core from the one doing the
-# work (benchmarks/results/mining_omp_active.json against mining.json). Wait passively instead; it must
+# work (benchmarks/archive/results/mining_omp_active.json against mining.json). Wait passively instead; it must
 # be set before either library loads OpenMP, and a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

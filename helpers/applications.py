@@ -29,7 +29,9 @@ Conventions
 - A pair or a query is *accepted* when its distance is ``<= threshold``. The false-accept rate
   (FAR) is the fraction of impostor pairs accepted, the false-reject rate (FRR) the fraction of
   genuine pairs rejected; the true-accept rate TAR = 1 - FRR.
-- Nearest neighbours come from :func:`helpers.knn.exact_knn`, the suite's one k-NN path.
+- Nearest neighbours come from :func:`helpers.knn.exact_knn`, the suite's one k-NN path; a
+  :class:`Gallery` searches a flat (exact) :class:`helpers.search.EmbeddingIndex`, the same FAISS
+  brute force.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ import warnings
 import numpy as np
 
 from helpers import knn, metrics
+from helpers.search.errors import SearchError
+from helpers.search.index import EmbeddingIndex
+from helpers.search.kinds import IndexConfig
 
 METRICS = ("l2", "cosine")
 
@@ -350,38 +355,37 @@ def _resample_figures(threshold: float, target_far: float):
 UNKNOWN = -1
 
 
-@dataclasses.dataclass
 class Gallery:
     """Enrolled images of known classes: identify queries, rejecting strangers.
 
     A query goes to the class of its nearest enrolled image (1-NN over the gallery) when that image
     is at most ``threshold`` away, else it is :data:`UNKNOWN` (-1). ``threshold=None`` accepts
-    everything (closed set).
+    everything (closed set). The enrolled embeddings, labels and ids live in a flat (exact)
+    :class:`helpers.search.EmbeddingIndex`.
 
-    Attributes
+    Parameters
     ----------
-    embeddings : ndarray (n, d)
-    labels : ndarray of int64 (n,)
-    ids : ndarray (n,) of what each row is (indices into the source images by default)
+    embeddings : array-like (n, d)
+    labels : array-like of int (n,)
+    ids : array-like (n,), optional
+        What each row is (integers >= 0 or strings, unique); default the row numbers.
     metric : "l2" or "cosine"
     threshold : float or None
     """
 
-    embeddings: np.ndarray
-    labels: np.ndarray
-    ids: np.ndarray | None = None
-    metric: str = "l2"
-    threshold: float | None = None
-
-    def __post_init__(self):
-        _check_metric(self.metric)
-        self.embeddings = _vectors(self.embeddings, "gallery embeddings")
-        self.labels = _labels(self.labels, len(self.embeddings), "gallery labels")
-        if self.ids is None:
-            self.ids = np.arange(len(self.embeddings))
-        self.ids = np.asarray(self.ids)
-        if len(self.ids) != len(self.embeddings):
-            raise ApplicationError(f"ids has {len(self.ids)} entries for {len(self.embeddings)} images.")
+    def __init__(self, embeddings, labels, ids=None, metric: str = "l2", threshold: float | None = None):
+        _check_metric(metric)
+        emb = _vectors(embeddings, "gallery embeddings")
+        y = _labels(labels, len(emb), "gallery labels")
+        ids = np.arange(len(emb)) if ids is None else np.asarray(ids)
+        if len(ids) != len(emb):
+            raise ApplicationError(f"ids has {len(ids)} entries for {len(emb)} images.")
+        self.metric, self.threshold = metric, threshold
+        self.index = EmbeddingIndex(emb.shape[1], IndexConfig("flat", metric))
+        try:
+            self.index.add(emb, y, ids)
+        except SearchError as exc:
+            raise ApplicationError(f"gallery: {exc}") from None
 
     @classmethod
     def enroll(
@@ -416,21 +420,38 @@ class Gallery:
         return cls(emb[rows], y[rows], ids=rows, metric=metric, threshold=threshold)
 
     @property
+    def embeddings(self) -> np.ndarray:
+        """The enrolled embeddings (L2-normalised for the cosine metric), one row per image."""
+        return self.index.vectors
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.index.labels
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.index.ids
+
+    @property
     def classes(self) -> np.ndarray:
         """The enrolled class ids."""
-        return np.unique(self.labels)
+        return np.unique(self.index.labels)
+
+    def _search(self, queries, k: int, what: str):
+        """(ids, labels, distances) of the ``k`` nearest enrolled images of each query, (q, k) each."""
+        q = _vectors(queries, what)
+        if q.shape[1] != self.index.dim:
+            raise ApplicationError(
+                f"{what}: {q.shape[1]} features, but the gallery has {self.index.dim}; "
+                "embed them with the gallery's model."
+            )
+        found = self.index.query(q, k)
+        return found.ids, found.labels, _knn_distances(found.distances, self.metric)
 
     def nearest(self, queries):
         """(label, distance, id) of each query's nearest enrolled image."""
-        q = _vectors(queries, "queries")
-        if q.shape[1] != self.embeddings.shape[1]:
-            raise ApplicationError(
-                f"queries have {q.shape[1]} features but the gallery {self.embeddings.shape[1]}; "
-                "embed them with the gallery's model."
-            )
-        idx, d2 = knn.exact_knn(q, self.embeddings, k=1, metric=self.metric)
-        idx = idx[:, 0]
-        return self.labels[idx], _knn_distances(d2[:, 0], self.metric), self.ids[idx]
+        ids, labels, distances = self._search(queries, 1, "queries")
+        return labels[:, 0], distances[:, 0], ids[:, 0]
 
     def identify(self, queries, threshold: float | None = ...) -> tuple[np.ndarray, np.ndarray]:
         """Class of each query, or :data:`UNKNOWN` beyond the threshold; and the nearest distance.
@@ -448,17 +469,11 @@ class Gallery:
 
         The best-match case: every enrolled image scored against one query (``k`` of them).
         """
-        q = _vectors(np.asarray(query).reshape(1, -1), "query")
-        k = len(self.embeddings) if k is None else int(k)
-        if not 1 <= k <= len(self.embeddings):
-            raise ApplicationError(f"k must be in [1, {len(self.embeddings)}] (gallery size), got {k}.")
-        if q.shape[1] != self.embeddings.shape[1]:
-            raise ApplicationError(
-                f"the query has {q.shape[1]} features but the gallery {self.embeddings.shape[1]}."
-            )
-        idx, d2 = knn.exact_knn(q, self.embeddings, k=k, metric=self.metric)
-        idx = idx[0]
-        return self.ids[idx], self.labels[idx], _knn_distances(d2[0], self.metric)
+        k = len(self.index) if k is None else int(k)
+        if not 1 <= k <= len(self.index):
+            raise ApplicationError(f"k must be in [1, {len(self.index)}] (gallery size), got {k}.")
+        ids, labels, distances = self._search(np.asarray(query).reshape(1, -1), k, "the query")
+        return ids[0], labels[0], distances[0]
 
 
 def open_set_rates(gallery: Gallery, known_queries, known_labels, unknown_queries, target_far: float = 0.01):

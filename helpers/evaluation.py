@@ -38,7 +38,6 @@ from helpers import checks, config, knn, metrics
 __all__ = [
     "EvaluationError",
     "embed",
-    "SHIFT_SETS",
     "knn_accuracy",
     "knn_correct",
     "retrieval_metrics",
@@ -123,48 +122,17 @@ def _check_same_dim(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> N
 # --------------------------------------------------------------------------------------------
 
 
-#: Named test-time shift sets for :func:`embed`: ``(dx, dy)`` offsets in pixels, the unshifted image first.
-SHIFT_SETS = {
-    "none": ((0, 0),),
-    "cross1": ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)),
-    "square1": ((0, 0), *((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0))),
-    "square2": ((0, 0), *((dx, dy) for dx in range(-2, 3) for dy in range(-2, 3) if (dx, dy) != (0, 0))),
-}
-
-
-def _shift_offsets(shifts) -> tuple[tuple[int, int], ...]:
-    if isinstance(shifts, str):
-        if shifts not in SHIFT_SETS:
-            raise EvaluationError(f"unknown shift set {shifts!r}; choose one of {sorted(SHIFT_SETS)}.")
-        return SHIFT_SETS[shifts]
-    offsets = tuple(tuple(s) for s in shifts)
-    if not offsets or any(
-        len(s) != 2 or not all(isinstance(v, (int, np.integer)) for v in s) for s in offsets
-    ):
-        raise EvaluationError(
-            f"shifts must be a name in {sorted(SHIFT_SETS)} or a non-empty list of (dx, dy) integer "
-            f"pixel offsets, got {shifts!r}."
-        )
-    return offsets
-
-
-def embed(model, x, batch_size: int = 512, shifts=None) -> np.ndarray:
-    """Embed ``x`` with ``model`` in batches, optionally averaged over shifted copies.
+def embed(model, x, batch_size: int = 512) -> np.ndarray:
+    """Embed ``x`` with ``model`` in batches.
 
     Parameters
     ----------
     model : keras.Model
         Embedding network mapping images to vectors.
     x : array-like of shape (n_samples, ...)
-        Model inputs; images ``(n, H, W[, C])`` when ``shifts`` is given.
+        Model inputs.
     batch_size : int, default=512
         Prediction batch size.
-    shifts : str or sequence of (dx, dy), default=None
-        Test-time augmentation: embed each image moved by every ``(dx, dy)`` pixel offset (see
-        :func:`helpers.data.shift_images`; a name in :data:`SHIFT_SETS` picks a set) and return the
-        mean. When the model's embeddings are unit vectors, the mean is scaled back to unit length,
-        so the result lives where the model's own embeddings do. ``None`` embeds the images as
-        they are.
 
     Returns
     -------
@@ -175,17 +143,6 @@ def embed(model, x, batch_size: int = 512, shifts=None) -> np.ndarray:
     x = np.asarray(x)
     if len(x) == 0:
         raise EvaluationError("x is empty; pass at least one sample to embed.")
-    if shifts is not None:
-        from helpers.data import shift_images
-
-        offsets = _shift_offsets(shifts)
-        if x.ndim not in (3, 4):
-            raise EvaluationError(f"shifts need images (n, H, W[, C]), got inputs of shape {x.shape}.")
-        copies = [embed(model, shift_images(x, dx, dy), batch_size) for dx, dy in offsets]
-        mean = np.mean(copies, axis=0)
-        if all(np.allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-3) for c in copies):
-            mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-        return mean.astype(np.float32)
     out = model.predict(x, batch_size=batch_size, verbose=0)
     if isinstance(out, (list, tuple)):
         raise EvaluationError(f"model returns {len(out)} outputs; pass the single-output embedding network.")

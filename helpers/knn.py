@@ -22,8 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("l2", "cosine")
-# query rows per FAISS call when excluding entries (bounds the k + extra result buffers)
-_QUERY_CHUNK = 4096
+#: query rows per FAISS call (bounds the result buffers); helpers.search searches in the same blocks,
+#: so an exact index answers to the bit what exact_knn does
+QUERY_CHUNK = 4096
 
 
 class KNNError(ValueError):
@@ -114,8 +115,8 @@ def exact_knn(queries, references, k: int, metric: str = "l2", exclude=None, far
     k_search = k + (1 if exclude is not None else 0)
     out_idx = np.empty((len(q), k), dtype=np.int64)
     out_dist = np.empty((len(q), k), dtype=np.float32)
-    for start in range(0, len(q), _QUERY_CHUNK):
-        rows = slice(start, start + _QUERY_CHUNK)
+    for start in range(0, len(q), QUERY_CHUNK):
+        rows = slice(start, start + QUERY_CHUNK)
         scores, idx = index.search(query_vectors[rows], k_search)
         if exclude is not None:
             idx, scores = drop_excluded(idx, scores, exclude[rows])

@@ -292,7 +292,7 @@ def batch_semi_hard_triplet(
     The negatives are found by sorting each anchor's distances (:func:`_semi_hard_negative_distances`),
     in ``O(batch^2 log batch)`` time and ``O(batch^2)`` memory, not tfa's ``(batch, batch, batch)``
     comparison: at a P x K batch of 320 that comparison was about a third of the CBAM model's training
-    step (``benchmarks/results/semi_hard_loss.json``).
+    step (``benchmarks/archive/results/semi_hard_loss.json``).
 
     ``center_reg_weight > 0`` adds the center regularisation of :func:`triplet_center_reg` on every
     positive pair of the batch: ``center_reg_weight x`` the anchor's mean over its positives of the
@@ -336,7 +336,7 @@ def batch_all_triplet(labels, embeddings, margin: float = 1.0, squared: bool = T
     ``d(a, n) <= d(a, p) + margin`` (:func:`_negatives_at_or_below`, a sort of each anchor's row),
     so time is ``O(batch^2 log batch)`` and memory ``O(batch^2)``, not the ``O(batch^3)`` of comparing
     every triplet, with the same values up to float rounding
-    (``python benchmarks/semi_hard_loss.py --loss batch-all`` times both).
+    (``python -m benchmarks.archive.semi_hard_loss --loss batch-all`` times both).
     """
     d = pairwise_distances(embeddings, squared=squared)
     positive, negative = _label_masks(labels)

@@ -1,4 +1,5 @@
-"""The committed benchmark results, read one way: ``benchmarks/results/<name>.json``.
+"""The committed benchmark results, read one way: ``benchmarks/results/<name>.json``, or
+``benchmarks/archive/results/<name>.json`` for an answered investigation.
 
 Each benchmark script writes one JSON file (its figures, the command and date that made them, the
 machine); notebooks and reports read them back here, by name, as a dict or as a table.
@@ -17,8 +18,11 @@ class ResultsMissing(FileNotFoundError):
 
 
 def path(name: str) -> Path:
-    """Where the results of benchmark ``name`` (``"quality"``, ``"applications"``...) are."""
-    return config.RESULTS / f"{name}.json"
+    """Where the results of benchmark ``name`` (``"quality"``, ``"applications"``...) are: the
+    durable benchmarks' folder first, then the archive of answered investigations."""
+    current = config.RESULTS / f"{name}.json"
+    archived = config.RESULTS.parent / "archive" / "results" / f"{name}.json"
+    return archived if not current.is_file() and archived.is_file() else current
 
 
 def exists(name: str) -> bool:
@@ -31,7 +35,7 @@ def read(name: str) -> dict:
     target = path(name)
     if not target.is_file():
         raise ResultsMissing(
-            f"{target} is not there; run the benchmark that writes it (benchmarks/{name}.py)"
+            f"{target} is not there; run the benchmark that writes it (python -m benchmarks.{name})"
         )
     return json.loads(target.read_text(encoding="utf-8"))
 

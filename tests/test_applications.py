@@ -327,3 +327,22 @@ def test_identification_interval_and_standard_error_on_overlapping_clusters():
     assert rep["closed_1shot_se"] == pytest.approx(rep["closed_1shot_std"] * np.sqrt(4 / 3) / 2)
     for key in ("closed_1shot", "dir_1shot"):
         assert rep[f"{key}_ci_low"] < rep[key] < rep[f"{key}_ci_high"]
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_gallery_on_the_flat_index_answers_to_the_bit_what_exact_knn_does(metric):
+    from helpers import knn
+
+    rng = np.random.default_rng(1)
+    enrolled, queries = (
+        rng.normal(size=(300, 8)).astype(np.float32),
+        rng.normal(size=(9000, 8)).astype(np.float32),
+    )
+    labels = rng.integers(0, 10, 300)
+    gallery = Gallery(enrolled, labels, metric=metric)
+    predicted, distances, ids = gallery.nearest(queries)  # more queries than one FAISS block
+    rows, d2 = knn.exact_knn(queries, enrolled, k=1, metric=metric)
+    np.testing.assert_array_equal(ids, rows[:, 0])
+    np.testing.assert_array_equal(predicted, labels[rows[:, 0]])
+    expected = np.sqrt(np.maximum(d2[:, 0], 0.0)) if metric == "l2" else d2[:, 0]  # Euclidean, not squared
+    np.testing.assert_array_equal(distances, expected.astype(np.float64))

@@ -401,7 +401,7 @@ def test_sorted_batch_all_has_the_gradients_of_every_triplet(squared):
     # against the loss as it was (one relu per triplet, kept in the benchmark that times both); float64,
     # so the sums' order does not matter: values and gradients agree to round-off, on a P x K batch and
     # on one with uneven classes and a class of one image (no positive)
-    from benchmarks.semi_hard_loss import cube_batch_all_triplet as _every_triplet_batch_all
+    from benchmarks.archive.semi_hard_loss import cube_batch_all_triplet as _every_triplet_batch_all
 
     rng = np.random.default_rng(11)
     for labels in (np.repeat(np.arange(5), 6), np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])):

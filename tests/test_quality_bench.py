@@ -130,7 +130,7 @@ def test_studies_writer_moves_legacy_rows_and_replaces_a_rerun(tmp_path):
     assert row["split_seeds"] == [1, 2] and row["3nn_accuracy"] == pytest.approx(0.985)
     assert (
         row["command"]
-        == "python benchmarks/quality_studies.py cbam_margin_1 --split-seeds 1 2 --eval-split val"
+        == "python -m benchmarks.quality_studies cbam_margin_1 --split-seeds 1 2 --eval-split val"
     )
     doc = quality_studies.merge_study(doc, row)
     doc = quality_studies.merge_study(doc, {**row, "3nn_accuracy": 0.5})  # rerun: replaces
@@ -155,7 +155,7 @@ def test_a_study_whose_overrides_change_nothing_reuses_the_benchmark_cache():
 
 
 def test_bn_recalibration_summary_pairs_each_split_seeds_two_rows():
-    from benchmarks import bn_recalibration
+    from benchmarks.archive import bn_recalibration
 
     def row(split_seed, statistics, acc, sil):
         metrics = {"3nn_accuracy": acc, "silhouette": sil, "map_at_r": acc, "precision_at_1": acc}
@@ -180,7 +180,7 @@ def test_bn_recalibration_summary_pairs_each_split_seeds_two_rows():
 def test_data_size_fraction_is_stratified_seeded_and_leaves_the_other_splits():
     import numpy as np
 
-    from benchmarks import data_size
+    from benchmarks.archive import data_size
     from helpers.data import Dataset
 
     rng = np.random.default_rng(0)
@@ -201,7 +201,7 @@ def test_data_size_fraction_is_stratified_seeded_and_leaves_the_other_splits():
 
 
 def test_data_size_summary_is_one_row_per_fraction_smallest_first():
-    from benchmarks import data_size
+    from benchmarks.archive import data_size
 
     def row(fraction, split_seed, acc):
         metrics = {"3nn_accuracy": acc, "silhouette": acc, "map_at_r": acc, "precision_at_1": acc}
@@ -220,7 +220,7 @@ def test_data_size_summary_is_one_row_per_fraction_smallest_first():
 
 
 def test_shift_averaging_summary_pairs_each_set_with_none_on_the_same_split_seeds():
-    from benchmarks import shift_averaging
+    from benchmarks.archive import shift_averaging
 
     def row(split_seed, shift_set, acc, eval_split="val"):
         return {
@@ -247,7 +247,7 @@ def test_shift_averaging_summary_pairs_each_set_with_none_on_the_same_split_seed
 def test_refit_trains_on_train_then_val_and_summarises_against_the_registry_run():
     import numpy as np
 
-    from benchmarks import refit_train_val as refit
+    from benchmarks.archive import refit_train_val as refit
     from helpers.data import Dataset
 
     x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
@@ -278,7 +278,7 @@ def test_refit_trains_on_train_then_val_and_summarises_against_the_registry_run(
 
 
 def test_shift_averaging_refuses_to_merge_into_a_file_of_another_kind_before_measuring(tmp_path, monkeypatch):
-    from benchmarks import shift_averaging
+    from benchmarks.archive import shift_averaging
 
     other = tmp_path / "suite_time.json"
     other.write_text(json.dumps({"profiles": {}}))
@@ -329,3 +329,19 @@ def test_a_summary_gives_the_standard_error_over_runs_or_one_run_s_interval():
     one = quality.summarise([a])[0]
     assert (one["3nn_accuracy_ci_low"], one["3nn_accuracy_ci_high"]) == (0.97, 0.99)
     assert "3nn_accuracy_se" not in one
+
+
+def test_archived_shift_averaging_embeds_the_mean_over_its_shift_set():
+    import numpy as np
+
+    from benchmarks.archive.shift_averaging import embed_shifted
+
+    class PixelPosition:  # a stand-in network: the lit pixel's (row, column)
+        def predict(self, x, batch_size=None, verbose=0):
+            row, column = np.divmod(x.reshape(len(x), -1).argmax(axis=1), x.shape[2])
+            return np.stack([row, column], axis=1).astype(np.float32)
+
+    x = np.zeros((1, 5, 5, 1), dtype=np.float32)
+    x[0, 1, 2] = 1.0
+    # cross1 moves the pixel to (1,2) (1,3) (1,1) (2,2) (0,2): the mean is (1, 2)
+    np.testing.assert_allclose(embed_shifted(PixelPosition(), x, "cross1"), [[1.0, 2.0]])

@@ -91,3 +91,14 @@ def test_cpu_training_renders_images_per_s_kernel_share_and_the_paired_speed_up(
     table = {line.split(" | ")[2]: line for line in lines if line.startswith("| cnn_simple_v1")}
     assert "| 100 |" in table["baseline"] and "25.0%" in table["baseline"] and "| — |" in table["baseline"]
     assert "1.20x (1.20–1.21)" in table["tcmalloc"]
+
+
+def test_archived_investigations_render_from_the_archive_and_commands_show_as_module_runs():
+    page = report.render()
+    assert "## Answered investigations" in page and "**BatchNorm recalibration, paired**" in page
+    assert (
+        "[archive/results/bn_recalibration.json](../benchmarks/archive/results/bn_recalibration.json)" in page
+    )
+    assert "python benchmarks/" not in page  # recorded script runs show as today's module runs
+    assert report._scrub("python benchmarks/quality.py --seeds 0") == "python -m benchmarks.quality --seeds 0"
+    assert report._scrub("python benchmarks/mining.py") == "python -m benchmarks.archive.mining"

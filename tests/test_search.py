@@ -16,7 +16,14 @@ from PIL import Image
 
 from helpers import search, training
 from helpers.data import load_dataset
-from helpers.search import EmbeddingIndex, ModelMismatchError, NotAnIndexError, SearchError, store
+from helpers.search import (
+    EmbeddingIndex,
+    IndexConfig,
+    ModelMismatchError,
+    NotAnIndexError,
+    SearchError,
+    store,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "cnn_simple_v1"
@@ -54,7 +61,7 @@ def recall(found, exact):
 def test_flat_index_equals_numpy_brute_force(metric):
     x, y, q = clustered()
     ids = np.array([f"item-{i}" for i in range(len(x))])
-    index = EmbeddingIndex(x.shape[1], "flat", metric)
+    index = EmbeddingIndex(x.shape[1], IndexConfig("flat", metric))
     index.add(x, y, ids)
     result = index.query(q, 7)
     order, dist = brute_force(q, x, 7, metric)
@@ -67,7 +74,7 @@ def test_flat_index_equals_numpy_brute_force(metric):
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_indexes_have_high_recall_on_small_clustered_data(kind):
     x, y, q = clustered()
-    index = EmbeddingIndex(x.shape[1], kind, "l2", nprobe=8)
+    index = EmbeddingIndex(x.shape[1], IndexConfig(kind, "l2", nprobe=8))
     index.add(x, y)
     exact, _ = brute_force(q, x, 10)
     assert recall(index.query(q, 10).ids, exact) >= 0.9
@@ -79,7 +86,7 @@ def test_approximate_indexes_have_high_recall_on_small_clustered_data(kind):
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_save_load_query_identical_then_add_and_remove(kind, tmp_path):
     x, y, q = clustered()
-    index = EmbeddingIndex(x.shape[1], kind, "cosine", class_names=[f"c{i}" for i in range(10)])
+    index = EmbeddingIndex(x.shape[1], IndexConfig(kind, "cosine"), class_names=[f"c{i}" for i in range(10)])
     index.add(x[:2000], y[:2000])
     before = index.query(q, 10)
     index.save(tmp_path / "idx")
@@ -111,6 +118,27 @@ def test_save_load_query_identical_then_add_and_remove(kind, tmp_path):
     assert loaded.query(x[1:2], 1).ids[0, 0] == 1  # positions stayed aligned with the ids
     with pytest.raises(SearchError, match="not in the index"):
         loaded.remove([0])
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_kinds_are_factory_strings_and_keys_survive_remove_then_add(kind, tmp_path):
+    x, y, _ = clustered()
+    config = IndexConfig(kind, "l2", nlist=16 if kind == "ivf" else None)
+    assert (
+        config.factory_string() == {"flat": "IDMap2,Flat", "hnsw": "IDMap2,HNSW32", "ivf": "IVF16,Flat"}[kind]
+    )
+    index = EmbeddingIndex(x.shape[1], config)
+    index.add(x[:1000], y[:1000], ids=[f"item{i}" for i in range(1000)])
+    index.remove([f"item{i}" for i in range(0, 1000, 2)])
+    index.add(x[1000:1100], y[1000:1100], ids=[f"item{i}" for i in range(1000, 1100)])
+    index.save(tmp_path / "idx")
+    loaded = EmbeddingIndex.load(tmp_path / "idx")
+    for row in (1, 999, 1000, 1099):  # a stored vector finds itself, before and after the removal
+        assert loaded.query(x[row : row + 1], 1, nprobe=16).ids[0, 0] == f"item{row}"
+    meta = json.loads((tmp_path / "idx" / "metadata.json").read_text())
+    (tmp_path / "idx" / "metadata.json").write_text(json.dumps({**meta, "format": 1}))
+    with pytest.raises(NotAnIndexError, match="format 1.*Rebuild the index"):
+        EmbeddingIndex.load(tmp_path / "idx")
 
 
 def test_string_ids_round_trip_without_pickle(tmp_path):
@@ -177,9 +205,9 @@ def test_bad_input_is_one_clear_error():
     with pytest.raises(SearchError, match="one per item"):
         index.add(x[:2], y[:3])
     with pytest.raises(SearchError, match="kind must be one of"):
-        EmbeddingIndex(16, kind="lsh")
+        EmbeddingIndex(16, IndexConfig("lsh"))
     with pytest.raises(SearchError, match="nlist=64 cells needs at least 64"):
-        EmbeddingIndex(16, kind="ivf", nlist=64).add(x[:10])
+        EmbeddingIndex(16, IndexConfig("ivf", nlist=64)).add(x[:10])
 
 
 # --- embeddings are computed once -------------------------------------------------------------------
@@ -338,7 +366,7 @@ def test_from_model_queries_images_and_refuses_a_changed_model(data, cache, tmp_
     index = EmbeddingIndex.from_model(
         MODEL, data.x_test[:300], data.y_test[:300], data=data, cache_dir=own_cache, train_kwargs=TINY
     )
-    assert index.fingerprint == training.read_cache_record(MODEL, own_cache)["fingerprint"]
+    assert index.model.fingerprint == training.read_cache_record(MODEL, own_cache)["fingerprint"]
     by_image = index.query(data.x_test[:20], 3)
     np.testing.assert_array_equal(by_image.ids[:, 0], np.arange(20))
     np.testing.assert_allclose(by_image.distances[:, 0], 0.0, atol=1e-4)

@@ -27,7 +27,8 @@ from helpers.data import DATASETS
 from helpers.knn import METRICS
 from helpers.search.errors import ModelMismatchError, ModelNotCachedError, NotAnIndexError, SearchError
 from helpers.search.images import read_image
-from helpers.search.index import KINDS, EmbeddingIndex, SearchResult
+from helpers.search.index import EmbeddingIndex, SearchResult
+from helpers.search.kinds import KINDS, IndexConfig
 from helpers.search.store import read_metadata
 
 
@@ -132,8 +133,7 @@ def _build(args) -> int:
         x,
         y,
         data=data,
-        kind=args.kind,
-        metric=args.metric,
+        config=IndexConfig(args.kind, args.metric),
         cache_dir=args.cache_dir,
         train_kwargs=train_kwargs,
     )

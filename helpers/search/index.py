@@ -1,7 +1,11 @@
 """``EmbeddingIndex``: vectors with their labels and ids in a FAISS index (flat, HNSW or IVF).
 
-See the package's documentation (``helpers.search``) for the kinds, metrics and removal; the
-folder format is in :mod:`helpers.search.store`.
+See the package's documentation (``helpers.search``) for the kinds, metrics and removal; the kinds
+and their settings are in :mod:`helpers.search.kinds`, the folder format in :mod:`helpers.search.store`.
+
+Each item gets an int64 key, the id FAISS stores (``add_with_ids``); keys grow with every add and are
+never reused, so the stored rows (vectors, labels, the caller's ids) stay in key order and a FAISS
+answer maps back to its row by a sorted search.
 """
 
 from __future__ import annotations
@@ -12,12 +16,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from helpers import config
-from helpers.knn import METRICS, KNNError, as_vectors, flat_index, import_faiss, l2_normalize
+from helpers.knn import QUERY_CHUNK, KNNError, as_vectors, import_faiss, l2_normalize
 from helpers.search import store
-from helpers.search.errors import ModelMismatchError, SearchError
+from helpers.search.errors import SearchError
+from helpers.search.kinds import IndexConfig
+from helpers.search.model import IndexModel
 
-KINDS = ("flat", "hnsw", "ivf")
 NO_LABEL = -1
 
 
@@ -40,80 +44,55 @@ class EmbeddingIndex:
     ----------
     dim : int
         Embedding dimension.
-    kind : {"flat", "hnsw", "ivf"}
-    metric : {"l2", "cosine"}
-    hnsw_m, ef_construction, ef_search : int
-        HNSW links per node, build-time and query-time candidate list sizes.
-    nlist, nprobe, train_size : int
-        IVF cells (default ``4 * sqrt(n)`` of the first batch added, at most ``n / 39``), cells
-        searched per query, and the size of the random sample the cells are trained on.
-    seed : int
-        Seed of the IVF training sample and of the k-means.
+    config : IndexConfig, optional
+        The kind of index, its metric and parameters (default: exact flat, squared L2).
+    class_names : list of str, optional
+        Readable name of each label.
     embed_fn : callable, optional
         ``images -> (n, dim) embeddings``; needed to add or query images (``from_model`` and
         ``load`` set it from the cached model).
-    model_name, fingerprint : str, optional
-        The registry model that made the vectors and the fingerprint of its cache entry.
-    class_names : list of str, optional
-        Readable name of each label.
+    input_shape : tuple, optional
+        The image shape ``embed_fn`` takes (checked before embedding).
+    model : IndexModel, optional
+        The registry model that made the vectors (``from_model`` sets it).
     """
 
     def __init__(
         self,
         dim: int,
-        kind: str = "flat",
-        metric: str = "l2",
+        config: IndexConfig | None = None,
         *,
-        hnsw_m: int = 32,
-        ef_construction: int = 40,
-        ef_search: int = 64,
-        nlist: int | None = None,
-        nprobe: int = 8,
-        train_size: int = 100_000,
-        seed: int = 0,
-        embed_fn: Callable | None = None,
-        model_name: str | None = None,
-        fingerprint: str | None = None,
         class_names=None,
+        embed_fn: Callable | None = None,
         input_shape=None,
+        model: IndexModel | None = None,
     ):
-        if kind not in KINDS:
-            raise SearchError(f"kind must be one of {KINDS}, got {kind!r}.")
-        if metric not in METRICS:
-            raise SearchError(f"metric must be one of {METRICS}, got {metric!r}.")
         if int(dim) < 1:
             raise SearchError(f"dim must be >= 1, got {dim}.")
-        for key, value in (
-            ("hnsw_m", hnsw_m),
-            ("ef_construction", ef_construction),
-            ("ef_search", ef_search),
-            ("nprobe", nprobe),
-            ("train_size", train_size),
-        ):
-            if int(value) < 1:
-                raise SearchError(f"{key} must be >= 1, got {value}.")
-        self.dim, self.kind, self.metric = int(dim), kind, metric
-        self.params = {
-            "hnsw_m": int(hnsw_m),
-            "ef_construction": int(ef_construction),
-            "ef_search": int(ef_search),
-            "nlist": None if nlist is None else int(nlist),
-            "nprobe": int(nprobe),
-            "train_size": int(train_size),
-            "seed": int(seed),
-        }
-        self.embed_fn = embed_fn
-        self.model_name, self.fingerprint = model_name, fingerprint
+        self.dim, self.config = int(dim), config or IndexConfig()
         self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.embed_fn, self.model = embed_fn, model
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self.source: dict | None = None  # where the items came from (dataset, split), for figures
-        self.model_cache_dir: str | None = None
-        self.model_dataset: str = "mnist"  # the models_cache/<dataset>/ entry of the model
         self._vectors = np.empty((0, self.dim), np.float32)
         self._labels = np.empty(0, np.int64)
         self._ids = np.empty(0, np.int64)
-        self._next_id = 0
-        self._index = None  # created at the first add (IVF needs data to train)
+        self._keys = np.empty(0, np.int64)  # the FAISS id of each row, ascending
+        self._next_id = self._next_key = 0
+        self._faiss = None  # created at the first add (IVF needs data to train)
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def metric(self) -> str:
+        return self.config.metric
+
+    @property
+    def params(self) -> dict:
+        """The kind's parameters (``nlist`` is set at the first add of an IVF index)."""
+        return self.config.params()
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -126,20 +105,18 @@ class EmbeddingIndex:
         ids=None,
         *,
         data=None,
-        kind: str = "flat",
-        metric: str = "l2",
-        class_names=None,
+        config: IndexConfig | None = None,
         cache_dir=None,
         batch_size: int = 512,
         train_kwargs: dict | None = None,
-        **index_kwargs,
     ) -> EmbeddingIndex:
         """Embed ``images`` with the cached registry model ``model_name`` and index them.
 
         The model comes from ``helpers.training.train(model_name, data, cache_dir=cache_dir,
         **train_kwargs)``, which loads it when the cache's fingerprint matches (and trains it
-        otherwise). ``data`` is the dataset the model was trained on (default: ``load_dataset()``);
-        ``train_kwargs`` the training parameters it was cached with (default: the registry's).
+        otherwise). ``data`` is the dataset the model was trained on (default: ``load_dataset()``),
+        whose class names the index takes; ``train_kwargs`` the training parameters it was cached
+        with (default: the registry's).
         """
         from helpers import training
         from helpers.data import load_dataset
@@ -148,50 +125,16 @@ class EmbeddingIndex:
         if data is None:
             data = load_dataset(verbose=False)
         model, record = training.train(model_name, data, cache_dir=cache_dir, **(train_kwargs or {}))
+        cache = str(Path(cache_dir or config.MODELS_CACHE).resolve())
         index = cls(
             int(model.output.shape[-1]),
-            kind=kind,
-            metric=metric,
+            config,
+            class_names=data.class_names,
             embed_fn=lambda x: embed(model, x, batch_size=batch_size),
-            model_name=model_name,
-            fingerprint=record["fingerprint"],
-            class_names=class_names if class_names is not None else data.class_names,
             input_shape=tuple(model.input.shape[1:]),
-            **index_kwargs,
+            model=IndexModel(model_name, record["fingerprint"], cache, data.name),
         )
-        index.model_cache_dir = str(Path(cache_dir or config.MODELS_CACHE).resolve())
-        index.model_dataset = data.name
         index.add(images, labels, ids)
-        return index
-
-    def _new_faiss_index(self, sample: np.ndarray):
-        faiss = import_faiss()
-        faiss_metric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
-        if self.kind == "flat":
-            return flat_index(self.dim, self.metric)
-        if self.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(self.dim, self.params["hnsw_m"], faiss_metric)
-            index.hnsw.efConstruction = self.params["ef_construction"]
-            index.hnsw.efSearch = self.params["ef_search"]
-            return index
-        nlist = self.params["nlist"]
-        if nlist is None:
-            # FAISS wants >= 39 training points per cell
-            nlist = max(1, min(len(sample) // 39, int(4 * np.sqrt(len(sample)))))
-            self.params["nlist"] = nlist
-        if len(sample) < nlist:
-            raise SearchError(
-                f"an IVF index with nlist={nlist} cells needs at least {nlist} vectors in "
-                f"its first add, got {len(sample)}; add more at once or lower nlist."
-            )
-        quantizer = flat_index(self.dim, self.metric)
-        index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss_metric)
-        index.cp.seed = self.params["seed"]
-        rng = np.random.default_rng(self.params["seed"])
-        take = min(len(sample), self.params["train_size"])
-        rows = np.sort(rng.choice(len(sample), take, replace=False)) if take < len(sample) else slice(None)
-        index.train(np.ascontiguousarray(sample[rows]))
-        index.nprobe = self.params["nprobe"]
         return index
 
     # --- items ----------------------------------------------------------------------------------
@@ -218,21 +161,7 @@ class EmbeddingIndex:
         if a.ndim == 2 and a.shape[1] == self.dim:
             vectors = a
         elif a.ndim in (3, 4):
-            if self.embed_fn is None:
-                raise SearchError(
-                    f"{what} look like images {a.shape} but this index has no model to "
-                    f"embed them; pass embeddings of shape (n, {self.dim})."
-                )
-            if a.ndim == 3:
-                a = a[..., None]
-            if self.input_shape is not None and tuple(a.shape[1:]) != self.input_shape:
-                raise SearchError(
-                    f"{what} have shape {a.shape[1:]} but the model takes "
-                    f"{self.input_shape}; see helpers.search.read_image."
-                )
-            if len(a) == 0:
-                raise SearchError(f"{what} are empty; pass at least one image.")
-            vectors = self.embed_fn(a.astype(np.float32))
+            vectors = self._embed_images(a, what)
         else:
             raise SearchError(
                 f"{what} must be embeddings of shape (n, {self.dim}) or images of shape "
@@ -246,26 +175,32 @@ class EmbeddingIndex:
             raise SearchError(f"{what} embed to {vectors.shape[1]} dimensions, the index has {self.dim}.")
         return l2_normalize(vectors) if self.metric == "cosine" else vectors
 
+    def _embed_images(self, images: np.ndarray, what: str):
+        if self.embed_fn is None:
+            raise SearchError(
+                f"{what} look like images {images.shape} but this index has no model to "
+                f"embed them; pass embeddings of shape (n, {self.dim})."
+            )
+        if images.ndim == 3:
+            images = images[..., None]
+        if self.input_shape is not None and tuple(images.shape[1:]) != self.input_shape:
+            raise SearchError(
+                f"{what} have shape {images.shape[1:]} but the model takes "
+                f"{self.input_shape}; see helpers.search.read_image."
+            )
+        if len(images) == 0:
+            raise SearchError(f"{what} are empty; pass at least one image.")
+        return self.embed_fn(images.astype(np.float32))
+
     def _check_ids(self, ids, n: int) -> np.ndarray:
+        """The new items' ids: consecutive integers by default, else ``ids`` checked (one per item,
+        unique, not stored yet, all integers >= 0 or all non-empty strings like the stored ones)."""
         if ids is None:
             if self._ids.dtype.kind == "U":
                 raise SearchError("this index has string ids: pass ids for the new items.")
             ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         else:
-            ids = np.asarray(ids)
-            if ids.ndim != 1 or len(ids) != n:
-                raise SearchError(
-                    f"ids must be a 1-D sequence of {n} ids (one per item), got shape {ids.shape}."
-                )
-            if ids.dtype.kind in "iu":
-                ids = ids.astype(np.int64)
-                if (ids < 0).any():
-                    raise SearchError("integer ids must be >= 0 (-1 marks a missing neighbour).")
-            elif ids.dtype.kind == "U":
-                if (ids == "").any():
-                    raise SearchError("string ids must not be empty ('' marks a missing neighbour).")
-            else:
-                raise SearchError(f"ids must be all integers or all strings, got dtype {ids.dtype}.")
+            ids = _given_ids(ids, n)
             if len(self._ids) and (ids.dtype.kind == "U") != (self._ids.dtype.kind == "U"):
                 kind = "string" if self._ids.dtype.kind == "U" else "integer"
                 raise SearchError(f"this index has {kind} ids; the new ids must be {kind}s too.")
@@ -276,6 +211,17 @@ class EmbeddingIndex:
             raise SearchError(f"ids already in the index: {list(clash[:5])}; remove them first.")
         return ids
 
+    def _check_labels(self, labels, n: int) -> np.ndarray:
+        if labels is None:
+            return np.full(n, NO_LABEL, np.int64)
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != n or labels.dtype.kind not in "iu":
+            raise SearchError(
+                f"labels must be {n} integers (one per item), got shape {labels.shape} "
+                f"of dtype {labels.dtype}."
+            )
+        return labels.astype(np.int64)
+
     def add(self, images_or_embeddings, labels=None, ids=None) -> np.ndarray:
         """Embed (if images) and store new items; return their ids.
 
@@ -285,21 +231,17 @@ class EmbeddingIndex:
         n = len(vectors)
         if n == 0:
             raise SearchError("nothing to add: pass at least one item.")
-        if labels is None:
-            labels = np.full(n, NO_LABEL, np.int64)
-        labels = np.asarray(labels).reshape(-1)
-        if len(labels) != n or labels.dtype.kind not in "iu":
-            raise SearchError(
-                f"labels must be {n} integers (one per item), got shape {labels.shape} "
-                f"of dtype {labels.dtype}."
-            )
+        labels = self._check_labels(labels, n)
         ids = self._check_ids(ids, n)
-        if self._index is None:
-            self._index = self._new_faiss_index(vectors)
-        self._index.add(vectors)
+        if self._faiss is None:
+            self._faiss = self.config.build(self.dim, vectors)
+        keys = np.arange(self._next_key, self._next_key + n, dtype=np.int64)
+        self._faiss.add_with_ids(vectors, keys)
         self._vectors = np.concatenate([self._vectors, vectors])
-        self._labels = np.concatenate([self._labels, labels.astype(np.int64)])
+        self._labels = np.concatenate([self._labels, labels])
         self._ids = ids if not len(self._ids) else np.concatenate([self._ids, ids])
+        self._keys = np.concatenate([self._keys, keys])
+        self._next_key += n
         if ids.dtype.kind in "iu":
             self._next_id = max(self._next_id, int(ids.max()) + 1)
         return ids
@@ -307,8 +249,8 @@ class EmbeddingIndex:
     def remove(self, ids) -> int:
         """Remove the items with these ids; return how many were removed. Unknown ids are an error.
 
-        Flat: FAISS ``remove_ids``. IVF: ``reset`` (keeps the trained cells) and re-add the rest.
-        HNSW: rebuilt from the stored vectors (FAISS' HNSW cannot delete nodes).
+        Flat (``IndexIDMap2``) and IVF: FAISS ``remove_ids`` by key. HNSW: rebuilt from the stored
+        vectors (FAISS' HNSW cannot delete nodes).
         """
         ids = np.asarray(ids).reshape(-1)
         if len(ids) == 0:
@@ -319,20 +261,15 @@ class EmbeddingIndex:
         if len(missing):
             raise SearchError(f"ids not in the index: {list(missing[:5])}.")
         drop = np.isin(self._ids, ids)
-        positions = np.flatnonzero(drop)
-        if self.kind == "flat":
-            self._index.remove_ids(positions.astype(np.int64))
-        elif self.kind == "ivf":
-            self._index.reset()
+        if self.kind != "hnsw":
+            self._faiss.remove_ids(np.ascontiguousarray(self._keys[drop]))
         keep = ~drop
-        self._vectors, self._labels, self._ids = self._vectors[keep], self._labels[keep], self._ids[keep]
-        if self.kind == "ivf":
+        self._vectors, self._labels = self._vectors[keep], self._labels[keep]
+        self._ids, self._keys = self._ids[keep], self._keys[keep]
+        if self.kind == "hnsw":
+            self._faiss = self.config.build(self.dim, self._vectors)
             if len(self._vectors):
-                self._index.add(self._vectors)
-        elif self.kind == "hnsw":
-            self._index = self._new_faiss_index(self._vectors)
-            if len(self._vectors):
-                self._index.add(self._vectors)
+                self._faiss.add_with_ids(self._vectors, self._keys)
         return int(drop.sum())
 
     # --- queries --------------------------------------------------------------------------------
@@ -353,22 +290,24 @@ class EmbeddingIndex:
         if k > len(self):
             raise SearchError(f"k={k} is larger than the number of stored items ({len(self)}).")
         q = self._to_vectors(images_or_embeddings, "queries")
-        if self.kind == "hnsw":
-            self._index.hnsw.efSearch = int(ef_search or self.params["ef_search"])
-        elif self.kind == "ivf":
-            self._index.nprobe = int(nprobe or self.params["nprobe"])
-        scores, pos = self._index.search(q, k)
-        found = pos >= 0
-        safe = np.where(found, pos, 0)
-        if self.metric == "l2":
-            distances = np.maximum(scores, 0.0)
-        else:
-            distances = 1.0 - scores
+        self.config.set_search_params(self._faiss, ef_search, nprobe)
+        scores, keys = self._search(q, k)
+        found = keys >= 0
+        rows = np.searchsorted(self._keys, np.where(found, keys, self._keys[0]))
+        distances = np.maximum(scores, 0.0) if self.metric == "l2" else 1.0 - scores
         distances = np.where(found, distances, np.inf).astype(np.float32)
-        ids = self._ids[safe]
+        ids = self._ids[rows]
         ids[~found] = "" if ids.dtype.kind == "U" else -1
-        labels = np.where(found, self._labels[safe], NO_LABEL)
+        labels = np.where(found, self._labels[rows], NO_LABEL)
         return SearchResult(ids, labels, distances)
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS' ``(scores, keys)``, searched in blocks of ``helpers.knn.QUERY_CHUNK`` queries (as
+        ``exact_knn`` does: a flat index gives its answers to the bit)."""
+        blocks = [
+            self._faiss.search(q[start : start + QUERY_CHUNK], k) for start in range(0, len(q), QUERY_CHUNK)
+        ]
+        return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
     def class_name(self, label: int) -> str:
         """The readable name of ``label`` (its number when the index has no class names)."""
@@ -380,11 +319,9 @@ class EmbeddingIndex:
 
     # --- persistence ----------------------------------------------------------------------------
 
-    # --- persistence ----------------------------------------------------------------------------
-
     def metadata(self) -> dict:
         """What ``metadata.json`` records: kind, metric, sizes, parameters, class names, the model."""
-        faiss = import_faiss()
+        model = self.model.metadata() if self.model else dict.fromkeys(IndexModel("").metadata())
         return {
             "format": store.INDEX_FORMAT,
             "kind": self.kind,
@@ -394,14 +331,12 @@ class EmbeddingIndex:
             "params": self.params,
             "id_type": "str" if self._ids.dtype.kind == "U" else "int",
             "next_id": self._next_id,
+            "next_key": self._next_key,
             "class_names": self.class_names,
-            "model_name": self.model_name,
-            "model_fingerprint": self.fingerprint,
-            "model_cache_dir": self.model_cache_dir,
-            "model_dataset": self.model_dataset,
+            **model,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "source": self.source,
-            "faiss_version": faiss.__version__,
+            "faiss_version": import_faiss().__version__,
         }
 
     def save(self, folder) -> Path:
@@ -410,10 +345,10 @@ class EmbeddingIndex:
         See :func:`helpers.search.store.write_index_folder`. An existing ``folder`` that is not an
         index is refused.
         """
-        if self._index is None:
+        if self._faiss is None:
             raise SearchError("the index is empty; add items before saving.")
-        arrays = {"vectors": self._vectors, "labels": self._labels, "ids": self._ids}
-        return store.write_index_folder(folder, self._index, arrays, self.metadata())
+        arrays = {"vectors": self._vectors, "labels": self._labels, "ids": self._ids, "keys": self._keys}
+        return store.write_index_folder(folder, self._faiss, arrays, self.metadata())
 
     def write_projector(self, folder, images=None, *, sprite_size: int = 28) -> Path:
         """Write TensorBoard Embedding Projector files; see :func:`helpers.search.projector.write_projector`."""
@@ -433,78 +368,47 @@ class EmbeddingIndex:
         an index that will only be queried with embeddings. ``embed_fn`` replaces the model.
         """
         meta, arrays, faiss_index = store.read_index_folder(folder)
+        model = IndexModel.from_metadata(meta)
+        if model is not None and cache_dir is not None:
+            model.cache_dir = str(Path(cache_dir).resolve())
         index = cls(
             meta["dim"],
-            meta["kind"],
-            meta["metric"],
-            embed_fn=embed_fn,
-            model_name=meta.get("model_name"),
-            fingerprint=meta.get("model_fingerprint"),
+            IndexConfig.from_metadata(meta["kind"], meta["metric"], meta["params"]),
             class_names=meta.get("class_names"),
+            embed_fn=embed_fn,
             input_shape=meta.get("input_shape"),
-            **dict(meta["params"]),
+            model=model,
         )
         index._restore(meta, arrays, faiss_index)
-        if cache_dir is not None:
-            index.model_cache_dir = str(Path(cache_dir).resolve())
-        if index.model_name and embed_fn is None:
+        if model is not None and embed_fn is None:
             if verify_model:
-                index._check_model()
-            index.embed_fn = index._lazy_model_embed
+                model.check()
+            index.embed_fn = model.lazy_embed_fn(index.input_shape)
         return index
 
     def _restore(self, meta: dict, arrays: dict, faiss_index) -> None:
         self.source = meta.get("source")
-        self._index = faiss_index
+        self._faiss = faiss_index
         self._vectors = np.ascontiguousarray(arrays["vectors"], dtype=np.float32)
         self._labels = arrays["labels"].astype(np.int64)
         self._ids = arrays["ids"]
-        self._next_id = int(meta.get("next_id", 0))
-        self.model_cache_dir = meta.get("model_cache_dir")
-        self.model_dataset = meta.get("model_dataset", "mnist")
-        if self.kind == "ivf":
-            faiss_index.nprobe = self.params["nprobe"]
-        elif self.kind == "hnsw":
-            faiss_index.hnsw.efSearch = self.params["ef_search"]
+        self._keys = arrays["keys"].astype(np.int64)
+        self._next_id, self._next_key = int(meta["next_id"]), int(meta["next_key"])
+        self.config.set_search_params(faiss_index)
 
-    def _model_cache_dir(self) -> Path:
-        if self.model_cache_dir and Path(self.model_cache_dir).is_dir():
-            return Path(self.model_cache_dir)
-        return config.MODELS_CACHE
 
-    def _check_model(self) -> Path:
-        from helpers.training import read_cache_record
-
-        cache_dir = self._model_cache_dir()
-        record = read_cache_record(self.model_name, cache_dir, self.model_dataset)
-        if record is None:
-            raise ModelMismatchError(
-                f"model {self.model_name!r} that made this index is not in the cache {cache_dir}; "
-                f"train it again with the same settings or pass its cache_dir / --cache-dir."
-            )
-        if record.get("fingerprint") != self.fingerprint:
-            raise ModelMismatchError(
-                f"the cached model {self.model_name!r} in {cache_dir} changed since this index was built "
-                f"(fingerprint {str(record.get('fingerprint'))[:12]} != {str(self.fingerprint)[:12]}); "
-                f"rebuild the index with the current model."
-            )
-        return cache_dir
-
-    def _lazy_model_embed(self, images):
-        """Embed with the index's model, loaded (after checking its fingerprint) at the first call."""
-        if getattr(self, "_model", None) is None:
-            from helpers.training import CacheError, load_embedding
-
-            cache_dir = self._check_model()
-            try:
-                self._model = load_embedding(
-                    self.model_name,
-                    input_shape=self.input_shape or (28, 28, 1),
-                    cache_dir=cache_dir,
-                    dataset=self.model_dataset,
-                )
-            except CacheError as exc:
-                raise ModelMismatchError(f"model {self.model_name!r} cannot be loaded: {exc}") from None
-        from helpers.evaluation import embed
-
-        return embed(self._model, images)
+def _given_ids(ids, n: int) -> np.ndarray:
+    """The caller's ``ids`` for ``n`` new items: one per item, integers >= 0 or non-empty strings."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise SearchError(f"ids must be a 1-D sequence of {n} ids (one per item), got shape {ids.shape}.")
+    if ids.dtype.kind in "iu":
+        ids = ids.astype(np.int64)
+        if (ids < 0).any():
+            raise SearchError("integer ids must be >= 0 (-1 marks a missing neighbour).")
+    elif ids.dtype.kind == "U":
+        if (ids == "").any():
+            raise SearchError("string ids must not be empty ('' marks a missing neighbour).")
+    else:
+        raise SearchError(f"ids must be all integers or all strings, got dtype {ids.dtype}.")
+    return ids

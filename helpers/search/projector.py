@@ -91,7 +91,7 @@ def write_projector(index, folder, images=None, *, sprite_size: int = 28) -> Pat
     _write_text(folder / "metadata.tsv", ["id\tlabel\tclass", *meta])
     if images is not None:
         write_image(folder / "sprite.png", sprite(images, sprite_size))
-    name = _clean(index.model_name or "embeddings")
+    name = _clean(index.model.name if index.model else "embeddings")
     _write_text(
         folder / "projector_config.pbtxt", _config_text(name, sprite_size if images is not None else None)
     )

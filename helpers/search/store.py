@@ -1,7 +1,8 @@
 """An index folder on disk, written so that a crash never leaves it half-replaced.
 
-``index.faiss`` (FAISS' own format, ``faiss.write_index``), ``vectors.npy``, ``labels.npy``, ``ids.npy``
-(int64 or a unicode array; read with ``allow_pickle=False``) and ``metadata.json`` (kind, metric,
+``index.faiss`` (FAISS' own format, ``faiss.write_index``: the index with its int64 keys),
+``vectors.npy``, ``labels.npy``, ``ids.npy`` (int64 or a unicode array), ``keys.npy`` (the FAISS key of
+each row; all read with ``allow_pickle=False``) and ``metadata.json`` (kind, metric,
 parameters, class names, the model name and the fingerprint of the cached model that made the
 vectors), written last so that it marks a complete folder. The new folder is written beside the old
 one and swapped in by two renames, so a crash while saving leaves the previous index loadable.
@@ -21,9 +22,11 @@ from helpers import config
 from helpers.knn import import_faiss
 from helpers.search.errors import NotAnIndexError, SearchError
 
-INDEX_FORMAT = 1
-FILES = ("index.faiss", "vectors.npy", "labels.npy", "ids.npy", "metadata.json")
-ARRAYS = ("vectors", "labels", "ids")
+#: 2: FAISS holds each row's key (``IndexIDMap2`` / IVF ids) and ``keys.npy`` lists them; format 1 (FAISS
+#: positions, no keys) is refused with "rebuild the index".
+INDEX_FORMAT = 2
+FILES = ("index.faiss", "vectors.npy", "labels.npy", "ids.npy", "keys.npy", "metadata.json")
+ARRAYS = ("vectors", "labels", "ids", "keys")
 
 
 def write_index_folder(folder, faiss_index, arrays: dict, metadata: dict) -> Path:

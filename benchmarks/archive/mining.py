@@ -1,9 +1,9 @@
 """Mining-table speed: ``same_class_neighbors`` / ``other_class_neighbors`` of ``helpers.generators``.
 
-Run from the repository root (rewrites ``benchmarks/results/mining.json`` with figures, command, date,
+Run from the repository root (rewrites ``benchmarks/archive/results/mining.json`` with figures, command, date,
 machine, commit)::
 
-    .venv/bin/python benchmarks/mining.py
+    .venv/bin/python -m benchmarks.archive.mining
 
 Each table is built twice, interleaved, on the same data in the same process: by the helpers (the exact
 FAISS search of ``helpers.knn``) and by the previous implementation, kept below as the reference
@@ -22,19 +22,17 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.common import print_table, stamp  # noqa: E402
-from helpers import config  # noqa: E402
+from benchmarks.common import print_table, stamp
+from helpers import config
 
-RESULTS = config.ROOT / "benchmarks" / "results" / "mining.json"
+RESULTS = config.ROOT / "benchmarks" / "archive" / "results" / "mining.json"
 
 
 # --- the previous implementation (keras.ops), the reference ------------------------------------

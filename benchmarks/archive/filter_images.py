@@ -1,6 +1,6 @@
 """Filter images before / after the Keras-example technique: how much of each image is a frame.
 
-    python benchmarks/filter_images.py [--model cnn_simple_v1] [--layer -1] [--filters 16] [--steps 20]
+    python -m benchmarks.archive.filter_images [--model cnn_simple_v1] [--layer -1] [--filters 16] [--steps 20]
 
 Trains (or loads from the cache) the model at its registry budget on the embedded MNIST, then
 draws the first ``--filters`` filters of one conv layer twice with the same seed and steps:
@@ -10,7 +10,7 @@ draws the first ``--filters`` filters of one conv layer twice with the same seed
 
 The figure printed is the *frame share*: the part of an image's deviation from its mean that lies in
 its outer 2-pixel ring (27% of a 28x28 image's pixels; higher means a frame). Writes
-``docs/filter_images/{before,after}.png`` and ``benchmarks/results/filter_images.json``.
+``docs/filter_images/{before,after}.png`` and ``benchmarks/archive/results/filter_images.json``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from common import RESULTS_DIR, print_table, stamp
 
+from benchmarks.common import ARCHIVE_RESULTS_DIR, print_table, stamp
 from helpers import config, explain, plots
 from helpers.data import load_dataset
 from helpers.training import train
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     ]
     print_table(rows, ["images", "frame share mean", "frame share max"])
     config.write_json(
-        RESULTS_DIR / "filter_images.json",
+        ARCHIVE_RESULTS_DIR / "filter_images.json",
         {
             **stamp(),
             "model": args.model,

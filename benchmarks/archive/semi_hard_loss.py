@@ -1,10 +1,10 @@
 """Sorted triplet losses: the sort-based semi-hard and batch-all losses against the cubes they replaced.
 
-Run from the repository root (each rewrites its results file, ``benchmarks/results/semi_hard_loss.json``
+Run from the repository root (each rewrites its results file, ``benchmarks/archive/results/semi_hard_loss.json``
 or ``batch_all_loss.json``, with figures, command, date and machine)::
 
-    .venv/bin/python benchmarks/semi_hard_loss.py                    # cnn_with_attention_v1's loss
-    .venv/bin/python benchmarks/semi_hard_loss.py --loss batch-all   # cnn_simple_v2's loss
+    .venv/bin/python -m benchmarks.archive.semi_hard_loss                    # cnn_with_attention_v1's loss
+    .venv/bin/python -m benchmarks.archive.semi_hard_loss --loss batch-all   # cnn_simple_v2's loss
 
 ``batch_semi_hard_triplet`` used to compare every (anchor, positive, negative) of a batch, as
 ``tfa.losses.TripletSemiHardLoss`` does: tensors of ``batch^3`` elements. It now sorts each anchor's
@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.common import print_table, stamp  # noqa: E402
-from helpers import config  # noqa: E402
+from benchmarks.common import print_table, stamp
+from helpers import config
 
 # --- the previous implementation (a batch^3 comparison, tfa's), the reference -------------------------
 
@@ -82,7 +80,7 @@ def _cases() -> dict:
     the spec fields the loss takes, and the results file."""
     from helpers import losses
 
-    results = config.ROOT / "benchmarks" / "results"
+    results = config.ROOT / "benchmarks" / "archive" / "results"
     return {
         "semi-hard": {
             "model": "cnn_with_attention_v1",

@@ -8,9 +8,9 @@ scores it, recomputes its BatchNorm statistics on the clean training images
 is paired: both rows share every trained weight, so the spread over split seeds does not hide it.
 By default the validation split is the query set (this chooses a setting)::
 
-    .venv/bin/python benchmarks/bn_recalibration.py --split-seeds 1 2 3
+    .venv/bin/python -m benchmarks.archive.bn_recalibration --split-seeds 1 2 3
 
-Writes ``benchmarks/results/bn_recalibration.json``. Trained models are cached in ``--cache-dir``
+Writes ``benchmarks/archive/results/bn_recalibration.json``. Trained models are cached in ``--cache-dir``
 (one folder per split seed), so a rerun only evaluates.
 """
 
@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.common import RESULTS_DIR, mean_and_std, print_table, write_results  # noqa: E402
-from helpers import config  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from benchmarks.common import ARCHIVE_RESULTS_DIR, mean_and_std, print_table, write_results
+from helpers import config
+from helpers.models import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
-OUT = RESULTS_DIR / "bn_recalibration.json"
+OUT = ARCHIVE_RESULTS_DIR / "bn_recalibration.json"
 
 
 def measure_split(name: str, split_seed: int, eval_split: str, cache_dir: Path) -> list[dict]:

@@ -1,15 +1,20 @@
 """Test-time shifts: does averaging a trained model's embeddings over shifted copies of each image help?
 
+Kept for the record (its question is answered: ``benchmarks/archive/results/shift_averaging.json``).
+The test-time shift option left ``helpers.evaluation.embed`` when this script was archived: its
+shift sets and :func:`embed_shifted` live here now, for this script and ``refit_train_val``.
+
 No retraining: each split seed's registry model (weight seed 0) is read from ``benchmarks/quality.py``'s
 cache (and trained there if missing), then every image, references and queries alike, is embedded as
-the mean over a set of pixel shifts (:data:`helpers.evaluation.SHIFT_SETS`; ``none`` is the plain
+the mean over a set of pixel shifts (:data:`SHIFT_SETS`; ``none`` is the plain
 embedding, the baseline of the same run). The set is chosen on the validation split; the test split
 then reports the chosen set once::
 
-    .venv/bin/python benchmarks/shift_averaging.py --split-seeds 1 2 3 --eval-split val
-    .venv/bin/python benchmarks/shift_averaging.py --shift-sets none square1 --split-seeds 42 1 2 3 --eval-split test
+    .venv/bin/python -m benchmarks.archive.shift_averaging --split-seeds 1 2 3 --eval-split val
+    .venv/bin/python -m benchmarks.archive.shift_averaging --shift-sets none square1 \\
+        --split-seeds 42 1 2 3 --eval-split test
 
-Rows are merged into ``benchmarks/results/shift_averaging.json`` (a rerun replaces the rows of the
+Rows are merged into ``benchmarks/archive/results/shift_averaging.json`` (a rerun replaces the rows of the
 same model, split seed, split and shift set), each with its command.
 """
 
@@ -21,11 +26,12 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-from benchmarks.common import (  # noqa: E402
-    RESULTS_DIR,
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks.common import (
+    ARCHIVE_RESULTS_DIR,
     add_benchmark_cache_argument,
     command_line,
     mean_and_std,
@@ -34,12 +40,37 @@ from benchmarks.common import (  # noqa: E402
     stamp_rows,
     write_results,
 )
-from helpers.evaluation import SHIFT_SETS  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers.models import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
-OUT = RESULTS_DIR / "shift_averaging.json"
+OUT = ARCHIVE_RESULTS_DIR / "shift_averaging.json"
 KEY = ("model", "split_seed", "eval_split", "shift_set")
+
+
+#: Named test-time shift sets: ``(dx, dy)`` offsets in pixels, the unshifted image first.
+SHIFT_SETS = {
+    "none": ((0, 0),),
+    "cross1": ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)),
+    "square1": ((0, 0), *((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0))),
+    "square2": ((0, 0), *((dx, dy) for dx in range(-2, 3) for dy in range(-2, 3) if (dx, dy) != (0, 0))),
+}
+
+
+def embed_shifted(model, x, shift_set: str, batch_size: int = 512) -> np.ndarray:
+    """The mean of ``model``'s embeddings of the images ``x`` moved by every offset of ``shift_set``
+    (:func:`helpers.data.shift_images`); unit embeddings stay unit length (the mean is rescaled)."""
+    from helpers import evaluation
+    from helpers.data import shift_images
+
+    if x.ndim not in (3, 4):
+        raise SystemExit(f"shifts need images (n, H, W[, C]), got inputs of shape {x.shape}.")
+    copies = [
+        evaluation.embed(model, shift_images(x, dx, dy), batch_size) for dx, dy in SHIFT_SETS[shift_set]
+    ]
+    mean = np.mean(copies, axis=0)
+    if all(np.allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-3) for c in copies):
+        mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    return mean.astype(np.float32)
 
 
 def measure(name, split_seed, shift_sets, eval_split, benchmark_cache: Path) -> list[dict]:
@@ -53,9 +84,9 @@ def measure(name, split_seed, shift_sets, eval_split, benchmark_cache: Path) -> 
     queries, labels = data.split(eval_split)
     rows = []
     for shift_set in shift_sets:
-        references = evaluation.embed(model, data.x_train, shifts=shift_set)
+        references = embed_shifted(model, data.x_train, shift_set)
         row = evaluation.evaluate_embeddings(
-            name, references, data.y_train, evaluation.embed(model, queries, shifts=shift_set), labels
+            name, references, data.y_train, embed_shifted(model, queries, shift_set), labels
         )
         rows.append(
             {

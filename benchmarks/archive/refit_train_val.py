@@ -1,11 +1,15 @@
 """Refit on train + validation: the registry recipe, frozen, trained on 4,000 images instead of 3,000.
 
-The training-set size study (``benchmarks/data_size.py``) found CBAM's 3-NN still rising with the
+Kept for the record (its question is answered: ``benchmarks/archive/results/refit_train_val.json``);
+the test-time shifts come from :func:`benchmarks.archive.shift_averaging.embed_shifted` (the option
+left ``helpers.evaluation.embed`` when both scripts were archived).
+
+The training-set size study (``benchmarks/archive/data_size.py``) found CBAM's 3-NN still rising with the
 number of training images. Once the settings are chosen on the validation split, the usual last step
 (scikit-learn's ``refit``) is to train the frozen recipe on the training and validation images
 together. This measures what that would give, on the test split of split seeds 42 1 2 3, without
 changing any table: per split seed, three rows, each embedded plainly and with the ``square2``
-test-time shifts (``benchmarks/shift_averaging.py``):
+test-time shifts (``benchmarks/archive/shift_averaging.py``):
 
 - ``registry``: the registry model as ``benchmarks/quality.py`` trains it (its cache), references the
   train split: the baseline of the same run;
@@ -16,9 +20,9 @@ test-time shifts (``benchmarks/shift_averaging.py``):
   validation split, now inside the training images, so the pick follows a training-set loss (with the
   cosine schedule, in practice the last epochs)::
 
-    .venv/bin/python benchmarks/refit_train_val.py --split-seeds 42 1 2 3
+    .venv/bin/python -m benchmarks.archive.refit_train_val --split-seeds 42 1 2 3
 
-Writes ``benchmarks/results/refit_train_val.json``; the refit models are cached in ``--cache-dir``.
+Writes ``benchmarks/archive/results/refit_train_val.json``; the refit models are cached in ``--cache-dir``.
 """
 
 from __future__ import annotations
@@ -26,16 +30,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.common import (  # noqa: E402
-    RESULTS_DIR,
+from benchmarks.archive.shift_averaging import embed_shifted
+from benchmarks.common import (
+    ARCHIVE_RESULTS_DIR,
     add_benchmark_cache_argument,
     command_line,
     mean_and_std,
@@ -43,12 +46,12 @@ from benchmarks.common import (  # noqa: E402
     print_table,
     write_results,
 )
-from helpers import config  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers import config
+from helpers.models import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
 SHIFT_SETS = ("none", "square2")
-OUT = RESULTS_DIR / "refit_train_val.json"
+OUT = ARCHIVE_RESULTS_DIR / "refit_train_val.json"
 
 
 def with_val_in_train(data):
@@ -81,9 +84,9 @@ def measure(name, split_seed, cache_dir: Path, benchmark_cache: Path) -> list[di
         for shift_set in SHIFT_SETS:
             row = evaluation.evaluate_embeddings(
                 name,
-                evaluation.embed(model, references.x_train, shifts=shift_set),
+                embed_shifted(model, references.x_train, shift_set),
                 references.y_train,
-                evaluation.embed(model, data.x_test, shifts=shift_set),
+                embed_shifted(model, data.x_test, shift_set),
                 data.y_test,
             )
             rows.append(

@@ -8,9 +8,9 @@ the *whole* training split as references, so only the embedding changes with the
 gallery. Fraction 1 is the registry's own run, read from the benchmark cache when
 ``benchmarks/quality.py`` trained it there::
 
-    .venv/bin/python benchmarks/data_size.py --fractions 0.5 1 --split-seeds 1 2 3
+    .venv/bin/python -m benchmarks.archive.data_size --fractions 0.5 1 --split-seeds 1 2 3
 
-Writes ``benchmarks/results/data_size.json``. The fractions' models are cached in ``--cache-dir``
+Writes ``benchmarks/archive/results/data_size.json``. The fractions' models are cached in ``--cache-dir``
 (one folder per fraction and split seed), so a rerun only evaluates.
 """
 
@@ -19,27 +19,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.common import (  # noqa: E402
-    RESULTS_DIR,
+from benchmarks.common import (
+    ARCHIVE_RESULTS_DIR,
     add_benchmark_cache_argument,
     mean_and_std,
     model_folder,
     print_table,
     write_results,
 )
-from helpers import config  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers import config
+from helpers.models import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
-OUT = RESULTS_DIR / "data_size.json"
+OUT = ARCHIVE_RESULTS_DIR / "data_size.json"
 
 
 def train_fraction(data, fraction: float, seed: int):
