@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS_DIR, mean_and_std, print_table, write_results  # noqa: E402
 from helpers import config  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers.registry import MODELS  # noqa: E402
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
 OUT = RESULTS_DIR / "bn_recalibration.json"
@@ -38,7 +38,7 @@ def measure_split(name: str, split_seed: int, eval_split: str, cache_dir: Path) 
     """The ``moving`` and ``recalibrated`` rows of one split seed (weight seed 0)."""
     from helpers import evaluation
     from helpers.data import load_dataset
-    from helpers.models import spec_override
+    from helpers.registry import spec_override
     from helpers.training import recalibrate_batchnorm, train
 
     data = load_dataset("mnist", source="bundled", seed=split_seed, verbose=False)

@@ -36,7 +36,7 @@ from benchmarks.common import (  # noqa: E402
     write_results,
 )
 from helpers import config  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers.registry import MODELS  # noqa: E402
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
 OUT = RESULTS_DIR / "data_size.json"

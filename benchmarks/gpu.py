@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import print_table, stamp  # noqa: E402
 from helpers import config  # noqa: E402
 from helpers.data import load_dataset  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers.registry import MODELS  # noqa: E402
 
 REFERENCE_IMAGES = 256  # test images embedded on both machines for the cross-backend check
 
@@ -71,7 +71,7 @@ def full_precision():
 def reference_embeddings(name, data, cache_dir=None, weights=None):
     """``{suffix: embeddings}`` of the first test images: at full and at the default precision."""
     from helpers.evaluation import embed
-    from helpers.models import build_embedding
+    from helpers.registry import build_embedding
     from helpers.training import load_embedding
 
     images = data.x_test[:REFERENCE_IMAGES]
@@ -137,7 +137,7 @@ class Deadline:
 
 
 def bench_generator(x, y, batch_sizes, threads, deadline, batches=20):
-    from helpers.generators import TripletGenerator
+    from helpers.samplers import TripletGenerator
 
     rows = []
     for bs in batch_sizes:
@@ -202,7 +202,7 @@ def _fit_seconds(model, dataset) -> float:
 
 def bench_training_one(name, data, batch_size, steps, workers=1, augment=None):
     """One row: images/s and data-wait share of ``name`` at ``batch_size``."""
-    from helpers.models import build_training_model, compile_training_model
+    from helpers.registry import build_training_model, compile_training_model
     from helpers.training import make_generators
 
     original = MODELS[name]

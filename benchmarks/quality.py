@@ -53,7 +53,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from helpers import config  # noqa: E402
 from helpers.metrics import standard_error  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers.registry import MODELS  # noqa: E402
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1", "train_seconds")
 #: the split seed of the weight-seed table (and of every figure quoted from the older single split)
@@ -190,7 +190,7 @@ def parse_overrides(assignments: list[str], fields=None) -> dict:
     """``["augment=true", "margin=0.5", "lr_schedule=cosine"]`` -> ``{"augment": True, "margin": 0.5,
     "lr_schedule": "cosine"}`` (JSON values, else the plain string); keys must be ``ModelSpec``
     fields."""
-    from helpers.models import ModelSpec
+    from helpers.registry import ModelSpec
 
     valid = set(fields or (f.name for f in dataclasses.fields(ModelSpec)))
     overrides = {}

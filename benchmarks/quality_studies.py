@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality  # noqa: E402
 from benchmarks.common import BENCHMARK_CACHE, RESULTS_DIR, stamp  # noqa: E402
 from helpers import config  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers.registry import MODELS  # noqa: E402
 
 OUT = RESULTS_DIR / "quality_studies.json"
 CACHE = config.ROOT / ".cache" / "studies"

@@ -44,7 +44,7 @@ from benchmarks.common import (  # noqa: E402
     write_results,
 )
 from helpers import config  # noqa: E402
-from helpers.models import MODELS  # noqa: E402
+from helpers.registry import MODELS  # noqa: E402
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
 SHIFT_SETS = ("none", "square2")

@@ -652,7 +652,7 @@ def cnn_softmax_classifier(input_shape=(28, 28, 1), embedding_dim=64):
     import keras
     from keras import layers
 
-    from helpers.models import BN_MOMENTUM
+    from helpers.architectures import BN_MOMENTUM
 
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -667,7 +667,7 @@ def cnn_softmax_classifier(input_shape=(28, 28, 1), embedding_dim=64):
 
 
 def _register_models():
-    from helpers.models import MODELS, ModelSpec, register
+    from helpers.registry import MODELS, ModelSpec, register
 
     base = MODELS["cnn_simple_v1"]
     # Half of cnn_simple_v1's budget (3 x 100 steps of 320 images, about 35 s on 2 CPU cores), so

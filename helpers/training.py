@@ -42,8 +42,9 @@ import keras
 import numpy as np
 
 from helpers import allocator, config
-from helpers.models import (
+from helpers.registry import (
     GENERATOR_KINDS,
+    LOSS_KINDS,
     build_training_model,
     compile_training_model,
     get_spec,
@@ -52,8 +53,9 @@ from helpers.models import (
 
 CACHE_FORMAT = 2
 # The modules whose code decides the trained weights beyond the registry entry and the architecture
-# (which are hashed directly): the losses, the batch sampling and mining, the k-NN the mining uses.
-WEIGHT_CODE = ("losses", "generators", "knn")
+# (which are hashed directly): the losses, the batch sampling and mining, the augmentation, the k-NN
+# the mining uses; a study's own loss and sampler code through study_code_modules.
+WEIGHT_CODE = ("losses", "samplers", "augment", "knn")
 
 
 class CacheError(RuntimeError):
@@ -103,17 +105,17 @@ def code_version(modules=WEIGHT_CODE, folder: str | os.PathLike | None = None) -
 
 
 def study_code_modules(spec) -> tuple[str, ...]:
-    """The ``helpers`` modules besides :data:`WEIGHT_CODE` that define ``spec``'s builder or its study
-    generator (``("vicreg",)`` for a VICReg model): their code decides that model's weights too, and
-    is hashed for it alone, so editing one study retrains only that study's models."""
-    objects = [spec.builder]
+    """The ``helpers`` modules besides :data:`WEIGHT_CODE` that define ``spec``'s builder, its study
+    sampler or its study loss (``("studies.vicreg",)`` for a VICReg model): their code decides that
+    model's weights too, and is hashed for it alone, so editing one study retrains only that study's models."""
+    objects = [spec.builder, LOSS_KINDS[spec.loss].build]
     kind = GENERATOR_KINDS.get(spec.generator)
     if kind is not None:
         objects.append(kind.factory)
     found = []
     for obj in objects:
         package, _, module = (getattr(obj, "__module__", "") or "").partition(".")
-        if package == "helpers" and module and module not in WEIGHT_CODE + ("models",):
+        if package == "helpers" and module and module not in WEIGHT_CODE + ("registry", "architectures"):
             found.append(module)
     return tuple(sorted(set(found)))
 
@@ -257,13 +259,13 @@ def make_generators(
 ):
     """The training and validation generators for the registry entry ``name``.
 
-    The spec's ``generator`` names a class of ``helpers.generators.GENERATORS`` (or a study's kind
-    in ``helpers.models.GENERATOR_KINDS``). With ``spec.mining != "random"`` the training generator
+    The spec's ``generator`` names a class of ``helpers.samplers.GENERATORS`` (or a study's kind
+    in ``helpers.samplers.GENERATOR_KINDS``). With ``spec.mining != "random"`` the training generator
     mines negatives in ``embedding``'s space, re-embedding the training images every epoch
     (``trainer``: the training model being fit, whose weights those are). The validation batches
     stay the same every epoch (epoch 0, no augmentation), so val_loss is comparable.
     """
-    from helpers import generators
+    from helpers import samplers
 
     spec = get_spec(name)
     val_steps = max(1, min(steps_per_epoch, len(data.x_val) // batch_size))
@@ -284,7 +286,7 @@ def make_generators(
             "embed_fn": _mining_embedder(embedding, trainer),
         }
     batches = _batch_arguments(spec, batch_size)
-    train_gen = generators.get_generator(
+    train_gen = samplers.get_generator(
         spec.generator,
         data.x_train,
         data.y_train,
@@ -295,7 +297,7 @@ def make_generators(
         **mining,
         **_augment_threads(spec),
     )
-    val_gen = generators.get_generator(
+    val_gen = samplers.get_generator(
         spec.generator, data.x_val, data.y_val, steps_per_epoch=val_steps, seed=seed + 10_000, **batches
     )
     return train_gen, val_gen
@@ -304,11 +306,11 @@ def make_generators(
 def _host_augment(spec):
     """The training generator's ``augment``: False, or the numpy augmenter of ``spec.augment_params``
     (``True``, the default strengths, when it has none)."""
-    from helpers import generators
+    from helpers.augment import Augmenter
 
     if not spec.augment_on_host:
         return False
-    return generators.Augmenter(**spec.augment_params) if spec.augment_params else True
+    return Augmenter(**spec.augment_params) if spec.augment_params else True
 
 
 #: threads that build the next batches while the trainer runs this one (``PyDataset(workers=...)``)
@@ -884,7 +886,7 @@ def train(
     Parameters
     ----------
     name : str
-        A key of ``helpers.models.MODELS`` (or ``STUDY_MODELS``).
+        A key of ``helpers.registry.MODELS`` (or ``STUDY_MODELS``).
     data : helpers.data.Dataset
         Uses ``x_train, y_train`` for training and ``x_val, y_val`` for validation; ``data.name``
         picks the cache folder.
@@ -965,7 +967,7 @@ def load_trained(name: str, data, cache_dir=None, retrain: bool = False, **param
     ``params`` (``epochs=…``, ``steps_per_epoch=…``…) the training budget must match too.
     ``retrain=True`` trains (through :func:`train`, with ``params``) instead of raising.
     """
-    from helpers.models import build_embedding
+    from helpers.registry import build_embedding
 
     dataset = _dataset_name(data)
     paths = cache_paths(name, cache_dir, dataset)
@@ -1004,7 +1006,7 @@ def load_embedding(
     without, the weights of ``<cache_dir>/<dataset>/`` are loaded unchecked. Raises ``CacheError``
     (one line) when the weights are missing or damaged.
     """
-    from helpers.models import build_embedding
+    from helpers.registry import build_embedding
 
     if data is not None:
         return load_trained(name, data, cache_dir=cache_dir)

@@ -266,7 +266,7 @@ def test_subset_bad_classes(classes):
 
 
 def test_registered_models_of_the_applications():
-    from helpers.models import build_training_model, get_spec
+    from helpers.registry import build_training_model, get_spec
 
     assert get_spec(app.UNSEEN_MODEL).classes_per_batch == 8
     model, embedding = build_training_model(app.CLASSIFIER_MODEL, num_classes=10)

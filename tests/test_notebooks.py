@@ -15,7 +15,7 @@ import papermill
 import pytest
 
 from helpers import run as runner
-from helpers.models import MODELS
+from helpers.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = runner.notebooks(ROOT / "notebooks")
