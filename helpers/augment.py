@@ -230,7 +230,7 @@ class DeviceAugment(layers.Layer):
         shape = ops.shape(images)
         out = images
         if self.elastic > 0:  # a displacement field is no affine map: sample every pixel's source
-            out = self._warp_elastic(out, shape[0], images.shape[1], images.shape[2], images.shape[3])
+            out = self._warp_elastic(out, shape[0], images.shape[1], images.shape[2])
         elif self.shift > 0 or self.rotation > 0:
             out = ops.image.affine_transform(
                 out,
@@ -247,7 +247,7 @@ class DeviceAugment(layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def _warp_elastic(self, images, batch, height: int, width: int, channels: int):
+    def _warp_elastic(self, images, batch, height: int, width: int):
         """Rotation, shift and the elastic field of :class:`Augmenter`, bilinear
         with zero fill (:func:`bilinear_sample`) over the whole batch."""
         t = self.transforms(batch, height, width)

@@ -160,10 +160,10 @@ class ModelSpec:
     of pair/triplet generators in the model's own embedding space, refreshed every epoch);
     ``optimizer`` a key of :data:`OPTIMIZERS`; ``lr_schedule`` one of :data:`LR_SCHEDULES`
     (``"plateau"``: Keras' ReduceLROnPlateau, as the reference; ``"cosine"``: cosine decay to 1% over
-    the run's steps). ``augment`` applies the generators' small shifts, rotations and noise to the
-    training batches: ``True`` / ``"host"`` in the generator (numpy), ``"device"`` in the training
-    graph (:class:`DeviceAugment`, for accelerators); ``augment_params`` replaces the default strengths
-    of either (``shift``, ``rotation``, ``noise``, ``elastic``, ``elastic_grid``).
+    the run's steps). ``augment`` applies the samplers' small shifts, rotations and noise to the
+    training batches: ``True`` / ``"host"`` in the sampler (numpy, :class:`helpers.augment.Augmenter`),
+    ``"device"`` in the training graph (:class:`DeviceAugment`, for accelerators); ``augment_params``
+    replaces the default strengths of either (``shift``, ``rotation``, ``noise``, ``elastic``, ``elastic_grid``).
     ``weight_ema`` (0: off) is the momentum of an exponential moving average of the trainable weights
     (Keras' ``use_ema``), which replaces the weights at the end of every epoch, so validation, the
     best-epoch checkpoint and the saved model all see the averaged weights.

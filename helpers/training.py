@@ -106,7 +106,7 @@ def code_version(modules=WEIGHT_CODE, folder: str | os.PathLike | None = None) -
 
 def study_code_modules(spec) -> tuple[str, ...]:
     """The ``helpers`` modules besides :data:`WEIGHT_CODE` that define ``spec``'s builder, its study
-    sampler or its study loss (``("studies.vicreg",)`` for a VICReg model): their code decides that
+    sampler or its study loss (``("studies.<study>",)`` for a study model): their code decides that
     model's weights too, and is hashed for it alone, so editing one study retrains only that study's models."""
     objects = [spec.builder, LOSS_KINDS[spec.loss].build]
     kind = GENERATOR_KINDS.get(spec.generator)

@@ -340,7 +340,8 @@ def train_classifier(
     classifier, _ = registry.build_training_model(
         name, data.num_classes, tuple(data.x_train.shape[1:]), embedding=features
     )
-    training._load_weights(classifier, training.cache_paths(name, cache_dir, data.name)["weights"])
+    # the whole classifier's weights, which train() has just written
+    classifier.load_weights(training.cache_paths(name, cache_dir, data.name)["weights"])
     return features, classifier, record
 
 
