@@ -237,8 +237,8 @@ class ModelSpec:
             raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {self.monitor!r}")
         if self.monitor == "val_accuracy" and not LOSS_KINDS[self.loss].classifier:
             raise ValueError(
-                "monitor='val_accuracy' needs a classifier loss such as 'cross_entropy' "
-                "(a model with an accuracy metric)"
+                "monitor='val_accuracy' needs loss='cross_entropy' (or another classifier loss kind: "
+                "a model with an accuracy metric)"
             )
 
     def config(self) -> dict:

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from helpers import registry, samplers, training
-from helpers.data import CACHE_FORMAT_VERSION, DEFAULT_FASHION_DIR, Dataset, DatasetError, load_dataset
+from helpers.data import (
+    CACHE_FORMAT_VERSION,
+    DEFAULT_FASHION_DIR,
+    Dataset,
+    DatasetError,
+    load_dataset,
+    stratified_subset,
+)
 from helpers.studies import densenet_fashion_mnist as ds
 
 # --- the architecture --------------------------------------------------------------------------------
@@ -225,9 +232,9 @@ def test_compare_on_separable_clusters():
 
 def test_subset_is_stratified_and_seeded():
     data = _tiny_data(n_per_class=6)
-    small = ds.subset(data, train=30, seed=3)
+    small = stratified_subset(data, train=30, seed=3)
     assert np.bincount(small.y_train).tolist() == [3] * 10
-    np.testing.assert_array_equal(small.x_train, ds.subset(data, train=30, seed=3).x_train)
+    np.testing.assert_array_equal(small.x_train, stratified_subset(data, train=30, seed=3).x_train)
     assert len(small.y_val) == len(data.y_val)
 
 
