@@ -428,13 +428,13 @@ def test_a_study_modules_code_is_in_its_models_fingerprint_only(monkeypatch):
     import helpers.studies.vicreg  # noqa: F401  (registers the VICReg models)
     from helpers.registry import get_spec
 
-    assert training.study_code_modules(get_spec("vicreg")) == ("vicreg",)
+    assert training.study_code_modules(get_spec("vicreg")) == ("studies.vicreg",)
     assert training.study_code_modules(get_spec("cnn_simple_v1")) == ()
     core, study = training.model_fingerprint("cnn_simple_v1"), training.model_fingerprint("vicreg")
     real = training.code_version
 
-    def edited_vicreg(modules=training.WEIGHT_CODE, folder=None):  # as if helpers/vicreg.py changed
-        return real(modules, folder) + ("-edited" if "vicreg" in modules else "")
+    def edited_vicreg(modules=training.WEIGHT_CODE, folder=None):  # as if helpers/studies/vicreg.py changed
+        return real(modules, folder) + ("-edited" if "studies.vicreg" in modules else "")
 
     monkeypatch.setattr(training, "code_version", edited_vicreg)
     assert training.model_fingerprint("cnn_simple_v1") == core
