@@ -40,7 +40,7 @@ from benchmarks.common import RESULTS_DIR, print_table, stamp, stamp_rows
 from helpers import applications as app
 from helpers import config, plots
 from helpers.data import load_dataset
-from helpers.models import MODELS, get_spec
+from helpers.registry import MODELS, get_spec
 from helpers.studies import unseen_classes as unseen
 from helpers.training import train
 

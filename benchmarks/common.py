@@ -122,7 +122,7 @@ def registry_fingerprint(name: str) -> str | None:
     import hashlib
     import json
 
-    from helpers.models import MODELS
+    from helpers.registry import MODELS
 
     if name not in MODELS:
         return None

@@ -105,12 +105,12 @@ def worker(name: str, epochs: int, steps: int, augment: str | None, xla: bool) -
         importlib.import_module(STUDY[name])
     if xla:
         _force_xla()
-    from helpers import models, training
+    from helpers import registry, training
     from helpers.data import load_dataset
     from helpers.training.batches import batch_arguments
 
     data = load_dataset("mnist", source="bundled", verbose=False)
-    spec = models.get_spec(name)
+    spec = registry.get_spec(name)
     probe = _probe(steps)
     with tempfile.TemporaryDirectory(prefix="cpu-training-") as cache:
         training.train(

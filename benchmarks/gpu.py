@@ -46,7 +46,7 @@ import numpy as np
 from benchmarks.common import print_table, stamp
 from helpers import config
 from helpers.data import load_dataset
-from helpers.models import MODELS
+from helpers.registry import MODELS
 
 REFERENCE_IMAGES = 256  # test images embedded on both machines for the cross-backend check
 
@@ -70,7 +70,7 @@ def full_precision():
 def reference_embeddings(name, data, cache_dir=None, weights=None):
     """``{suffix: embeddings}`` of the first test images: at full and at the default precision."""
     from helpers.evaluation import embed
-    from helpers.models import build_embedding
+    from helpers.registry import build_embedding
     from helpers.training import load_embedding
 
     images = data.x_test[:REFERENCE_IMAGES]
@@ -136,7 +136,7 @@ class Deadline:
 
 
 def bench_generator(x, y, batch_sizes, threads, deadline, batches=20):
-    from helpers.generators import TripletGenerator
+    from helpers.samplers import TripletGenerator
 
     rows = []
     for bs in batch_sizes:
@@ -201,7 +201,7 @@ def _fit_seconds(model, dataset) -> float:
 
 def bench_training_one(name, data, batch_size, steps, workers=1, augment=None):
     """One row: images/s and data-wait share of ``name`` at ``batch_size``."""
-    from helpers.models import build_training_model, compile_training_model
+    from helpers.registry import build_training_model, compile_training_model
     from helpers.training import make_generators
 
     original = MODELS[name]

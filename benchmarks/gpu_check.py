@@ -44,7 +44,7 @@ def check_weights(results: dict, tar_path: Path, atol: float) -> list[dict]:
     """
     from helpers.data import load_dataset
     from helpers.evaluation import embed
-    from helpers.models import build_embedding
+    from helpers.registry import build_embedding
 
     full = results["full_profile"]
     if full["dataset"].startswith("fashion"):

@@ -51,7 +51,7 @@ from benchmarks.common import (
 )
 from helpers import config
 from helpers.metrics import standard_error
-from helpers.models import MODELS
+from helpers.registry import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1", "train_seconds")
 #: the split seed of the weight-seed table (and of every figure quoted from the older single split)
@@ -188,7 +188,7 @@ def parse_overrides(assignments: list[str], fields=None) -> dict:
     """``["augment=true", "margin=0.5", "lr_schedule=cosine"]`` -> ``{"augment": True, "margin": 0.5,
     "lr_schedule": "cosine"}`` (JSON values, else the plain string); keys must be ``ModelSpec``
     fields."""
-    from helpers.models import ModelSpec
+    from helpers.registry import ModelSpec
 
     valid = set(fields or (f.name for f in dataclasses.fields(ModelSpec)))
     overrides = {}

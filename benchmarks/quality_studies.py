@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks import quality
 from benchmarks.common import BENCHMARK_CACHE, RESULTS_DIR, stamp
 from helpers import config
-from helpers.models import MODELS
+from helpers.registry import MODELS
 
 OUT = RESULTS_DIR / "quality_studies.json"
 CACHE = config.ROOT / ".cache" / "studies"

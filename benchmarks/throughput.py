@@ -9,7 +9,7 @@ Run from the repository root (each command rewrites its section of
     KERAS_BACKEND=jax python -m benchmarks.throughput --only training --dataset-size 60000 \
         --train-batch-sizes 256 1024 --train-steps 50
 
-Generator section: triplets per second of :class:`helpers.generators.TripletGenerator` (batch 256, no
+Generator section: triplets per second of :class:`helpers.samplers.TripletGenerator` (batch 256, no
 augmentation) against a per-sample reference sampler written the way the reference notebooks wrote it
 (a Python loop: per sample, a random anchor class, ``np.random.choice`` among that class's indices for
 anchor and positive, another class for the negative, images stacked), both measured in the same run on
@@ -96,7 +96,7 @@ def _time_batches(sampler, n_batches, budget_s):
 
 def bench_generator(batch_size=256, n_batches=50, budget_s=5.0, seed=0):
     """Rows ``{sampler, batch_size, batches, s_per_batch, triplets_per_s, speedup}`` for both samplers."""
-    from helpers.generators import TripletGenerator
+    from helpers.samplers import TripletGenerator
 
     x, y, data_desc = _load_mnist_train()
     np.random.seed(seed)
@@ -145,7 +145,7 @@ def bench_training(models=None, batch_sizes=(None,), steps=10, dataset_size=None
     import keras
 
     from helpers.data import load_dataset
-    from helpers.models import MODELS, build_training_model, compile_training_model
+    from helpers.registry import MODELS, build_training_model, compile_training_model
     from helpers.training import make_generators
 
     data = load_dataset("mnist", source="bundled", verbose=False)

@@ -1,4 +1,4 @@
-"""Metric-learning experiment suite: data, generators, losses, models, training, evaluation.
+"""Metric-learning experiment suite: data, augmentation, samplers, losses, the model registry, training, evaluation.
 
 Every module is backend-agnostic (``keras.ops``); TensorFlow- or JAX-specific code lives
 only in clearly named shims (``helpers/explain.py``'s gradient shim, ``helpers/training/``'s

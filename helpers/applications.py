@@ -36,7 +36,6 @@ Conventions
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import numpy as np

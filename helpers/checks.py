@@ -1,4 +1,4 @@
-"""Input checks shared by ``helpers.data``, ``helpers.generators`` and ``helpers.evaluation``.
+"""Input checks shared by ``helpers.data``, ``helpers.samplers`` and ``helpers.evaluation``.
 
 Each check is written once here; the caller names its own exception class and message, so every
 module keeps the errors its users (and tests) know. Messages are ``str.format`` templates whose

@@ -650,6 +650,29 @@ def read_dataset(path) -> Dataset:
 # --------------------------------------------------------------------------------------------------
 
 
+def stratified_indices(y, n, seed: int = 0) -> np.ndarray:
+    """The sorted indices of a stratified sample of ``n`` of the labels ``y`` (every index when ``n`` is
+    None or at least ``len(y)``); the same seed gives the same sample."""
+    if n is None or n >= len(y):
+        return np.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(len(y)), train_size=int(n), random_state=seed, stratify=y)
+    return np.sort(idx)
+
+
+def stratified_subset(data: Dataset, train=None, val=None, test=None, seed: int = 0) -> Dataset:
+    """A stratified subset of each split of ``data`` with ``train`` / ``val`` / ``test`` images (None,
+    or at least the split's size, keeps a split whole); the same seed gives the same subset, in the
+    split's order. Unlike :meth:`Dataset.subset` (a choice of classes), every class keeps its share."""
+    parts = {}
+    for which, n in zip(SPLITS, (train, val, test), strict=True):
+        x, y = data.split(which)
+        idx = stratified_indices(y, n, seed)
+        parts[f"x_{which}"], parts[f"y_{which}"] = x[idx], y[idx]
+    return Dataset(name=data.name, source=data.source, class_names=list(data.class_names), **parts)
+
+
 def load_dataset(
     name: str = "mnist",
     source: str = "auto",

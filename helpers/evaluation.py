@@ -608,7 +608,8 @@ def evaluate_models(
     test_embeddings : dict
         ``{name: test embeddings}``, for latent-space plots.
     """
-    from helpers.models import EMBEDDING_DIM, MODELS, get_spec
+    from helpers.architectures import EMBEDDING_DIM
+    from helpers.registry import MODELS, get_spec
     from helpers.training import CacheError, load_embedding
 
     names = list(MODELS) if names is None else list(names)

@@ -60,7 +60,7 @@ def _check_names(name: str, dataset: str) -> None:
 
     if dataset not in DATASETS:
         raise ExportUsageError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
-    from helpers.models import get_spec  # imports Keras: after the checks that need none
+    from helpers.registry import get_spec  # imports Keras: after the checks that need none
 
     try:
         get_spec(name)
@@ -137,7 +137,7 @@ def model_card(name, embedding, record, dataset, profile) -> dict:
     """The JSON card of an exported model."""
     import dataclasses
 
-    from helpers.models import get_spec
+    from helpers.registry import get_spec
 
     spec = get_spec(name)
     entry = {k: v for k, v in dataclasses.asdict(spec).items() if not callable(v)}

@@ -2,7 +2,7 @@
 
 Everything that asks "which stored vectors are closest to these?" calls :func:`exact_knn`: k-NN
 accuracy and the retrieval metrics (``helpers.evaluation``), the generators' mining
-(``helpers.generators``) and the exact index of ``helpers.search``. It runs on FAISS'
+(``helpers.samplers``) and the exact index of ``helpers.search``. It runs on FAISS'
 ``IndexFlat`` (brute force, multi-threaded BLAS), so the answers are exact.
 
 Metrics

@@ -1,7 +1,8 @@
 """The suite's Keras layers that embedding models are built from (``keras.ops`` only: every backend).
 
 Each is registered with Keras (``helpers>Name``), so that ``keras.models.load_model`` reads a saved
-embedding model once ``helpers`` is imported. This module imports Keras only, nothing else of the suite.
+embedding model once ``helpers`` is imported. This module imports Keras and the import-free
+``helpers.studies`` package only, nothing else of the suite.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import importlib
 
 import keras
 from keras import layers, ops
+
+from helpers.studies import KERAS_OBJECTS
 
 
 @keras.saving.register_keras_serializable(package="helpers")
@@ -95,14 +98,15 @@ class TakeToken(layers.Layer):
 
 # --- layers registered under their name, defined where more of the suite is imported ------------------
 
-#: registered name -> the module that defines it: the in-graph augmenters, which a saved model of a
-#: study (VICReg's views) holds, live beside the code they share; Keras finds a stand-in under the
-#: name, which imports the module (registering the real class) when a saved model holds the layer
-DEFERRED = {"helpers>ViewAugment": "helpers.studies.vicreg", "helpers>DeviceAugment": "helpers.models"}
+#: registered name -> the module that defines it: the in-graph augmenter lives beside the host one,
+#: and the studies declare theirs in ``helpers.studies.KERAS_OBJECTS`` (the package's ``__init__``
+#: imports nothing); Keras finds a stand-in under the name, which imports the module (registering the
+#: real class) when a saved model holds the object
+DEFERRED = {"helpers>DeviceAugment": "helpers.augment", **KERAS_OBJECTS}
 
 
 class _Deferred:
-    """Stand-in for a registered layer: ``from_config`` imports its module, then builds the real one."""
+    """Stand-in for a registered object: ``from_config`` imports its module, then builds the real one."""
 
     def __init__(self, registered: str, module: str):
         self.registered, self.module = registered, module
@@ -111,7 +115,7 @@ class _Deferred:
         module = importlib.import_module(self.module)  # its decorator registers the real class too
         real = getattr(module, self.registered.split(">", 1)[1], None)
         if not isinstance(real, type):
-            raise TypeError(f"{self.module} does not define the Keras layer {self.registered!r}")
+            raise TypeError(f"{self.module} does not define the Keras object {self.registered!r}")
         return real.from_config(config)
 
 

@@ -5,12 +5,11 @@ Two layers:
 - plain functions of embeddings returning the **per-example** loss, shape ``(batch,)``:
   :func:`contrastive`, :func:`triplet`, :func:`triplet_l2_norm`, :func:`triplet_l2_norm_safe`,
   :func:`triplet_center_reg`, :func:`batch_hard_triplet`, :func:`batch_semi_hard_triplet`,
-  :func:`batch_all_triplet`, :func:`batch_contrastive`, :func:`graded_contrastive`;
+  :func:`batch_all_triplet`, :func:`batch_contrastive`;
 - ``keras.losses.Loss`` subclasses for ``model.compile`` (registered under the ``"helpers"`` package
   so saved models reload): :class:`ContrastiveLoss`, :class:`TripletLoss`,
   :class:`BatchHardTripletLoss`, :class:`BatchSemiHardTripletLoss`, :class:`BatchAllTripletLoss`,
-  :class:`BatchContrastiveLoss`, :class:`GradedContrastiveLoss`, also by name in the registry
-  :data:`LOSSES` (:func:`get`);
+  :class:`BatchContrastiveLoss`, also by name in the registry :data:`LOSSES` (:func:`get`);
 
 plus :func:`triplet_with_classification`, the compile arguments of the combined
 triplet + sparse categorical cross-entropy objective.
@@ -40,7 +39,6 @@ __all__ = [
     "batch_semi_hard_triplet",
     "batch_all_triplet",
     "batch_contrastive",
-    "graded_contrastive",
     "triplet_with_classification",
     "ContrastiveLoss",
     "TripletLoss",
@@ -50,13 +48,6 @@ __all__ = [
     "BatchAllTripletLoss",
     "LOSSES",
     "get",
-    "GradedContrastiveLoss",
-    "VICREG_TERMS",
-    "vicreg_terms",
-    "vicreg",
-    "VICRegLoss",
-    "VICRegTerm",
-    "vicreg_metrics",
 ]
 
 _EPS = 1e-12
@@ -126,7 +117,7 @@ def contrastive(x0, x1, y, margin: float = 1.0):
     ``0.5 * y * d^2 + 0.5 * (1 - y) * max(0, margin - d)^2`` with ``d = ||x0 - x1||`` (safe sqrt).
 
     Convention: ``y = 1`` for a **similar** pair (same class), ``y = 0`` for a dissimilar one — the
-    convention of the reference notebooks and of :class:`helpers.generators.SiamesePairGenerator`.
+    convention of the reference notebooks and of :class:`helpers.samplers.SiamesePairGenerator`.
     (Hadsell et al. 2006 write it the other way round.)
     """
     x0 = ops.convert_to_tensor(x0)
@@ -135,32 +126,6 @@ def contrastive(x0, x1, y, margin: float = 1.0):
     d2 = _sq_dist(x0, x1)
     d = safe_sqrt(d2)
     return 0.5 * y * d2 + 0.5 * (1.0 - y) * ops.square(ops.relu(margin - d))
-
-
-# pair kinds of graded_contrastive
-PAIR_DISSIMILAR, PAIR_SIMILAR, PAIR_NEAR = 0, 1, 2
-
-
-def graded_contrastive(x0, x1, kind, margin: float = 1.0, near_margin: float = 0.5):
-    """Contrastive loss with three kinds of pair, per pair ``(batch,)``.
-
-    ``kind`` 1 (similar): ``0.5 * d^2``; 0 (dissimilar): ``0.5 * max(0, margin - d)^2``;
-    2 (near, e.g. the same class but not a nearest neighbour): ``0.5 * max(0, near_margin - d)^2``,
-    with ``d = ||x0 - x1||`` (safe sqrt). With no kind-2 pair it equals :func:`contrastive`.
-    """
-    if not 0.0 <= near_margin <= margin:
-        raise ValueError(
-            f"near_margin must be in [0, margin={margin}], got {near_margin}; "
-            "the near pairs are pushed apart less than the dissimilar ones."
-        )
-    x0 = ops.convert_to_tensor(x0)
-    x1 = ops.convert_to_tensor(x1, dtype=x0.dtype)
-    kind = ops.reshape(ops.cast(kind, "int32"), (-1,))
-    d2 = _sq_dist(x0, x1)
-    d = safe_sqrt(d2)
-    target = ops.where(ops.equal(kind, PAIR_NEAR), near_margin, margin)
-    push = ops.square(ops.relu(ops.cast(target, x0.dtype) - d))
-    return 0.5 * ops.where(ops.equal(kind, PAIR_SIMILAR), d2, push)
 
 
 def triplet(a, p, n, margin: float = 1.0, squared: bool = True):
@@ -374,7 +339,7 @@ def triplet_with_classification(triplet_loss, triplet_weight: float = 1.0, cls_w
     """``model.compile`` kwargs of the combined triplet + classification objective.
 
     For a model with two outputs ``(stacked (batch, 3, d) [a, p, n] embeddings, class probabilities
-    of the anchor)`` trained on :class:`helpers.generators.TripletClsGenerator`, whose targets are
+    of the anchor)`` trained on :class:`helpers.samplers.TripletClsGenerator`, whose targets are
     ``(zeros, y_anchor)``. Reference settings: ``TripletLoss(1.0, "l2_safe")`` with weights
     ``(0.5, 1.0)``; ``TripletLoss(1.5, "center")`` with ``(1.0, 1.0)``.
 
@@ -392,7 +357,8 @@ def triplet_with_classification(triplet_loss, triplet_weight: float = 1.0, cls_w
 # --- Keras Loss wrappers -----------------------------------------------------------------------
 
 
-def _unstack(y_pred, k: int, name: str):
+def unstack(y_pred, k: int, name: str):
+    """The ``k`` embeddings stacked in ``y_pred`` ``(batch, k, d)``, with a clear error for another shape."""
     shape = ops.shape(y_pred)
     if len(shape) != 3 or (shape[1] is not None and shape[1] != k):
         raise ValueError(
@@ -415,35 +381,11 @@ class ContrastiveLoss(keras.losses.Loss):
         self.margin = float(margin)
 
     def call(self, y_true, y_pred):
-        x0, x1 = _unstack(y_pred, 2, "ContrastiveLoss")
+        x0, x1 = unstack(y_pred, 2, "ContrastiveLoss")
         return contrastive(x0, x1, y_true, margin=self.margin)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class GradedContrastiveLoss(keras.losses.Loss):
-    """Keras wrapper of :func:`graded_contrastive`.
-
-    ``y_true``: ``(batch,)`` pair kinds (1 similar, 0 dissimilar, 2 near); ``y_pred``: ``(batch, 2, d)``.
-    """
-
-    def __init__(
-        self, margin: float = 1.0, near_margin: float = 0.5, name: str = "graded_contrastive_loss", **kwargs
-    ):
-        super().__init__(name=name, **kwargs)
-        if not 0.0 <= near_margin <= margin:
-            raise ValueError(f"near_margin must be in [0, margin={margin}], got {near_margin}.")
-        self.margin = float(margin)
-        self.near_margin = float(near_margin)
-
-    def call(self, y_true, y_pred):
-        x0, x1 = _unstack(y_pred, 2, "GradedContrastiveLoss")
-        return graded_contrastive(x0, x1, y_true, margin=self.margin, near_margin=self.near_margin)
-
-    def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "near_margin": self.near_margin}
 
 
 _TRIPLET_VARIANTS = ("plain", "l2", "l2_safe", "center")
@@ -477,7 +419,7 @@ class TripletLoss(keras.losses.Loss):
         self.center_reg_weight = float(center_reg_weight)
 
     def call(self, y_true, y_pred):
-        a, p, n = _unstack(y_pred, 3, "TripletLoss")
+        a, p, n = unstack(y_pred, 3, "TripletLoss")
         if self.variant == "center":
             return triplet_center_reg(a, p, n, self.margin, self.center_reg_weight)
         fn = {"plain": triplet, "l2": triplet_l2_norm, "l2_safe": triplet_l2_norm_safe}[self.variant]
@@ -583,7 +525,6 @@ LOSSES: dict[str, type[keras.losses.Loss]] = {
     "batch_semi_hard_triplet": BatchSemiHardTripletLoss,
     "batch_all_triplet": BatchAllTripletLoss,
     "batch_contrastive": BatchContrastiveLoss,
-    "graded_contrastive": GradedContrastiveLoss,
 }
 
 
@@ -594,117 +535,3 @@ def get(name: str, **kwargs) -> keras.losses.Loss:
     except (KeyError, TypeError):
         raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}") from None
     return cls(**kwargs)
-
-
-# --- VICReg (self-supervised: two views of each image, no labels) -----------------------------------
-
-#: The three terms of VICReg (Bardes, Ponce & LeCun 2022), in the order of the loss.
-VICREG_TERMS = ("invariance", "variance", "covariance")
-
-
-def vicreg_terms(z_a, z_b, eps: float = 1e-4) -> dict:
-    """The three VICReg terms of two batches of expander outputs ``(n, d)``, unweighted.
-
-    - ``invariance``: the mean squared difference of the two views' vectors, over the batch and the
-      coordinates (the official implementation's ``F.mse_loss``; the paper's equation sums over the
-      coordinates instead, d times larger, for which λ = 25 was not tuned);
-    - ``variance``: ``v(Z) + v(Z')`` with ``v(Z) = mean_j max(0, 1 - sqrt(Var(z_j) + eps))``, the
-      unbiased variance of each coordinate over the batch: a hinge that keeps every coordinate's
-      standard deviation at 1 or more, so the vectors cannot all collapse to one point;
-    - ``covariance``: ``c(Z) + c(Z')`` with ``c(Z) = sum_{i != j} C(Z)_ij^2 / d``, ``C`` the
-      covariance matrix over the batch (``1 / (n - 1)``): decorrelates the coordinates.
-
-    Needs ``n >= 2`` (a variance over one vector is undefined).
-    """
-    out = {"invariance": ops.mean(ops.square(z_a - z_b)), "variance": 0.0, "covariance": 0.0}
-    for z in (z_a, z_b):
-        n = ops.cast(ops.shape(z)[0], z.dtype)
-        d = ops.cast(ops.shape(z)[1], z.dtype)
-        centred = z - ops.mean(z, axis=0, keepdims=True)
-        var = ops.sum(ops.square(centred), axis=0) / (n - 1.0)
-        out["variance"] = out["variance"] + ops.mean(ops.relu(1.0 - ops.sqrt(var + eps)))
-        cov = ops.matmul(ops.transpose(centred), centred) / (n - 1.0)
-        off_diagonal = ops.sum(ops.square(cov)) - ops.sum(ops.square(var))
-        out["covariance"] = out["covariance"] + off_diagonal / d
-    return out
-
-
-def vicreg(z_a, z_b, inv_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0, eps=1e-4):
-    """``λ·invariance + μ·variance + ν·covariance`` (:func:`vicreg_terms`), a scalar; the paper's
-    λ = μ = 25, ν = 1 by default. ``var_weight=0`` is the ablation without the variance term."""
-    t = vicreg_terms(z_a, z_b, eps)
-    return inv_weight * t["invariance"] + var_weight * t["variance"] + cov_weight * t["covariance"]
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class VICRegLoss(keras.losses.Loss):
-    """Keras wrapper of :func:`vicreg`: ``y_pred`` ``(batch, 2, d)`` the stacked expander outputs of
-    the two views, ``y_true`` ignored (no labels). The batch loss is returned for every example, so
-    Keras' mean over the batch is the loss itself.
-
-    ``margin`` exists only so the registry builds every loss alike (VICReg has none): it must be 0.
-    """
-
-    def __init__(
-        self,
-        inv_weight: float = 25.0,
-        var_weight: float = 25.0,
-        cov_weight: float = 1.0,
-        eps: float = 1e-4,
-        margin: float = 0.0,
-        name: str = "vicreg_loss",
-        **kwargs,
-    ):
-        super().__init__(name=name, **kwargs)
-        if margin:
-            raise ValueError(f"VICReg has no margin; register the model with margin=0.0, got {margin!r}")
-        weights = {"inv_weight": inv_weight, "var_weight": var_weight, "cov_weight": cov_weight}
-        bad = {k: v for k, v in weights.items() if not float(v) >= 0.0}
-        if bad:
-            raise ValueError(f"VICReg weights must be >= 0, got {bad}")
-        self.inv_weight, self.var_weight, self.cov_weight = (float(v) for v in weights.values())
-        self.eps = float(eps)
-
-    def call(self, y_true, y_pred):
-        z_a, z_b = _unstack(y_pred, 2, "VICRegLoss")
-        loss = vicreg(z_a, z_b, self.inv_weight, self.var_weight, self.cov_weight, self.eps)
-        return loss * ops.ones_like(z_a[:, 0])
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "inv_weight": self.inv_weight,
-            "var_weight": self.var_weight,
-            "cov_weight": self.cov_weight,
-            "eps": self.eps,
-        }
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class VICRegTerm(keras.metrics.Mean):
-    """One unweighted term of :func:`vicreg_terms` as a Keras metric, named after the term.
-
-    Like every Keras metric it reports the mean over the batches of the epoch so far, so the
-    per-batch value is recovered exactly from two consecutive logs (``helpers.training.callbacks.BatchValues``).
-    """
-
-    def __init__(self, term: str = "invariance", eps: float = 1e-4, name: str | None = None, **kwargs):
-        if term not in VICREG_TERMS:
-            raise ValueError(f"term must be one of {VICREG_TERMS}, got {term!r}")
-        super().__init__(name=name or term, **kwargs)
-        self.term, self.eps = term, float(eps)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        z_a, z_b = _unstack(y_pred, 2, "VICRegTerm")
-        return super().update_state(vicreg_terms(z_a, z_b, self.eps)[self.term])
-
-    def get_config(self):
-        return {**super().get_config(), "term": self.term, "eps": self.eps}
-
-
-def vicreg_metrics(eps: float = 1e-4) -> list:
-    """The three :class:`VICRegTerm` metrics, to ``compile`` a VICReg model with."""
-    return [VICRegTerm(term, eps) for term in VICREG_TERMS]
-
-
-LOSSES["vicreg"] = VICRegLoss  # registered here, after its class, at the end of the module

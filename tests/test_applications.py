@@ -272,7 +272,7 @@ def test_the_applications_register_no_model_the_unseen_classes_study_does():
 
     code = (
         "import helpers.applications\n"
-        "from helpers.models import STUDY_MODELS\n"
+        "from helpers.registry import STUDY_MODELS\n"
         "assert not STUDY_MODELS, STUDY_MODELS\n"
         "from helpers.studies import unseen_classes\n"
         "print(sorted(STUDY_MODELS))"
@@ -286,7 +286,7 @@ def test_the_applications_register_no_model_the_unseen_classes_study_does():
 
 
 def test_registered_models_of_the_unseen_classes_study():
-    from helpers.models import build_training_model, get_spec
+    from helpers.registry import build_training_model, get_spec
 
     assert get_spec(unseen.UNSEEN_MODEL).classes_per_batch == 8
     model, embedding = build_training_model(unseen.CLASSIFIER_MODEL, num_classes=10)

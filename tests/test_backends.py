@@ -17,7 +17,7 @@ import pytest
 
 from helpers import losses as L
 from helpers.data import load_dataset
-from helpers.models import MODELS
+from helpers.registry import MODELS
 from helpers.training import load_embedding, train
 
 pytest.importorskip("jax")
@@ -94,7 +94,7 @@ def test_every_model_trains_on_jax_and_its_weights_load_on_tensorflow(tmp_path):
         f"""
         import json, numpy as np, keras
         from helpers.data import load_dataset
-        from helpers.models import MODELS
+        from helpers.registry import MODELS
         from helpers.training import train
         data = load_dataset("mnist", source="bundled", verbose=False)
         x = np.load("x.npy")

@@ -4,9 +4,9 @@ loss, the training hooks and the separation measurements."""
 import numpy as np
 import pytest
 
-from helpers import losses, models
-from helpers.generators import GeneratorError
+from helpers import losses, registry, samplers
 from helpers.knn import exact_knn
+from helpers.samplers import GeneratorError
 from helpers.studies import contrastive_4_vs_9 as c49
 
 # --- shift transform ---------------------------------------------------------------------------
@@ -134,8 +134,8 @@ def test_graded_pairs_mark_same_digit_non_neighbours_as_near(toy):
     i0, i1, label = _pairs(
         c49.NeighbourPairGenerator(x, y, negatives="graded", batch_size=64, steps_per_epoch=4, seed=4)
     )
-    assert set(np.unique(label)) == {losses.PAIR_DISSIMILAR, losses.PAIR_SIMILAR, losses.PAIR_NEAR}
-    near, far = label == losses.PAIR_NEAR, label == losses.PAIR_DISSIMILAR
+    assert set(np.unique(label)) == {c49.PAIR_DISSIMILAR, c49.PAIR_SIMILAR, c49.PAIR_NEAR}
+    near, far = label == c49.PAIR_NEAR, label == c49.PAIR_DISSIMILAR
     assert np.all(y[i0[near]] == y[i1[near]])
     assert not any(int(b) in nn[int(a)] or a == b for a, b in zip(i0[near], i1[near], strict=False))
     assert np.all(y[i0[far]] != y[i1[far]])
@@ -179,20 +179,20 @@ def test_graded_contrastive_matches_hand_computed_values():
     # distances 0.25, 0.25, 0.25, 0.5, 0.5, 1.0
     x1 = np.array([[0.15, 0.2]] * 3 + [[0.3, 0.4]] * 2 + [[0.6, 0.8]], np.float32)
     kind = np.array([1, 0, 2, 0, 2, 0])
-    got = np.asarray(losses.graded_contrastive(x0, x1, kind, margin=1.0, near_margin=0.5))
+    got = np.asarray(c49.graded_contrastive(x0, x1, kind, margin=1.0, near_margin=0.5))
     # 0.5 d^2 | 0.5 (1 - d)^2 | 0.5 (0.5 - d)^2 | 0.5 (0.5)^2 | 0 (d = near margin) | 0 (d = margin)
     np.testing.assert_allclose(got, [0.03125, 0.28125, 0.03125, 0.125, 0.0, 0.0], atol=1e-6)
     # without near pairs it is the contrastive loss
     two = np.array([1, 0, 1, 0, 1, 0])
     np.testing.assert_allclose(
-        np.asarray(losses.graded_contrastive(x0, x1, two)),
+        np.asarray(c49.graded_contrastive(x0, x1, two)),
         np.asarray(losses.contrastive(x0, x1, two)),
         atol=1e-7,
     )
-    wrapped = losses.GradedContrastiveLoss(margin=1.0, near_margin=0.5)(kind, np.stack([x0, x1], axis=1))
+    wrapped = c49.GradedContrastiveLoss(margin=1.0, near_margin=0.5)(kind, np.stack([x0, x1], axis=1))
     assert float(wrapped) == pytest.approx(np.mean([0.03125, 0.28125, 0.03125, 0.125, 0, 0]), abs=1e-6)
     assert (
-        losses.GradedContrastiveLoss.from_config(
+        c49.GradedContrastiveLoss.from_config(
             wrapped_cfg := {"margin": 2.0, "near_margin": 0.5}
         ).get_config()["near_margin"]
         == wrapped_cfg["near_margin"]
@@ -201,9 +201,9 @@ def test_graded_contrastive_matches_hand_computed_values():
 
 def test_graded_contrastive_rejects_a_near_margin_above_the_margin():
     with pytest.raises(ValueError, match="near_margin must be in"):
-        losses.graded_contrastive(np.zeros((1, 2)), np.ones((1, 2)), [2], margin=0.5, near_margin=1.0)
+        c49.graded_contrastive(np.zeros((1, 2)), np.ones((1, 2)), [2], margin=0.5, near_margin=1.0)
     with pytest.raises(ValueError, match="near_margin must be in"):
-        losses.GradedContrastiveLoss(margin=0.5, near_margin=1.0)
+        c49.GradedContrastiveLoss(margin=0.5, near_margin=1.0)
 
 
 # --- registry hooks and models ------------------------------------------------------------------------
@@ -217,14 +217,14 @@ def test_reference_net_has_the_reference_layers_and_a_2d_output():
 
 
 def test_study_models_build_with_their_generator_kind_and_loss():
-    triplet, _ = models.build_training_model("c49_nn_triplet", num_classes=2)
-    graded, _ = models.build_training_model("c49_nn_graded", num_classes=2)
+    triplet, _ = registry.build_training_model("c49_nn_triplet", num_classes=2)
+    graded, _ = registry.build_training_model("c49_nn_graded", num_classes=2)
     assert len(triplet.inputs) == 3 and len(graded.inputs) == 2
-    loss, _ = models.make_loss(models.get_spec("c49_nn_graded"))
-    assert isinstance(loss, losses.GradedContrastiveLoss) and loss.near_margin == 0.5 and loss.margin == 1.0
-    assert models.get_spec("c49_inlab_shifted").config()["train_shifts"] == c49.SHIFTS  # in the fingerprint
+    loss, _ = registry.make_loss(registry.get_spec("c49_nn_graded"))
+    assert isinstance(loss, c49.GradedContrastiveLoss) and loss.near_margin == 0.5 and loss.margin == 1.0
+    assert registry.get_spec("c49_inlab_shifted").config()["train_shifts"] == c49.SHIFTS  # in the fingerprint
     with pytest.raises(ValueError, match="core generator kind"):
-        models.register_generator("pairs", 2, lambda *a: None)
+        samplers.register_sampler("pairs", 2, lambda *a: None)
 
 
 def test_train_builds_the_regime_sampler_and_caches_the_model(study, tmp_path):
@@ -232,7 +232,7 @@ def test_train_builds_the_regime_sampler_and_caches_the_model(study, tmp_path):
 
     data = c49.training_data("c49_nn_regime2", study)
     train_gen, val_gen = make_generators(
-        models.get_spec("c49_nn_regime2"), data, batch_size=16, steps_per_epoch=2
+        registry.get_spec("c49_nn_regime2"), data, batch_size=16, steps_per_epoch=2
     )
     assert isinstance(train_gen, c49.NeighbourPairGenerator) and train_gen.negatives == "not_neighbor"
     assert len(val_gen.x) == len(data.x_val)

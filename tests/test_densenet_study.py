@@ -11,8 +11,15 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import generators, models, training
-from helpers.data import CACHE_FORMAT_VERSION, DEFAULT_FASHION_DIR, Dataset, DatasetError, load_dataset
+from helpers import registry, samplers, training
+from helpers.data import (
+    CACHE_FORMAT_VERSION,
+    DEFAULT_FASHION_DIR,
+    Dataset,
+    DatasetError,
+    load_dataset,
+    stratified_subset,
+)
 from helpers.studies import densenet_fashion_mnist as ds
 from helpers.training.callbacks import TimeBudget
 
@@ -20,7 +27,7 @@ from helpers.training.callbacks import TimeBudget
 
 
 def test_densenet_channels_follow_the_reference_arithmetic():
-    model = models.densenet_bc()
+    model = ds.densenet_bc()
     shape = lambda name: tuple(model.get_layer(name).output.shape[1:])  # noqa: E731
     # reference: 24 -> block1 (6 x 12) 96 @28 -> 48 @14 -> block2 (12 x 12) 192 -> 96 @7 -> block3 (8 x 12) 192
     assert shape("stem_conv") == (28, 28, 24)
@@ -33,7 +40,7 @@ def test_densenet_channels_follow_the_reference_arithmetic():
 
 
 def test_densenet_convolution_weights_match_a_hand_count():
-    model = models.densenet_bc()
+    model = ds.densenet_bc()
     expected, k = 3 * 3 * 1 * 24, 12
     channels = 24
     for n_layers, transition in ((6, True), (12, True), (8, False)):
@@ -54,7 +61,7 @@ def test_densenet_convolution_weights_match_a_hand_count():
 
 
 def test_densenet_maps_inputs_to_minus_one_one_and_uses_he_init():
-    model = models.densenet_bc()
+    model = ds.densenet_bc()
     rescale = keras.Model(model.input, model.get_layer("to_minus1_1").output)
     out = keras.ops.convert_to_numpy(rescale(np.stack([np.zeros((28, 28, 1)), np.ones((28, 28, 1))])))
     np.testing.assert_allclose(out[0], -1.0)
@@ -73,12 +80,12 @@ def test_small_densenet_is_half_the_depth_at_half_the_resolution():
     assert model.count_params() == 116_838
     spec = ds.SMALL_CLASSIFIER
     assert (spec.augment, spec.lr_schedule, spec.monitor) == (False, "cosine", "val_accuracy")
-    assert "stem_pool" not in [layer.name for layer in models.densenet_bc().layers]  # the reference: none
+    assert "stem_pool" not in [layer.name for layer in ds.densenet_bc().layers]  # the reference: none
 
 
 def test_densenet_refuses_a_wrong_embedding_dim():
     with pytest.raises(ValueError, match="192-d features"):
-        models.densenet_bc(embedding_dim=64)
+        ds.densenet_bc(embedding_dim=64)
 
 
 def test_study_specs_and_the_six_fingerprints():
@@ -86,11 +93,11 @@ def test_study_specs_and_the_six_fingerprints():
     assert (ds.CLASSIFIER.plateau_factor, ds.CLASSIFIER.plateau_patience) == (0.5, 3)
     assert ds.CLASSIFIER.augment_params == {"shift": 2.8, "rotation": 10.0, "noise": 0.0}
     assert "monitor" in ds.CLASSIFIER.config()
-    for spec in models.MODELS.values():  # study fields at their defaults leave the six caches valid
-        assert not set(models._STUDY_FIELDS) & set(spec.config())
+    for spec in registry.MODELS.values():  # study fields at their defaults leave the six caches valid
+        assert not set(registry.STUDY_FIELDS) & set(spec.config())
     with pytest.raises(ValueError, match="needs loss='cross_entropy'"):
         dataclasses.replace(ds.HEAD, monitor="val_accuracy")
-    training_model, _ = models.build_training_model(ds.CLASSIFIER.name)
+    training_model, _ = registry.build_training_model(ds.CLASSIFIER.name)
     augment = training_model.get_layer("device_augment")
     assert (augment.shift, augment.rotation, augment.noise) == (2.8, 10.0, 0.0)
     assert training_model.output.shape[-1] == 10
@@ -100,10 +107,10 @@ def test_study_specs_and_the_six_fingerprints():
 
 
 def tiny_densenet(input_shape=(28, 28, 1), embedding_dim=None):
-    return models.densenet_bc(input_shape, growth_rate=4, blocks=(1, 1), initial_channels=8)
+    return ds.densenet_bc(input_shape, growth_rate=4, blocks=(1, 1), initial_channels=8)
 
 
-TINY = models.register(
+TINY = registry.register(
     dataclasses.replace(ds.CLASSIFIER, name="test_tiny_densenet", builder=tiny_densenet, embedding_dim=None)
 )
 TINY_PARAMS = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 20}
@@ -166,7 +173,7 @@ def test_time_budget_stops_cleanly_after_the_first_batch():
 def test_triplet_generator_accepts_feature_vectors():
     x = np.arange(40 * 5, dtype=np.float32).reshape(40, 5)
     y = np.repeat(np.arange(4), 10)
-    (a, p, n), target = generators.TripletGenerator(x, y, batch_size=8, seed=1)[0]
+    (a, p, n), target = samplers.TripletGenerator(x, y, batch_size=8, seed=1)[0]
     assert a.shape == p.shape == n.shape == (8, 5) and target.shape == (8,)
     label = lambda v: y[(v[:, 0] // 5).astype(int)]  # noqa: E731  (row i starts at 5 i)
     assert (label(a) == label(p)).all() and (label(a) != label(n)).all()
@@ -226,9 +233,9 @@ def test_compare_on_separable_clusters():
 
 def test_subset_is_stratified_and_seeded():
     data = _tiny_data(n_per_class=6)
-    small = ds.subset(data, train=30, seed=3)
+    small = stratified_subset(data, train=30, seed=3)
     assert np.bincount(small.y_train).tolist() == [3] * 10
-    np.testing.assert_array_equal(small.x_train, ds.subset(data, train=30, seed=3).x_train)
+    np.testing.assert_array_equal(small.x_train, stratified_subset(data, train=30, seed=3).x_train)
     assert len(small.y_val) == len(data.y_val)
 
 

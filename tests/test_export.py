@@ -16,7 +16,7 @@ import helpers
 from helpers import config, training
 from helpers.data import load_dataset
 from helpers.export import ExportError, ExportUsageError, export, main
-from helpers.models import MODELS, build_embedding
+from helpers.registry import MODELS, build_embedding
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "cnn_simple_v1"
@@ -47,7 +47,7 @@ def test_every_registry_embedding_round_trips_through_a_keras_file(name, data, t
 
 FRESH_LOAD = """
 import sys, numpy as np
-import helpers.generators  # Keras loads while a module of the suite is half imported
+import helpers.samplers  # Keras loads while a module of the suite is half imported
 import keras
 x = np.load(sys.argv[1])
 for path in sys.argv[2:]:
@@ -83,7 +83,7 @@ def test_import_helpers_is_enough_to_load_every_kind_of_layer_in_a_fresh_process
     jax_paths = [str(Path(p).with_name(f"jax_{Path(p).name}")) for p in paths]
     for path, copy in zip(paths, jax_paths, strict=True):
         Path(copy).write_bytes(Path(path).read_bytes())
-    jax_run = [sys.executable, "-c", FRESH_LOAD.replace("import helpers.generators", "import helpers")]
+    jax_run = [sys.executable, "-c", FRESH_LOAD.replace("import helpers.samplers", "import helpers")]
     proc = subprocess.run(
         [*jax_run, str(tmp_path / "x.npy"), *jax_paths], env=env, cwd=tmp_path, capture_output=True, text=True
     )

@@ -35,7 +35,7 @@ def _tar_of(tmp_path, name, weights, embeddings):
 def test_check_weights_accepts_the_same_embeddings_and_refuses_others(tmp_path):
     from helpers.data import load_dataset
     from helpers.evaluation import embed
-    from helpers.models import build_embedding
+    from helpers.registry import build_embedding
 
     name = "cnn_with_attention_cls_head_v1"
     data = load_dataset("mnist", source="bundled", verbose=False)

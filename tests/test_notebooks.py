@@ -16,8 +16,8 @@ import pytest
 
 from helpers import profiles
 from helpers import run as runner
-from helpers.models import MODELS
 from helpers.processes import NOISE
+from helpers.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = runner.notebooks(ROOT / "notebooks")

@@ -295,7 +295,7 @@ def test_stale_marker_trips_when_a_registry_field_changes(monkeypatch):
     import dataclasses
 
     from benchmarks import common, report
-    from helpers import models
+    from helpers import registry
 
     rows = common.stamp_rows([run(MODELS[0], 42, 0, 0.98), run("raw_pixels", 42, 0, 0.92)], commit="abc1234")
     assert rows[0]["commit"] == "abc1234" and len(rows[0]["registry_fingerprint"]) == 16
@@ -305,8 +305,8 @@ def test_stale_marker_trips_when_a_registry_field_changes(monkeypatch):
     assert names == [MODELS[0], "raw_pixels", f"{MODELS[1]}{report.UNSTAMPED}"]
     assert notes == [report.FRESHNESS_NOTES[report.UNSTAMPED]]
 
-    spec = models.MODELS[MODELS[0]]
-    monkeypatch.setitem(models.MODELS, MODELS[0], dataclasses.replace(spec, margin=spec.margin + 0.25))
+    spec = registry.MODELS[MODELS[0]]
+    monkeypatch.setitem(registry.MODELS, MODELS[0], dataclasses.replace(spec, margin=spec.margin + 0.25))
     names, notes = report.freshness_marks(rows)
     assert names == [f"{MODELS[0]}{report.STALE}", "raw_pixels"]
     assert notes == [report.FRESHNESS_NOTES[report.STALE]]

@@ -6,22 +6,22 @@ import pytest
 def test_study_models_register_beside_the_six():
     import dataclasses
 
-    from helpers import models
+    from helpers import registry
 
-    base = models.MODELS["cnn_simple_v1"]
+    base = registry.MODELS["cnn_simple_v1"]
     spec = dataclasses.replace(base, name="study_test_model")
     try:
-        assert models.register(spec) is spec and models.get_spec("study_test_model") is spec
-        assert models.register(spec) is spec  # idempotent
+        assert registry.register(spec) is spec and registry.get_spec("study_test_model") is spec
+        assert registry.register(spec) is spec  # idempotent
         with pytest.raises(ValueError, match="already registered"):
-            models.register(dataclasses.replace(spec, margin=1.0))
+            registry.register(dataclasses.replace(spec, margin=1.0))
         with pytest.raises(ValueError, match="core models"):
-            models.register(base)
-        assert "study_test_model" not in models.MODELS
+            registry.register(base)
+        assert "study_test_model" not in registry.MODELS
     finally:
-        models.STUDY_MODELS.pop("study_test_model", None)
+        registry.STUDY_MODELS.pop("study_test_model", None)
     with pytest.raises(ValueError, match="choose one of"):
-        models.get_spec("study_test_model")
+        registry.get_spec("study_test_model")
 
 
 @pytest.mark.parametrize(
@@ -37,9 +37,9 @@ def test_study_models_register_beside_the_six():
 def test_a_typo_in_a_spec_fails_at_once_listing_the_valid_names(field, typo, listed):
     import dataclasses
 
-    from helpers import models
+    from helpers import registry
 
-    base = models.MODELS["cnn_simple_v1"]
+    base = registry.MODELS["cnn_simple_v1"]
     with pytest.raises(
         ValueError, match=f"model 'cnn_simple_v1': {field} must be .*{listed}.*, got '{typo}'"
     ):
@@ -53,53 +53,49 @@ def test_every_registered_name_builds():
     import keras
     import numpy as np
 
-    from helpers import generators, losses, models
+    import helpers.studies.contrastive_4_vs_9  # noqa: F401 - registers the study losses
+    import helpers.studies.vicreg  # noqa: F401
+    from helpers import losses, registry, samplers
 
-    base = models.MODELS["cnn_simple_v1"]
-    for name in models.LOSS_SETTINGS:
-        spec = dataclasses.replace(base, loss=name)
-        if name == "graded_contrastive":  # a study spec carries its near_margin
-            from helpers.studies.contrastive_4_vs_9 import RegimeSpec
-
-            fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-            spec = RegimeSpec(**{**fields, "loss": name, "generator": "pairs"})
-        if name == "vicreg":  # a study spec carries the weights of its three terms, and no margin
-            from helpers.studies.vicreg import VicregSpec
-
-            fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-            spec = VicregSpec(**{**fields, "loss": name, "margin": 0.0, "generator": "positive_pairs"})
-        loss, weights = models.make_loss(spec)
-        if name in models.CLASS_HEAD_LOSSES:
+    base = registry.MODELS["cnn_simple_v1"]
+    for name, kind in registry.LOSS_KINDS.items():
+        # a study's loss builds from its own spec: the registered entry that names it
+        owner = next((s for s in registry.STUDY_MODELS.values() if s.loss == name), None)
+        spec = dataclasses.replace(base, loss=name) if owner is None else owner
+        loss, weights = registry.make_loss(spec)
+        if kind.class_head:
             assert isinstance(loss[1], keras.losses.SparseCategoricalCrossentropy) and len(weights) == 2
         else:
-            assert isinstance(loss, losses.LOSSES[models.LOSS_SETTINGS[name][0]]) and weights is None
-    for name in models.OPTIMIZERS:
+            assert isinstance(loss, keras.losses.Loss) and weights is None
+        if name in losses.LOSSES:
+            assert isinstance(loss, losses.LOSSES[name])
+    for name in registry.OPTIMIZERS:
         assert isinstance(
-            models.make_optimizer(dataclasses.replace(base, optimizer=name)), keras.optimizers.Optimizer
+            registry.make_optimizer(dataclasses.replace(base, optimizer=name)), keras.optimizers.Optimizer
         )
     x, y = np.zeros((12, 4, 4, 1), np.float32), np.repeat([0, 1, 2], 4)
     kwargs = {"pk": dict(classes_per_batch=2, samples_per_class=2)}
-    for name, cls in generators.GENERATORS.items():
-        assert type(generators.get_generator(name, x, y, **kwargs.get(name, {}))) is cls
-    with pytest.raises(generators.GeneratorError, match="unknown generator 'pairz'; choose one of: pairs"):
-        generators.get_generator("pairz", x, y)
+    for name, cls in samplers.GENERATORS.items():
+        assert type(samplers.get_generator(name, x, y, **kwargs.get(name, {}))) is cls
+    with pytest.raises(samplers.GeneratorError, match="unknown generator 'pairz'; choose one of: pairs"):
+        samplers.get_generator("pairz", x, y)
     with pytest.raises(ValueError, match="unknown loss 'nope'; choose one of: contrastive"):
         losses.get("nope")
 
 
 def test_make_loss_builds_what_the_if_chain_built():
     """The table reproduces the arguments the former if-chain passed (configs compared)."""
-    from helpers import losses, models
+    from helpers import losses, registry
 
     def config(spec_name):
-        loss, weights = models.make_loss(models.MODELS[spec_name])
+        loss, weights = registry.make_loss(registry.MODELS[spec_name])
         first = loss[0] if isinstance(loss, list) else loss
         own = {k: v for k, v in first.get_config().items() if k not in ("name", "reduction", "dtype")}
         return type(first).__name__, own, weights
 
     assert config("cnn_simple_v1") == ("BatchContrastiveLoss", {"margin": 10.0}, None)
     assert config("cnn_simple_v2") == ("BatchAllTripletLoss", {"margin": 10.0, "squared": True}, None)
-    cbam = models.MODELS["cnn_with_attention_v1"]
+    cbam = registry.MODELS["cnn_with_attention_v1"]
     assert config("cnn_with_attention_v1") == (
         "BatchSemiHardTripletLoss",
         {"margin": cbam.margin, "squared": False, "center_reg_weight": cbam.center_reg_weight},
@@ -125,16 +121,16 @@ def test_weight_ema_averages_the_weights_at_each_epoch_end():
     import keras
     import numpy as np
 
-    from helpers import models
+    from helpers import registry
 
-    base = dataclasses.replace(models.MODELS["cnn_simple_v1"], learning_rate=0.1, lr_schedule="plateau")
+    base = dataclasses.replace(registry.MODELS["cnn_simple_v1"], learning_rate=0.1, lr_schedule="plateau")
     with pytest.raises(ValueError, match=r"weight_ema must be in \[0, 1\)"):
         dataclasses.replace(base, weight_ema=1.0)
     x, y = np.ones((5, 1), np.float32), np.full((5, 1), 100.0, np.float32)
 
     def fitted(weight_ema):
         spec = dataclasses.replace(base, weight_ema=weight_ema)
-        optimizer = models.make_optimizer(spec, steps_per_epoch=5)
+        optimizer = registry.make_optimizer(spec, steps_per_epoch=5)
         assert optimizer.use_ema == bool(weight_ema)
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])

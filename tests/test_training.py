@@ -14,7 +14,7 @@ import pytest
 
 from helpers import training
 from helpers.data import load_dataset
-from helpers.models import MODELS, build_embedding, build_training_model, get_spec
+from helpers.registry import MODELS, build_embedding, build_training_model, get_spec
 from helpers.training import batches, cache, callbacks, estimates, workers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -427,7 +427,7 @@ def test_a_second_process_waits_for_the_first_and_loads_its_entry(tmp_path):
 
 def test_a_study_modules_code_is_in_its_models_fingerprint_only(monkeypatch):
     import helpers.studies.vicreg  # noqa: F401  (registers the VICReg models)
-    from helpers.models import get_spec
+    from helpers.registry import get_spec
 
     assert cache.study_code_modules(get_spec("vicreg")) == ("studies.vicreg",)
     assert cache.study_code_modules(get_spec("cnn_simple_v1")) == ()
@@ -447,7 +447,7 @@ def test_a_study_modules_code_is_in_its_models_fingerprint_only(monkeypatch):
 
 
 def test_augment_threads_feed_the_trainer_the_same_batches(data, tmp_path, monkeypatch):
-    from helpers.models import get_spec
+    from helpers.registry import get_spec
 
     assert batches.augment_threads(get_spec("cnn_simple_v1"))["workers"] == batches.AUGMENT_THREADS > 1
     # a mining generator's epoch-end refresh uses the model being trained: no threads
@@ -612,8 +612,8 @@ def test_recalibrate_bn_entry_saves_the_clean_training_images_statistics(data, t
 
 
 def test_augment_params_reach_the_host_augmenter(data):
-    from helpers.generators import Augmenter
-    from helpers.models import spec_override
+    from helpers.augment import Augmenter
+    from helpers.registry import spec_override
 
     name = "cnn_simple_v1"  # augments on the host
     train_gen, val_gen = training.make_generators(get_spec(name), data, batch_size=40, steps_per_epoch=2)

@@ -2,20 +2,23 @@
 against hand-worked values, a tiny training through the cache, and the same pieces under JAX."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+from keras import ops
 
 from helpers import profiles
 from helpers.data import Dataset
-from helpers.generators import GeneratorError
-from helpers.losses import VICREG_TERMS
+from helpers.samplers import GeneratorError
 from helpers.studies import vicreg as V
+from helpers.studies.vicreg import VICREG_TERMS
 from helpers.training.callbacks import BatchValues
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,11 +180,11 @@ def test_probe_clustering_and_laplacian_eigenmaps_on_separated_blobs():
 def test_profiles_and_registry_entries():
     import dataclasses
 
-    from helpers import models
+    from helpers import registry
 
-    plain = dataclasses.replace(models.MODELS["cnn_simple_v1"], loss="vicreg", margin=0.0)
+    plain = dataclasses.replace(registry.MODELS["cnn_simple_v1"], loss="vicreg", margin=0.0)
     with pytest.raises(ValueError, match="needs a spec with inv_weight"):
-        models.make_loss(plain)
+        registry.make_loss(plain)
     assert profiles.settings("10_vicreg", "default", epochs=3)["epochs"] == 3
     with pytest.raises(ValueError, match="unknown profile"):
         profiles.settings("10_vicreg", "huge")
@@ -259,7 +262,6 @@ def test_views_loss_and_cached_training_under_jax(tmp_path):
     pytest.importorskip("jax")
     code = """
         import json, numpy as np, keras
-        from helpers import losses as L
         from helpers.studies import vicreg as V
 from helpers.training.callbacks import BatchValues
         from helpers.data import Dataset
@@ -267,7 +269,7 @@ from helpers.training.callbacks import BatchValues
         layer = V.ViewAugment(seed=0)
         a, b = np.asarray(layer(x[:8], training=True)), np.asarray(layer(x[:8], training=True))
         z = np.random.default_rng(1).normal(size=(6, 2, 5)).astype("float32")
-        terms = {k: float(v) for k, v in L.vicreg_terms(z[:, 0], z[:, 1]).items()}
+        terms = {k: float(v) for k, v in V.vicreg_terms(z[:, 0], z[:, 1]).items()}
         y = np.arange(48) % 4
         data = Dataset("tiny", "test", x, y, x[:16], y[:16], x[:16], y[:16], list("abcd"))
         params = {"steps_per_epoch": 2, "batch_size": 16}
@@ -294,9 +296,8 @@ from helpers.training.callbacks import BatchValues
     assert {"invariance", "variance", "covariance"} <= set(got["keys"]) and got["batches"] == 2
     assert got["rep"] == [4, V.REPRESENTATION_DIM]
     z = np.random.default_rng(1).normal(size=(6, 2, 5)).astype("float32")
-    from helpers import losses as L
 
-    want = {k: float(v) for k, v in L.vicreg_terms(z[:, 0], z[:, 1]).items()}
+    want = {k: float(v) for k, v in V.vicreg_terms(z[:, 0], z[:, 1]).items()}
     assert got["terms"] == pytest.approx(want, rel=1e-5)
 
 
@@ -359,3 +360,73 @@ def test_paired_comparisons_on_the_same_test_images():
     ]
     assert rows[0]["difference"] == pytest.approx(0.1) and rows[0]["excludes_zero"]
     assert rows[1]["difference"] == 0.0 and not rows[1]["excludes_zero"]
+
+
+# --- VICReg --------------------------------------------------------------------------------------
+
+
+def _vicreg_numpy(za, zb, eps=1e-4):
+    """The three VICReg terms with plain loops (the paper's definitions, unbiased covariance)."""
+    n, d = za.shape
+    inv = sum((za[i, j] - zb[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+    var = cov = 0.0
+    for z in (za, zb):
+        mean = [sum(z[i, j] for i in range(n)) / n for j in range(d)]
+        c = [
+            [sum((z[i, a] - mean[a]) * (z[i, b] - mean[b]) for i in range(n)) / (n - 1) for b in range(d)]
+            for a in range(d)
+        ]
+        var += sum(max(0.0, 1.0 - math.sqrt(c[j][j] + eps)) for j in range(d)) / d
+        cov += sum(c[a][b] ** 2 for a in range(d) for b in range(d) if a != b) / d
+    return {"invariance": inv, "variance": var, "covariance": cov}
+
+
+def test_vicreg_terms_match_a_plain_numpy_computation():
+    za = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.5], [1.0, 1.0, -1.0], [0.5, -0.5, 0.0]], np.float32)
+    zb = np.array([[0.5, 0.0, 2.0], [0.0, 2.0, 0.0], [1.5, 1.0, -1.0], [0.0, 0.0, 0.0]], np.float32)
+    want = _vicreg_numpy(za.astype(float), zb.astype(float))
+    got = {k: float(ops.convert_to_numpy(v)) for k, v in V.vicreg_terms(za, zb).items()}
+    assert got == pytest.approx(want, rel=1e-5)
+    # by hand: the invariance is the mean of the squared differences, 2.0 / 12
+    assert got["invariance"] == pytest.approx((0.25 + 1.0 + 0.25 + 0.25 + 0.25 + 0.25) / 12, rel=1e-6)
+    total = float(ops.convert_to_numpy(V.vicreg(za, zb)))
+    assert total == pytest.approx(
+        25 * want["invariance"] + 25 * want["variance"] + want["covariance"], rel=1e-5
+    )
+    # mu = 0: the ablation drops exactly the variance term
+    ablation = float(ops.convert_to_numpy(V.vicreg(za, zb, var_weight=0.0)))
+    assert total - ablation == pytest.approx(25 * want["variance"], rel=1e-5)
+
+
+def test_vicreg_on_a_collapsed_batch():
+    z = np.ones((5, 4), np.float32)  # every vector the same: no variance, no covariance
+    t = {k: float(ops.convert_to_numpy(v)) for k, v in V.vicreg_terms(z, z).items()}
+    assert t["invariance"] == 0.0 and t["covariance"] == 0.0
+    assert t["variance"] == pytest.approx(2 * (1 - math.sqrt(1e-4)), rel=1e-6)  # 1.98: the hinge at full
+
+
+def test_vicreg_wrapper_metrics_and_serialisation():
+    rng = np.random.default_rng(1)
+    pair = rng.normal(size=(6, 2, 5)).astype(np.float32)
+    loss = V.VICRegLoss(margin=0.0, var_weight=0.0)
+    assert isinstance(loss, V.VICRegLoss)
+    ref = V.vicreg(pair[:, 0], pair[:, 1], 25.0, 0.0, 1.0)
+    assert float(ops.convert_to_numpy(loss(np.zeros(6, np.float32), pair))) == pytest.approx(
+        float(ops.convert_to_numpy(ref)), rel=1e-5
+    )
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert clone.get_config() == loss.get_config()
+    terms = V.vicreg_terms(pair[:, 0], pair[:, 1])
+    for metric in V.vicreg_metrics():
+        metric.update_state(np.zeros(6, np.float32), pair)
+        assert float(ops.convert_to_numpy(metric.result())) == pytest.approx(
+            float(ops.convert_to_numpy(terms[metric.name])), rel=1e-5
+        )
+    with pytest.raises(ValueError, match="no margin"):
+        V.VICRegLoss(margin=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        V.VICRegLoss(var_weight=-1.0)
+    with pytest.raises(ValueError, match="term must be one of"):
+        V.VICRegTerm("variances")
+    with pytest.raises(ValueError, match="batch, 2, d"):
+        loss(np.zeros(4, np.float32), np.zeros((4, 3, 5), np.float32))

@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.common import ARCHIVE_RESULTS_DIR, mean_and_std, print_table, write_results
 from helpers import config
-from helpers.models import MODELS
+from helpers.registry import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
 OUT = ARCHIVE_RESULTS_DIR / "bn_recalibration.json"
@@ -36,7 +36,7 @@ def measure_split(name: str, split_seed: int, eval_split: str, cache_dir: Path) 
     """The ``moving`` and ``recalibrated`` rows of one split seed (weight seed 0)."""
     from helpers import evaluation
     from helpers.data import load_dataset
-    from helpers.models import spec_override
+    from helpers.registry import spec_override
     from helpers.training import recalibrate_batchnorm, train
 
     data = load_dataset("mnist", source="bundled", seed=split_seed, verbose=False)

@@ -34,7 +34,7 @@ from benchmarks.common import (
     write_results,
 )
 from helpers import config
-from helpers.models import MODELS
+from helpers.registry import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
 OUT = ARCHIVE_RESULTS_DIR / "data_size.json"

@@ -1,4 +1,4 @@
-"""Mining-table speed: ``same_class_neighbors`` / ``other_class_neighbors`` of ``helpers.generators``.
+"""Mining-table speed: ``same_class_neighbors`` / ``other_class_neighbors`` of ``helpers.samplers``.
 
 Run from the repository root (rewrites ``benchmarks/archive/results/mining.json`` with figures, command, date,
 machine, commit)::
@@ -136,7 +136,7 @@ def _seconds(fn, *args, **kwargs) -> float:
 
 
 def run(repeats: int) -> list[dict]:
-    from helpers import generators
+    from helpers import samplers
 
     references = {
         "same_class_neighbors": reference_same_class_neighbors,
@@ -146,9 +146,9 @@ def run(repeats: int) -> list[dict]:
     for label, ds in _datasets():
         pixels, emb = _features(ds.x_train)
         feats = {"pixels": pixels, "emb": emb}
-        index = generators._ClassIndex(ds.y_train)
+        index = samplers.ClassIndex(ds.y_train)
         for name, key, fn_name, kwargs in _cases(len(pixels)):
-            ours, ref = getattr(generators, fn_name), references[fn_name]
+            ours, ref = getattr(samplers, fn_name), references[fn_name]
             helpers_s = reference_s = float("inf")
             for _ in range(repeats):  # interleaved: both see the same load
                 helpers_s = min(helpers_s, _seconds(ours, feats[key], index, **kwargs))

@@ -47,7 +47,7 @@ from benchmarks.common import (
     write_results,
 )
 from helpers import config
-from helpers.models import MODELS
+from helpers.registry import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
 SHIFT_SETS = ("none", "square2")

@@ -109,9 +109,9 @@ def _cases() -> dict:
 def _training_model(model_name, loss):
     import keras
 
-    from helpers import models
+    from helpers import registry
 
-    training_model, _ = models.build_training_model(model_name)
+    training_model, _ = registry.build_training_model(model_name)
     training_model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
     return training_model
 
@@ -119,9 +119,9 @@ def _training_model(model_name, loss):
 def measure(case: dict, steps: int, repeats: int, seed: int = 0) -> dict:
     import keras
 
-    from helpers import models
+    from helpers import registry
 
-    spec = models.get_spec(case["model"])
+    spec = registry.get_spec(case["model"])
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(spec.classes_per_batch), spec.batch_size // spec.classes_per_batch)

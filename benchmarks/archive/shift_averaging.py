@@ -40,7 +40,7 @@ from benchmarks.common import (
     stamp_rows,
     write_results,
 )
-from helpers.models import MODELS
+from helpers.registry import MODELS
 
 METRICS = ("3nn_accuracy", "silhouette", "map_at_r", "precision_at_1")
 OUT = ARCHIVE_RESULTS_DIR / "shift_averaging.json"

@@ -1,4 +1,4 @@
-"""Figures of notebook 02: pairs, triplets and triplets with class labels (helpers.generators)."""
+"""Figures of notebook 02: pairs, triplets and triplets with class labels (helpers.samplers)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _gen_batch_and_classes(source, batch_index, classes, k):
 
 
 def plot_pairs(generator_or_batch, class_names, n=8, batch_index=0, pair_classes=None):
-    """Image pairs of a :class:`helpers.generators.SiamesePairGenerator` batch: two rows, one pair a column.
+    """Image pairs of a :class:`helpers.samplers.SiamesePairGenerator` batch: two rows, one pair a column.
 
     ``generator_or_batch``: the generator (classes read through ``batch_indices``) or a batch
     ``((x0, x1), y)`` with ``pair_classes=(classes0, classes1)``. Each column is titled
@@ -61,7 +61,7 @@ def plot_pairs(generator_or_batch, class_names, n=8, batch_index=0, pair_classes
 def plot_triplets(
     generator_or_batch, class_names, n=8, batch_index=0, triplet_classes=None, show_anchor_label=False
 ):
-    """Triplets of a :class:`helpers.generators.TripletGenerator` batch: rows = triplets, columns =
+    """Triplets of a :class:`helpers.samplers.TripletGenerator` batch: rows = triplets, columns =
     anchor / positive / negative, each image titled with its class name.
 
     ``generator_or_batch``: the generator or a batch ``((a, p, n), targets)`` with
@@ -87,7 +87,7 @@ def plot_triplets(
 
 
 def plot_triplets_cls(generator_or_batch, class_names, n=8, batch_index=0, triplet_classes=None):
-    """:func:`plot_triplets` for a :class:`helpers.generators.TripletClsGenerator`: the anchor also shows
+    """:func:`plot_triplets` for a :class:`helpers.samplers.TripletClsGenerator`: the anchor also shows
     the class label the classification head is trained on (the batch target ``y_anchor``)."""
     fig = plot_triplets(
         generator_or_batch, class_names, n, batch_index, triplet_classes, show_anchor_label=True

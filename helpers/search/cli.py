@@ -121,7 +121,7 @@ def _ensure_cached(args, data, train_kwargs) -> None:
 
 def _build(args) -> int:
     from helpers.data import load_dataset
-    from helpers.models import get_spec
+    from helpers.registry import get_spec
 
     get_spec(args.model)  # an unknown name: a usage error, before the data loads
     data = load_dataset(args.dataset, source=args.source, verbose=False)

@@ -6,3 +6,13 @@
 
 Importing a study module registers its entries; the core never imports a study.
 """
+
+#: the Keras objects a saved study model (or its training model) can hold, registered name -> the
+#: study module that defines it: ``helpers.layers`` puts a stand-in under each name, which imports
+#: the module when ``keras.models.load_model`` meets the name (this file imports nothing)
+KERAS_OBJECTS = {
+    "helpers>ViewAugment": "helpers.studies.vicreg",
+    "helpers>VICRegLoss": "helpers.studies.vicreg",
+    "helpers>VICRegTerm": "helpers.studies.vicreg",
+    "helpers>GradedContrastiveLoss": "helpers.studies.contrastive_4_vs_9",
+}

@@ -11,7 +11,7 @@ on the 4s and 9s of MNIST into a 2-D embedding, looks at test digits shifted hor
 - the samplers: :class:`NeighbourPairGenerator` (positives among the ``k`` nearest same-digit
   neighbours; negatives ``"other_digit"`` = regime 1, ``"not_neighbor"`` = regime 2, ``"graded"`` =
   regime 2 with the same-digit non-neighbours marked as a third pair kind for
-  :func:`helpers.losses.graded_contrastive`) and :func:`neighbour_triplets` (remedy a);
+  :func:`graded_contrastive`) and :func:`neighbour_triplets` (remedy a);
 - the reference embedding network :func:`reference_net_4_vs_9` and the study's registry entries
   (:data:`STUDY`), trained and cached by :func:`helpers.training.train` like every model;
 - :func:`separation_metrics`: digit separation (3-NN accuracy, silhouette of 4 vs 9, on plain and
@@ -24,12 +24,12 @@ import dataclasses
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
-from helpers import models
+from helpers import registry
 from helpers.data import Dataset, load_dataset, shift_images
-from helpers.generators import GeneratorError, SiamesePairGenerator, TripletGenerator
-from helpers.losses import PAIR_DISSIMILAR, PAIR_NEAR, PAIR_SIMILAR
+from helpers.losses import safe_sqrt, unstack
+from helpers.samplers import GeneratorError, SiamesePairGenerator, TripletGenerator, register_sampler
 from helpers.studies import cache
 
 DIGITS = (4, 9)
@@ -142,7 +142,7 @@ class NeighbourPairGenerator(SiamesePairGenerator):
     ``"not_neighbor"`` (regime 2: with probability ``same_digit_fraction`` a uniform same-digit image
     that is not one of the anchor's neighbours, else the other digit, both ``y = 0``); ``"graded"``
     (regime 2's pairs, the same-digit non-neighbours labelled ``y = 2``, ``PAIR_NEAR``, for
-    :class:`helpers.losses.GradedContrastiveLoss`). Half of each batch is positive. Deterministic per
+    :class:`GradedContrastiveLoss`). Half of each batch is positive. Deterministic per
     ``(seed, epoch, batch)`` like every generator.
     """
 
@@ -208,6 +208,58 @@ def neighbour_triplets(x, y, neighbors: int = NEIGHBORS, **kwargs) -> TripletGen
     return TripletGenerator(x, y, positive_neighbors=neighbors, embeddings=pixel_cosine_features(x), **kwargs)
 
 
+# --- the graded contrastive loss (regime 2's third pair kind) -----------------------------------
+
+# pair kinds of graded_contrastive
+PAIR_DISSIMILAR, PAIR_SIMILAR, PAIR_NEAR = 0, 1, 2
+
+
+def graded_contrastive(x0, x1, kind, margin: float = 1.0, near_margin: float = 0.5):
+    """Contrastive loss with three kinds of pair, per pair ``(batch,)``.
+
+    ``kind`` 1 (similar): ``0.5 * d^2``; 0 (dissimilar): ``0.5 * max(0, margin - d)^2``;
+    2 (near, e.g. the same class but not a nearest neighbour): ``0.5 * max(0, near_margin - d)^2``,
+    with ``d = ||x0 - x1||`` (safe sqrt). With no kind-2 pair it equals :func:`helpers.losses.contrastive`.
+    """
+    if not 0.0 <= near_margin <= margin:
+        raise ValueError(
+            f"near_margin must be in [0, margin={margin}], got {near_margin}; "
+            "the near pairs are pushed apart less than the dissimilar ones."
+        )
+    x0 = ops.convert_to_tensor(x0)
+    x1 = ops.convert_to_tensor(x1, dtype=x0.dtype)
+    kind = ops.reshape(ops.cast(kind, "int32"), (-1,))
+    d2 = ops.sum(ops.square(x0 - x1), axis=-1)
+    d = safe_sqrt(d2)
+    target = ops.where(ops.equal(kind, PAIR_NEAR), near_margin, margin)
+    push = ops.square(ops.relu(ops.cast(target, x0.dtype) - d))
+    return 0.5 * ops.where(ops.equal(kind, PAIR_SIMILAR), d2, push)
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class GradedContrastiveLoss(keras.losses.Loss):
+    """Keras wrapper of :func:`graded_contrastive`.
+
+    ``y_true``: ``(batch,)`` pair kinds (1 similar, 0 dissimilar, 2 near); ``y_pred``: ``(batch, 2, d)``.
+    """
+
+    def __init__(
+        self, margin: float = 1.0, near_margin: float = 0.5, name: str = "graded_contrastive_loss", **kwargs
+    ):
+        super().__init__(name=name, **kwargs)
+        if not 0.0 <= near_margin <= margin:
+            raise ValueError(f"near_margin must be in [0, margin={margin}], got {near_margin}.")
+        self.margin = float(margin)
+        self.near_margin = float(near_margin)
+
+    def call(self, y_true, y_pred):
+        x0, x1 = unstack(y_pred, 2, "GradedContrastiveLoss")
+        return graded_contrastive(x0, x1, y_true, margin=self.margin, near_margin=self.near_margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "near_margin": self.near_margin}
+
+
 # --- models ----------------------------------------------------------------------------------------
 
 
@@ -234,7 +286,7 @@ def reference_net_4_vs_9(input_shape=(28, 28, 1), embedding_dim=2):
 
 
 @dataclasses.dataclass(frozen=True)
-class RegimeSpec(models.ModelSpec):
+class RegimeSpec(registry.ModelSpec):
     """A study entry: the registry's fields plus the sampler's (all in the cache fingerprint).
 
     ``negatives`` picks the :class:`NeighbourPairGenerator` regime, ``near_margin`` the graded loss's
@@ -274,8 +326,12 @@ def _triplet_factory(spec, x, y, batch_size, steps_per_epoch, seed, augment):
     )
 
 
-models.register_generator("nn_pairs", 2, _pair_factory)
-models.register_generator("nn_triplets", 3, _triplet_factory)
+register_sampler("nn_pairs", 2, _pair_factory)
+register_sampler("nn_triplets", 3, _triplet_factory)
+registry.register_loss(
+    "graded_contrastive",
+    lambda spec: GradedContrastiveLoss(margin=spec.margin, near_margin=spec.near_margin),
+)
 
 # about 10 s of CPU per model on 2 cores (160 steps of 64 pairs); the 2-minute notebook budget
 _BUDGET = {"epochs": 4, "steps_per_epoch": 40, "batch_size": 64, "embedding_dim": 2}
@@ -283,7 +339,7 @@ _COMMON = {"builder": reference_net_4_vs_9, "margin": 1.0, **_BUDGET}
 
 # name -> what it is, in the order of the notebook's table
 STUDY: dict[str, RegimeSpec] = {
-    spec.name: models.register(spec)
+    spec.name: registry.register(spec)
     for spec in [
         RegimeSpec(
             "c49_inlab",

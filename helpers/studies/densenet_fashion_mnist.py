@@ -6,13 +6,13 @@ functions here. The two models are study entries of the registry (:data:`CLASSIF
 registered on import) and train through the suite's one cached, resumable path,
 :func:`helpers.training.train`:
 
-- ``densenet_bc_fashion``: :func:`helpers.models.densenet_bc` plus a softmax ``class_head``
-  (``loss="cross_entropy"``), augmentation in the training graph (:class:`~helpers.models.DeviceAugment`,
+- ``densenet_bc_fashion``: :func:`helpers.densenet_bc` plus a softmax ``class_head``
+  (``loss="cross_entropy"``), augmentation in the training graph (:class:`~helpers.augment.DeviceAugment`,
   rotation up to 10 degrees, shift up to 2.8 px = 10 %), AdamW (lr 1e-3, weight decay 1e-4),
   ReduceLROnPlateau on validation accuracy (factor 0.5, patience 3) and the best weights by
   validation accuracy, as the reference.
-- ``densenet_siamese_head``: :func:`helpers.models.siamese_head` (Dense 128 ReLU, Dense 128,
-  L2-normalised), triplet loss with margin 0.5 on random triplets of :mod:`helpers.generators`. Its
+- ``densenet_siamese_head``: :func:`helpers.siamese_head` (Dense 128 ReLU, Dense 128,
+  L2-normalised), triplet loss with margin 0.5 on random triplets of :mod:`helpers.samplers`. Its
   inputs are the DenseNet features of the training images, embedded once: only the head trains.
 - ``densenet_bc_fashion_small`` (:data:`SMALL_CLASSIFIER`), the classifier of the CPU profiles
   (``smoke``, ``default``): the reference's layers at half the depth (blocks 3/6/4) and half the
@@ -31,14 +31,96 @@ import time
 
 import keras
 import numpy as np
+from keras import layers
 
-from helpers import evaluation, models, training
-from helpers.data import Dataset, load_dataset
+from helpers import evaluation, registry, training
+from helpers.architectures import BN_MOMENTUM
+from helpers.data import Dataset, load_dataset, stratified_indices, stratified_subset
 
-CLASSIFIER = models.register(
-    models.ModelSpec(
+# --- architectures ------------------------------------------------------------------------------
+
+
+def _dense_layer(x, growth_rate, dropout, name):
+    """DenseNet-BC bottleneck: BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k)-Dropout, concatenated to ``x``."""
+    he = keras.initializers.HeNormal()
+    h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
+    h = layers.Activation("relu", name=f"{name}_relu1")(h)
+    h = layers.Conv2D(4 * growth_rate, 1, use_bias=False, kernel_initializer=he, name=f"{name}_conv1")(h)
+    h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(h)
+    h = layers.Activation("relu", name=f"{name}_relu2")(h)
+    h = layers.Conv2D(
+        growth_rate, 3, padding="same", use_bias=False, kernel_initializer=he, name=f"{name}_conv2"
+    )(h)
+    if dropout:
+        h = layers.Dropout(dropout, name=f"{name}_drop")(h)
+    return layers.Concatenate(name=f"{name}_concat")([x, h])
+
+
+def densenet_bc(
+    input_shape=(28, 28, 1),
+    embedding_dim=None,
+    growth_rate=12,
+    blocks=(6, 12, 8),
+    initial_channels=24,
+    compression=0.5,
+    dropout=0.2,
+    stem_pool=False,
+):
+    """DenseNet-BC for small grey images, the reference's architecture; returns images -> ``features``.
+
+    Inputs in [0, 1] are mapped to [-1, 1] inside the model (``Rescaling``), so augmentation and the
+    data stay in [0, 1]. A 3x3 convolution to ``initial_channels``; dense blocks of ``blocks``
+    bottleneck layers of growth rate ``growth_rate``; between blocks a transition (BN-ReLU-Conv1x1
+    with ``compression`` of the channels, 2x2 average pooling); then BN-ReLU and global average
+    pooling: the ``features`` vector (192-d for the defaults). He initialisation; BatchNormalization
+    momentum 0.9 (PyTorch's default 0.1 in its convention, as the reference). The 10-class
+    softmax is the ``class_head`` that ``build_training_model`` adds for ``loss="cross_entropy"``.
+    ``embedding_dim`` is accepted for the registry's builder signature and must be None or the
+    computed feature size.
+    """
+    he = keras.initializers.HeNormal()
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(inputs)
+    x = layers.Conv2D(
+        initial_channels, 3, padding="same", use_bias=False, kernel_initializer=he, name="stem_conv"
+    )(x)
+    if stem_pool:  # the smaller variant: the dense blocks start at half the resolution
+        x = layers.MaxPooling2D(pool_size=2, name="stem_pool")(x)
+    for b, n_layers in enumerate(blocks, start=1):
+        for i in range(1, n_layers + 1):
+            x = _dense_layer(x, growth_rate, dropout, name=f"block{b}_layer{i}")
+        if b < len(blocks):
+            channels = int(x.shape[-1] * compression)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"transition{b}_bn")(x)
+            x = layers.Activation("relu", name=f"transition{b}_relu")(x)
+            x = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=he, name=f"transition{b}_conv")(
+                x
+            )
+            x = layers.AveragePooling2D(pool_size=2, name=f"transition{b}_pool")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="final_bn")(x)
+    x = layers.Activation("relu", name="final_relu")(x)
+    features = layers.GlobalAveragePooling2D(name="features")(x)
+    if embedding_dim is not None and embedding_dim != features.shape[-1]:
+        raise ValueError(
+            f"densenet_bc computes {features.shape[-1]}-d features with these settings, "
+            f"not embedding_dim={embedding_dim}; register it with embedding_dim={features.shape[-1]}"
+        )
+    return keras.Model(inputs, features, name="densenet_bc")
+
+
+def siamese_head(input_shape=(192,), embedding_dim=128):
+    """The Siamese head on frozen backbone features: Dense(128)-ReLU-Dense(128) (L2-normalised by the
+    registry when ``l2_normalized=True``). Its input is a feature vector, not an image."""
+    inputs = keras.Input(input_shape, name="features")
+    x = layers.Dense(embedding_dim, activation="relu", name="head_dense1")(inputs)
+    outputs = layers.Dense(embedding_dim, name="embedding")(x)
+    return keras.Model(inputs, outputs, name="siamese_head")
+
+
+CLASSIFIER = registry.register(
+    registry.ModelSpec(
         "densenet_bc_fashion",
-        models.densenet_bc,
+        densenet_bc,
         loss="cross_entropy",
         margin=0.0,
         generator="pk",
@@ -64,11 +146,11 @@ def densenet_bc_small(input_shape=(28, 28, 1), embedding_dim=None):
     compression 0.5, dropout 0.2) at half its depth (dense blocks of 3 / 6 / 4 layers) and half its
     resolution (2x2 max pooling after the stem: the blocks run at 14x14, 7x7 and 3x3); 99-d features,
     116,838 parameters."""
-    return models.densenet_bc(input_shape, embedding_dim, blocks=(3, 6, 4), stem_pool=True)
+    return densenet_bc(input_shape, embedding_dim, blocks=(3, 6, 4), stem_pool=True)
 
 
-SMALL_CLASSIFIER = models.register(
-    models.ModelSpec(
+SMALL_CLASSIFIER = registry.register(
+    registry.ModelSpec(
         "densenet_bc_fashion_small",
         densenet_bc_small,
         loss="cross_entropy",
@@ -87,10 +169,10 @@ SMALL_CLASSIFIER = models.register(
         monitor="val_accuracy",
     )
 )
-HEAD = models.register(
-    models.ModelSpec(
+HEAD = registry.register(
+    registry.ModelSpec(
         "densenet_siamese_head",
-        models.siamese_head,
+        siamese_head,
         loss="triplet",
         margin=0.5,
         generator="triplets",
@@ -115,25 +197,6 @@ CACHE_FOLDER = "densenet_study"
 # --- data ---------------------------------------------------------------------------------------------
 
 
-def _stratified(x, y, n, seed):
-    if n is None or n >= len(y):
-        return x, y
-    from sklearn.model_selection import train_test_split
-
-    idx, _ = train_test_split(np.arange(len(y)), train_size=int(n), random_state=seed, stratify=y)
-    idx = np.sort(idx)
-    return x[idx], y[idx]
-
-
-def subset(data: Dataset, train=None, val=None, test=None, seed: int = 0) -> Dataset:
-    """A stratified subset of each split of ``data`` (None keeps a split whole); same seed, same subset."""
-    parts = {}
-    for split, n in (("train", train), ("val", val), ("test", test)):
-        x, y = _stratified(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), n, seed)
-        parts[f"x_{split}"], parts[f"y_{split}"] = x, y
-    return Dataset(name=data.name, source=data.source, class_names=list(data.class_names), **parts)
-
-
 def study_data(
     params: dict, seed: int = 42, source: str = "auto", fashion_dir=None, verbose=True, use_cache: bool = True
 ) -> Dataset:
@@ -149,7 +212,7 @@ def study_data(
         use_cache=use_cache,
         **kwargs,
     )
-    return subset(data, params.get("train"), params.get("val"), params.get("test"), seed=seed)
+    return stratified_subset(data, params.get("train"), params.get("val"), params.get("test"), seed=seed)
 
 
 # --- the classifier -------------------------------------------------------------------------------------
@@ -183,7 +246,7 @@ def train_classifier(
         force=force,
         callbacks=callbacks,
     )
-    classifier, _ = models.build_training_model(
+    classifier, _ = registry.build_training_model(
         name, data.num_classes, tuple(data.x_train.shape[1:]), embedding=features
     )
     training.load_weights(classifier, training.cache_paths(name, cache_dir, data.name)["weights"])
@@ -370,7 +433,7 @@ def run_study(
     report = classification_report(data.y_test, predict_classes(classifier, feats.x_test), data.class_names)
     head, head_record = train_head(feats, params, seed=0, cache_dir=cache_dir, force=force)
     timings["head_train_seconds"] = head_record["train_seconds"]
-    idx = _stratified(np.arange(len(data.y_test)), data.y_test, params["sample"], seed)[0]
+    idx = stratified_indices(data.y_test, params["sample"], seed)
     queries = representations(data.x_test[idx], feats.x_test[idx], head)
     refs = representations(data.x_train, feats.x_train, head)
     t = time.perf_counter()

@@ -7,7 +7,7 @@ layer used as an embedding (:data:`CLASSIFIER_MODEL`, "transfer"; :data:`UNSEEN_
 on 0-7). :func:`unseen_class_report` measures the unseen classes with the verification and
 identification functions of :mod:`helpers.applications`.
 
-The three models are study entries of the registry (``helpers.models.register``, on import) and
+The three models are study entries of the registry (``helpers.registry.register``, on import) and
 train through the suite's one cached path, :func:`helpers.training.train`.
 """
 
@@ -17,8 +17,9 @@ import dataclasses
 
 import numpy as np
 
-from helpers import checks, knn, models
+from helpers import checks, knn, registry
 from helpers.applications import ApplicationError, Gallery, auc, verification_scores
+from helpers.architectures import BN_MOMENTUM
 
 
 def _vectors(x, name: str) -> np.ndarray:
@@ -111,20 +112,20 @@ def cnn_softmax_classifier(input_shape=(28, 28, 1), embedding_dim=64):
     for i, filters in enumerate((32, 64), start=1):
         x = layers.Conv2D(filters, 3, padding="valid", use_bias=False, name=f"conv{i}")(x)
         x = layers.AveragePooling2D(pool_size=2)(x)
-        x = layers.BatchNormalization(momentum=models.BN_MOMENTUM)(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         x = layers.Activation("relu")(x)
     x = layers.Flatten()(x)
     outputs = layers.Dense(embedding_dim, activation="relu", name="embedding")(x)
     return keras.Model(inputs, outputs, name="cnn_softmax_classifier")
 
 
-_BASE = models.MODELS["cnn_simple_v1"]
+_BASE = registry.MODELS["cnn_simple_v1"]
 # Half of cnn_simple_v1's budget (3 x 100 steps of 320 images, about 35 s on 2 CPU cores), so that
 # notebook 07 trains both in its 2-minute default budget and shares their cache entries with
 # benchmarks/applications.py (which also trains cnn_simple_v1 itself at this budget).
 _SHORT = {"epochs": 3, "steps_per_epoch": _BASE.steps_per_epoch, "batch_size": _BASE.batch_size}
 # the same recipe as cnn_simple_v1 on 8 classes: P x K batches need P <= the classes present
-UNSEEN_MODEL = models.register(
+UNSEEN_MODEL = registry.register(
     dataclasses.replace(
         _BASE,
         name="cnn_simple_v1_digits_0_7",
@@ -133,8 +134,8 @@ UNSEEN_MODEL = models.register(
         description="cnn_simple_v1's recipe on digits 0-7 only (P=8 classes x K=40 per batch)",
     )
 ).name
-_CLASSIFIER = models.register(
-    models.ModelSpec(
+_CLASSIFIER = registry.register(
+    registry.ModelSpec(
         "cnn_softmax_classifier",
         cnn_softmax_classifier,
         loss="cross_entropy",
@@ -148,7 +149,7 @@ _CLASSIFIER = models.register(
     )
 )
 CLASSIFIER_MODEL = _CLASSIFIER.name
-UNSEEN_CLASSIFIER_MODEL = models.register(
+UNSEEN_CLASSIFIER_MODEL = registry.register(
     dataclasses.replace(
         _CLASSIFIER,
         name="cnn_softmax_classifier_digits_0_7",

@@ -5,8 +5,8 @@ of MNIST digits and k-means clustering.
 Notebook 10 tells the story and ``benchmarks/vicreg.py`` measures it; both call the functions here.
 
 The models are study entries of the registry (:data:`STUDY`, registered on import) trained and cached
-by the suite's one path, :func:`helpers.training.train`, with the VICReg loss of
-:mod:`helpers.losses` (λ = μ = 25, ν = 1, the paper's values; its three terms are compiled in as
+by the suite's one path, :func:`helpers.training.train`, with the VICReg loss below
+(:class:`VICRegLoss`, λ = μ = 25, ν = 1, the paper's values; its three terms are compiled in as
 metrics and logged per batch by :class:`helpers.training.callbacks.BatchValues`):
 
 - ``vicreg``: two random views of each image (:class:`ViewAugment` inside the model, active only
@@ -44,11 +44,12 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from helpers import config, evaluation, metrics, models
-from helpers.data import Dataset, load_dataset
-from helpers.generators import GeneratorError, _EpochSeededDataset
+from helpers import config, evaluation, metrics, registry
+from helpers.architectures import BN_MOMENTUM
+from helpers.data import Dataset, load_dataset, stratified_subset
 from helpers.knn import exact_knn
-from helpers.losses import VICREG_TERMS
+from helpers.losses import unstack
+from helpers.samplers import EpochSeededDataset, GeneratorError, register_sampler
 from helpers.studies import cache
 
 REPRESENTATION_DIM = 128
@@ -181,7 +182,7 @@ def vicreg_encoder(input_shape=(28, 28, 1), representation_dim: int = REPRESENTA
     x = inputs
     for i, filters in enumerate((32, 64, representation_dim), start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"enc_conv{i}")(x)
-        x = layers.BatchNormalization(momentum=models.BN_MOMENTUM, name=f"enc_bn{i}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"enc_bn{i}")(x)
         x = layers.Activation("relu", name=f"enc_relu{i}")(x)
         if i < 3:
             x = layers.MaxPooling2D(2, name=f"enc_pool{i}")(x)
@@ -195,7 +196,7 @@ def _vicreg_net(name, input_shape, embedding_dim, views: bool):
     x = vicreg_encoder(input_shape)(x)
     for i in (1, 2):  # the expander: Dense-BN-ReLU twice, then a linear layer (the paper's shape)
         x = layers.Dense(embedding_dim, use_bias=False, name=f"exp_dense{i}")(x)
-        x = layers.BatchNormalization(momentum=models.BN_MOMENTUM, name=f"exp_bn{i}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"exp_bn{i}")(x)
         x = layers.Activation("relu", name=f"exp_relu{i}")(x)
     outputs = layers.Dense(embedding_dim, name="expander")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -216,10 +217,129 @@ def encoder_of(model: keras.Model) -> keras.Model:
     return model.get_layer("encoder")
 
 
+# --- the loss: three named terms (two views of each image, no labels) ------------------------------
+
+#: The three terms of VICReg (Bardes, Ponce & LeCun 2022), in the order of the loss.
+VICREG_TERMS = ("invariance", "variance", "covariance")
+
+
+def vicreg_terms(z_a, z_b, eps: float = 1e-4) -> dict:
+    """The three VICReg terms of two batches of expander outputs ``(n, d)``, unweighted.
+
+    - ``invariance``: the mean squared difference of the two views' vectors, over the batch and the
+      coordinates (the official implementation's ``F.mse_loss``; the paper's equation sums over the
+      coordinates instead, d times larger, for which λ = 25 was not tuned);
+    - ``variance``: ``v(Z) + v(Z')`` with ``v(Z) = mean_j max(0, 1 - sqrt(Var(z_j) + eps))``, the
+      unbiased variance of each coordinate over the batch: a hinge that keeps every coordinate's
+      standard deviation at 1 or more, so the vectors cannot all collapse to one point;
+    - ``covariance``: ``c(Z) + c(Z')`` with ``c(Z) = sum_{i != j} C(Z)_ij^2 / d``, ``C`` the
+      covariance matrix over the batch (``1 / (n - 1)``): decorrelates the coordinates.
+
+    Needs ``n >= 2`` (a variance over one vector is undefined).
+    """
+    out = {"invariance": ops.mean(ops.square(z_a - z_b)), "variance": 0.0, "covariance": 0.0}
+    for z in (z_a, z_b):
+        n = ops.cast(ops.shape(z)[0], z.dtype)
+        d = ops.cast(ops.shape(z)[1], z.dtype)
+        centred = z - ops.mean(z, axis=0, keepdims=True)
+        var = ops.sum(ops.square(centred), axis=0) / (n - 1.0)
+        out["variance"] = out["variance"] + ops.mean(ops.relu(1.0 - ops.sqrt(var + eps)))
+        cov = ops.matmul(ops.transpose(centred), centred) / (n - 1.0)
+        off_diagonal = ops.sum(ops.square(cov)) - ops.sum(ops.square(var))
+        out["covariance"] = out["covariance"] + off_diagonal / d
+    return out
+
+
+def vicreg(z_a, z_b, inv_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0, eps=1e-4):
+    """``λ·invariance + μ·variance + ν·covariance`` (:func:`vicreg_terms`), a scalar; the paper's
+    λ = μ = 25, ν = 1 by default. ``var_weight=0`` is the ablation without the variance term."""
+    t = vicreg_terms(z_a, z_b, eps)
+    return inv_weight * t["invariance"] + var_weight * t["variance"] + cov_weight * t["covariance"]
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class VICRegLoss(keras.losses.Loss):
+    """Keras wrapper of :func:`vicreg`: ``y_pred`` ``(batch, 2, d)`` the stacked expander outputs of
+    the two views, ``y_true`` ignored (no labels). The batch loss is returned for every example, so
+    Keras' mean over the batch is the loss itself.
+
+    ``margin`` exists only so the registry builds every loss alike (VICReg has none): it must be 0.
+    """
+
+    def __init__(
+        self,
+        inv_weight: float = 25.0,
+        var_weight: float = 25.0,
+        cov_weight: float = 1.0,
+        eps: float = 1e-4,
+        margin: float = 0.0,
+        name: str = "vicreg_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if margin:
+            raise ValueError(f"VICReg has no margin; register the model with margin=0.0, got {margin!r}")
+        weights = {"inv_weight": inv_weight, "var_weight": var_weight, "cov_weight": cov_weight}
+        bad = {k: v for k, v in weights.items() if not float(v) >= 0.0}
+        if bad:
+            raise ValueError(f"VICReg weights must be >= 0, got {bad}")
+        self.inv_weight, self.var_weight, self.cov_weight = (float(v) for v in weights.values())
+        self.eps = float(eps)
+
+    def call(self, y_true, y_pred):
+        z_a, z_b = unstack(y_pred, 2, "VICRegLoss")
+        loss = vicreg(z_a, z_b, self.inv_weight, self.var_weight, self.cov_weight, self.eps)
+        return loss * ops.ones_like(z_a[:, 0])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "inv_weight": self.inv_weight,
+            "var_weight": self.var_weight,
+            "cov_weight": self.cov_weight,
+            "eps": self.eps,
+        }
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class VICRegTerm(keras.metrics.Mean):
+    """One unweighted term of :func:`vicreg_terms` as a Keras metric, named after the term.
+
+    Like every Keras metric it reports the mean over the batches of the epoch so far, so the
+    per-batch value is recovered exactly from two consecutive logs (:class:`helpers.training.callbacks.BatchValues`).
+    """
+
+    def __init__(self, term: str = "invariance", eps: float = 1e-4, name: str | None = None, **kwargs):
+        if term not in VICREG_TERMS:
+            raise ValueError(f"term must be one of {VICREG_TERMS}, got {term!r}")
+        super().__init__(name=name or term, **kwargs)
+        self.term, self.eps = term, float(eps)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        z_a, z_b = unstack(y_pred, 2, "VICRegTerm")
+        return super().update_state(vicreg_terms(z_a, z_b, self.eps)[self.term])
+
+    def get_config(self):
+        return {**super().get_config(), "term": self.term, "eps": self.eps}
+
+
+def vicreg_metrics(eps: float = 1e-4) -> list:
+    """The three :class:`VICRegTerm` metrics, to ``compile`` a VICReg model with."""
+    return [VICRegTerm(term, eps) for term in VICREG_TERMS]
+
+
+def _loss(spec) -> VICRegLoss:
+    """The registry's ``build(spec)`` of the ``"vicreg"`` loss: a :class:`VicregSpec`'s weights."""
+    fields = ("inv_weight", "var_weight", "cov_weight")
+    if not all(hasattr(spec, f) for f in fields):
+        raise ValueError(f"model {spec.name!r}: loss 'vicreg' needs a spec with {', '.join(fields)}")
+    return VICRegLoss(margin=spec.margin, **{f: getattr(spec, f) for f in fields})
+
+
 # --- the pair sampler ------------------------------------------------------------------------------------
 
 
-class PositivePairGenerator(_EpochSeededDataset):
+class PositivePairGenerator(EpochSeededDataset):
     """Pairs ``((x[i], x[j]), zeros)`` with ``j`` a uniform entry of ``positives[i]``.
 
     ``positives`` is an ``(n, k)`` table of indices into ``x``: ``i`` itself (``(n, 1)`` of
@@ -246,7 +366,7 @@ class PositivePairGenerator(_EpochSeededDataset):
                 f"batch_size must be in [2, {len(self.x)}] (VICReg's variance needs 2 images), got {batch_size}"
             )
         self.positives, self.batch_size = table.astype(np.int64), int(batch_size)
-        self._init_epochs(steps_per_epoch, seed, False)
+        self.init_epochs(steps_per_epoch, seed, False)
 
     def batch_indices(self, i):
         """``(anchors, partners)`` index arrays of batch ``i`` of the current epoch."""
@@ -266,7 +386,8 @@ def _pair_factory(spec, x, y, batch_size, steps_per_epoch, seed, augment):
     return PositivePairGenerator(x, y, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed)
 
 
-models.register_generator("positive_pairs", 2, _pair_factory)
+register_sampler("positive_pairs", 2, _pair_factory)
+registry.register_loss("vicreg", _loss, metrics=lambda spec: vicreg_metrics())
 
 
 def positives_dataset(data: Dataset, train_table=None, val_table=None, tag: str = "views") -> Dataset:
@@ -306,7 +427,7 @@ def neighbour_table(representations, k: int = NEIGHBORS) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class VicregSpec(models.ModelSpec):
+class VicregSpec(registry.ModelSpec):
     """A VICReg entry: the registry's fields plus the loss weights λ (``inv_weight``), μ
     (``var_weight``) and ν (``cov_weight``), all in the cache fingerprint."""
 
@@ -330,7 +451,7 @@ _COMMON = dict(
     embedding_dim=EXPANDER_DIM,
 )
 STUDY: dict[str, VicregSpec] = {
-    spec.name: models.register(spec)
+    spec.name: registry.register(spec)
     for spec in [
         VicregSpec(
             "vicreg", vicreg_net, description="VICReg: two random views, λ = μ = 25, ν = 1", **_COMMON
@@ -367,13 +488,11 @@ def study_data(
     """``(fashion, mnist_images)``: Fashion-MNIST on its official split (10 % of train for validation)
     cut to the profile's sizes (stratified), and the profile's number of MNIST images (the anomalies).
     ``fashion_dir``: a folder of the Fashion-MNIST IDX files (default: the Debian package's)."""
-    from helpers.studies.densenet_fashion_mnist import subset
-
     kwargs = {"fashion_dir": fashion_dir} if fashion_dir else {}
     full = load_dataset(
         "fashion_mnist", source=source, seed=seed, split="official", verbose=verbose, **kwargs
     )
-    fashion = subset(full, params.get("train"), params.get("val"), params.get("test"), seed=seed)
+    fashion = stratified_subset(full, params.get("train"), params.get("val"), params.get("test"), seed=seed)
     digits = load_dataset("mnist", source=source, seed=seed, verbose=verbose)
     x = np.concatenate([digits.x_test, digits.x_val, digits.x_train])  # the test split first
     n = params.get("anomalies")
@@ -432,7 +551,7 @@ def train_model(name: str, data: Dataset, params: dict, epochs: int, cache_dir=N
 def random_encoder(seed: int = 0) -> keras.Model:
     """An untrained encoder of the same architecture, initialised with ``seed``: a floor."""
     keras.utils.set_random_seed(seed)
-    return encoder_of(models.build_embedding("vicreg"))
+    return encoder_of(registry.build_embedding("vicreg"))
 
 
 # --- measurements -----------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from helpers import generators
-from helpers.models import GENERATOR_KINDS
+from helpers import samplers
+from helpers.augment import Augmenter
+from helpers.samplers import GENERATOR_KINDS
 
 #: threads that build the next batches while the trainer runs this one (``PyDataset(workers=...)``)
 AUGMENT_THREADS = 2
@@ -39,8 +40,8 @@ def make_generators(
 ):
     """The training and validation generators for the registry entry ``spec`` (``get_spec(name)``).
 
-    The spec's ``generator`` names a class of ``helpers.generators.GENERATORS`` (or a study's kind
-    in ``helpers.models.GENERATOR_KINDS``). With ``spec.mining != "random"`` the training generator
+    The spec's ``generator`` names a class of ``helpers.samplers.GENERATORS`` (or a study's kind
+    in ``helpers.samplers.GENERATOR_KINDS``). With ``spec.mining != "random"`` the training generator
     mines negatives in ``embedding``'s space, re-embedding the training images every epoch
     (``trainer``: the training model being fit, whose weights those are). The validation batches
     stay the same every epoch (epoch 0, no augmentation), so val_loss is comparable.
@@ -60,7 +61,7 @@ def make_generators(
             raise ValueError(f"model {spec.name!r} mines with mining={spec.mining!r}: pass its embedding")
         mining = {"mining": spec.mining, "embed_fn": mining_embedder(embedding, trainer)}
     batches = batch_arguments(spec, batch_size)
-    train_gen = generators.get_generator(
+    train_gen = samplers.get_generator(
         spec.generator,
         data.x_train,
         data.y_train,
@@ -71,7 +72,7 @@ def make_generators(
         **mining,
         **augment_threads(spec),
     )
-    val_gen = generators.get_generator(
+    val_gen = samplers.get_generator(
         spec.generator, data.x_val, data.y_val, steps_per_epoch=val_steps, seed=seed + 10_000, **batches
     )
     return train_gen, val_gen
@@ -82,7 +83,7 @@ def host_augment(spec):
     (``True``, the default strengths, when it has none)."""
     if not spec.augment_on_host:
         return False
-    return generators.Augmenter(**spec.augment_params) if spec.augment_params else True
+    return Augmenter(**spec.augment_params) if spec.augment_params else True
 
 
 def augment_threads(spec) -> dict:

@@ -20,12 +20,13 @@ import keras
 import numpy as np
 
 from helpers import config
-from helpers.models import GENERATOR_KINDS
+from helpers.registry import LOSS_KINDS
+from helpers.samplers import GENERATOR_KINDS
 
 CACHE_FORMAT = 2
 # The modules whose code decides the trained weights beyond the registry entry and the architecture
 # (which are hashed directly): the losses, the batch sampling and mining, the k-NN the mining uses.
-WEIGHT_CODE = ("losses", "generators", "knn")
+WEIGHT_CODE = ("losses", "samplers", "augment", "knn")
 
 #: the folder :func:`code_version` reads module files from: ``helpers/`` (``studies.x`` is
 #: ``helpers/studies/x.py``)
@@ -85,11 +86,11 @@ def code_version(modules=WEIGHT_CODE, folder: str | os.PathLike | None = None) -
 
 
 def study_code_modules(spec) -> tuple[str, ...]:
-    """The modules under ``helpers/studies/`` that define ``spec``'s builder or its study generator
+    """The modules under ``helpers/studies/`` that define ``spec``'s builder, its study sampler or its loss
     (``("studies.x",)`` for a model of ``helpers/studies/x.py``): their code decides that model's
     weights too, and is hashed for it alone, so editing one study retrains only that study's models.
     A core builder's code is not listed: its architecture is hashed directly."""
-    objects = [spec.builder]
+    objects = [spec.builder, LOSS_KINDS[spec.loss].build]
     kind = GENERATOR_KINDS.get(spec.generator)
     if kind is not None:
         objects.append(kind.factory)

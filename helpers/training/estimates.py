@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from helpers.models import get_spec
+from helpers.registry import get_spec
 
 #: CPU seconds per training step of each core model at its registry batch size on a 2-core CPU: the
 #: median of the six runs of each in ``benchmarks/results/quality.json`` (``train_seconds`` divided by

@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from helpers.models import (
+from helpers.registry import (
     build_embedding,
     build_training_model,
     compile_training_model,
@@ -209,7 +209,7 @@ def train(
     Parameters
     ----------
     name : str
-        A key of ``helpers.models.MODELS`` (or ``STUDY_MODELS``).
+        A key of ``helpers.registry.MODELS`` (or ``STUDY_MODELS``).
     data : helpers.data.Dataset
         Uses ``x_train, y_train`` for training and ``x_val, y_val`` for validation; ``data.name``
         picks the cache folder.

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from helpers import allocator, config
-from helpers.models import get_spec
 from helpers.processes import NOISE, ProcessLines
+from helpers.registry import get_spec
 from helpers.training.estimates import expected_seconds, track
 from helpers.training.fit import is_cached, train, training_params
 

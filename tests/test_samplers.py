@@ -1,10 +1,10 @@
-"""Generator properties: labels by index, balance, determinism, mining, kNN positives, augmentation, errors."""
+"""Sampler properties: labels by index, balance, determinism, mining, kNN positives, augmentation, errors."""
 
 import numpy as np
 import pytest
 
-from helpers.generators import (
-    Augmenter,
+from helpers.augment import Augmenter, AugmentError
+from helpers.samplers import (
     GeneratorError,
     PKBatchGenerator,
     SiamesePairGenerator,
@@ -234,7 +234,7 @@ def test_augmentation_keeps_range_shape_and_changes_images(data):
 def test_bilinear_warp_matches_scipy_inside_the_image_and_is_zero_far_outside():
     from scipy import ndimage
 
-    from helpers.generators import _bilinear_sample
+    from helpers.augment import NUMPY_OPS, bilinear_sample
 
     rng = np.random.default_rng(1)
     x = rng.random((6, 9, 9, 2)).astype(np.float32)
@@ -244,7 +244,7 @@ def test_bilinear_warp_matches_scipy_inside_the_image_and_is_zero_far_outside():
     coords[1], coords[2] = sy[..., None], sx[..., None]
     coords[3] = np.arange(2)
     reference = ndimage.map_coordinates(x, coords, order=1, mode="constant", cval=0.0)
-    got = _bilinear_sample(x, sy, sx)
+    got = bilinear_sample(x, sy, sx, xp=NUMPY_OPS)
     inside = (sy >= 0) & (sy <= 8) & (sx >= 0) & (sx <= 8)
     np.testing.assert_allclose(got[inside], reference[inside], atol=1e-6)
     far = (sy <= -1) | (sy >= 9) | (sx <= -1) | (sx >= 9)
@@ -338,7 +338,7 @@ def test_mine_positives_picks_far_same_class(data):
 
 
 def test_interpolation_matrix_is_the_hand_computed_linear_one():
-    from helpers.generators import elastic_field, interpolation_matrix
+    from helpers.augment import elastic_field, interpolation_matrix
 
     # 5 pixels, 2 control points at pixels 0 and 4: weights (1, 0), (3/4, 1/4), ..., (0, 1)
     expected = np.array([[1, 0], [0.75, 0.25], [0.5, 0.5], [0.25, 0.75], [0, 1]], np.float32)
@@ -374,5 +374,5 @@ def test_elastic_distortion_moves_strokes_by_its_size_and_is_seeded():
     [({"elastic": -1.0}, "elastic must be >= 0"), ({"elastic_grid": 1}, "elastic_grid must be >= 2")],
 )
 def test_augmenter_rejects_bad_strengths(kwargs, message):
-    with pytest.raises(GeneratorError, match=message):
+    with pytest.raises(AugmentError, match=message):
         Augmenter(**kwargs)
