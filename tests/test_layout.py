@@ -5,8 +5,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 STUDY_WORDS = re.compile(r"densenet|vicreg|4_vs_9|c49|graded", re.IGNORECASE)
 
@@ -39,11 +37,6 @@ def _study_mentions() -> dict[str, list[str]]:
     return found
 
 
-# modules owned by the other parts of the restructuring, which remove their study names when they merge
-_PENDING = "helpers/plots/__init__.py, helpers/plots/contrastive.py, helpers/plots/densenet.py, helpers/plots/vicreg.py"
-
-
-@pytest.mark.xfail(strict=False, reason=f"study names still in modules of the other branches: {_PENDING}")
 def test_the_core_names_no_study():
     assert _study_mentions() == {}
 
