@@ -281,7 +281,7 @@ MODELS: dict[str, ModelSpec] = {
             lr_schedule="cosine",
             # BatchNorm statistics recomputed on the clean training images, as CBAM: on the validation
             # split the same weights gain silhouette +0.015 and MAP@R +0.0065 on each of split seeds
-            # 1-3, 3-NN +0.0007 (benchmarks/results/bn_recalibration_cnn_simple_v1.json)
+            # 1-3, 3-NN +0.0007 (benchmarks/archive/results/bn_recalibration_cnn_simple_v1.json)
             recalibrate_bn=True,
         ),
         ModelSpec(
@@ -318,7 +318,7 @@ MODELS: dict[str, ModelSpec] = {
             lr_schedule="cosine",
             # BatchNorm statistics recomputed on the clean training images after training: the same
             # weights score validation 3-NN +0.0017 (+0.003, +0.002, 0 on split seeds 1-3), MAP@R
-            # +0.0020 and silhouette +0.004 (benchmarks/results/bn_recalibration.json)
+            # +0.0020 and silhouette +0.004 (benchmarks/archive/results/bn_recalibration.json)
             recalibrate_bn=True,
         ),
         ModelSpec(

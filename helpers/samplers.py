@@ -31,7 +31,7 @@ the ``mining_pool`` nearest other-class samples of the anchor; ``mining="semi-ha
 (``d(a, n) > d(a, p)``), falling back to the hard rule when the candidate table holds none.
 ``mine_positives=True`` also draws positives from the ``mining_pool`` farthest same-class samples.
 Neighbour tables are precomputed on refresh, class by class, with the suite's one exact k-NN search
-(:func:`helpers.knn.exact_knn`, FAISS). ``benchmarks/results/mining.json`` has the seconds per table
+(:func:`helpers.knn.exact_knn`, FAISS). ``benchmarks/archive/results/mining.json`` has the seconds per table
 on 3,000 and 42,000 images.
 
 ``positive_neighbors=k`` (``True`` → 5) restricts positives to the ``k`` nearest same-class neighbours
