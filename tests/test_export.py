@@ -195,3 +195,38 @@ def test_cli_errors_exit_2_for_usage_and_1_for_failures(offline, capsys):
     proc = subprocess.run(argv, env=env, cwd=offline, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == ["error: unknown profile 'huge'; choose one of: smoke, default, full"]
+
+
+def test_import_helpers_is_enough_to_deserialise_the_study_losses_in_a_fresh_process():
+    import json
+
+    import keras
+
+    from helpers.studies import contrastive_4_vs_9, vicreg
+
+    objects = [
+        contrastive_4_vs_9.GradedContrastiveLoss(margin=2.0, near_margin=0.5),
+        vicreg.VICRegLoss(var_weight=0.0),
+        vicreg.VICRegTerm("variance"),
+    ]
+    configs = [keras.saving.serialize_keras_object(o) for o in objects]
+    code = (
+        "import sys, json, helpers, keras\n"
+        "for c in json.loads(sys.argv[1]):\n"
+        "    o = keras.saving.deserialize_keras_object(c)\n"
+        "    print(type(o).__module__, type(o).__name__, json.dumps(o.get_config(), sort_keys=True))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(configs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = [
+        f"{type(o).__module__} {type(o).__name__} {json.dumps(o.get_config(), sort_keys=True)}"
+        for o in objects
+    ]
+    assert proc.stdout.splitlines() == want
