@@ -608,57 +608,72 @@ def evaluate_models(
     test_embeddings : dict
         ``{name: test embeddings}``, for latent-space plots.
     """
-    from helpers.architectures import EMBEDDING_DIM
-    from helpers.registry import MODELS, get_spec
-    from helpers.training import CacheError, load_embedding
+    from helpers.registry import MODELS
 
     names = list(MODELS) if names is None else list(names)
     rows, test_embeddings = [], {}
     for kind in baselines:
-        # the PCA baseline has the models' embedding size
-        label = "raw_pixels" if kind == "raw" else f"pca_{EMBEDDING_DIM}"
-        train_emb, test_emb = baseline_embeddings(
-            data.x_train, data.x_test, kind=kind, n_components=EMBEDDING_DIM, seed=seed
-        )
-        rows.append(
-            evaluate_embeddings(
-                label,
-                train_emb,
-                data.y_train,
-                test_emb,
-                data.y_test,
-                k=k,
-                seed=seed,
-                kind="baseline",
-                loss="none",
-                margin=float("nan"),
-                embedding_size=train_emb.shape[1],
-            )
-        )
+        label, row, test_emb = _evaluate_baseline(data, kind, k=k, seed=seed)
+        rows.append(row)
         test_embeddings[label] = test_emb
     for name in names:
-        spec = get_spec(name)
-        try:
-            model = load_embedding(name, data, cache_dir=cache_dir)
-        except CacheError as exc:
-            if verbose:
-                print(f"[{name}] skipped: {exc}; train it first (notebook 04)")
-            continue
-        train_emb, test_emb = embed(model, data.x_train), embed(model, data.x_test)
-        rows.append(
-            evaluate_embeddings(
-                name,
-                train_emb,
-                data.y_train,
-                test_emb,
-                data.y_test,
-                k=k,
-                seed=seed,
-                kind="model",
-                loss=spec.loss,
-                margin=spec.margin,
-                embedding_size=test_emb.shape[1],
-            )
-        )
-        test_embeddings[name] = test_emb
+        evaluated = _evaluate_cached_model(data, name, k=k, seed=seed, cache_dir=cache_dir, verbose=verbose)
+        if evaluated is not None:
+            rows.append(evaluated[0])
+            test_embeddings[name] = evaluated[1]
     return rows, test_embeddings
+
+
+def _evaluate_baseline(data, kind: str, k: int, seed: int):
+    """``(label, row, test embeddings)`` of one :func:`baseline_embeddings` ``kind``; the PCA
+    baseline has the models' embedding size."""
+    from helpers.architectures import EMBEDDING_DIM
+
+    label = "raw_pixels" if kind == "raw" else f"pca_{EMBEDDING_DIM}"
+    train_emb, test_emb = baseline_embeddings(
+        data.x_train, data.x_test, kind=kind, n_components=EMBEDDING_DIM, seed=seed
+    )
+    row = evaluate_embeddings(
+        label,
+        train_emb,
+        data.y_train,
+        test_emb,
+        data.y_test,
+        k=k,
+        seed=seed,
+        kind="baseline",
+        loss="none",
+        margin=float("nan"),
+        embedding_size=train_emb.shape[1],
+    )
+    return label, row, test_emb
+
+
+def _evaluate_cached_model(data, name: str, k: int, seed: int, cache_dir, verbose: bool):
+    """``(row, test embeddings)`` of the registry model ``name`` from its cache, or None (with a
+    one-line message when ``verbose``) when it has no usable cache."""
+    from helpers.registry import get_spec
+    from helpers.training import CacheError, load_embedding
+
+    spec = get_spec(name)
+    try:
+        model = load_embedding(name, data, cache_dir=cache_dir)
+    except CacheError as exc:
+        if verbose:
+            print(f"[{name}] skipped: {exc}; train it first (notebook 04)")
+        return None
+    train_emb, test_emb = embed(model, data.x_train), embed(model, data.x_test)
+    row = evaluate_embeddings(
+        name,
+        train_emb,
+        data.y_train,
+        test_emb,
+        data.y_test,
+        k=k,
+        seed=seed,
+        kind="model",
+        loss=spec.loss,
+        margin=spec.margin,
+        embedding_size=test_emb.shape[1],
+    )
+    return row, test_emb

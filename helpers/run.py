@@ -253,23 +253,14 @@ def run(
     is more than one. ``part`` and ``position`` serve those processes: the record goes to ``part``
     (no gallery), and the progress line numbers the notebook ``position`` = (k, n) of the whole run.
     """
-    if profile not in profiles.PROFILES:
-        raise RunUsageError(f"unknown profile {profile!r}; choose one of: {', '.join(profiles.PROFILES)}")
-    if int(jobs) < 1:
-        raise RunUsageError(f"jobs must be at least 1, got {jobs!r}")
+    _check_run_arguments(profile, jobs)
     overrides = dict(overrides or {})
     kernel_name = kernel_name or ensure_run_kernel()
     if part is None:
         print(f"== {allocator.describe()}", flush=True)
     run_dir = Path(run_dir or config.RUNS / profile).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    selected = [nb for nb in notebooks(notebooks_dir) if not only or nb.name[:2] in only]
-    if not selected:
-        raise RunUsageError(f"no notebook matches --only {only}; notebooks are in {config.NOTEBOOKS}")
-    declared = {nb.name: notebook_knobs(nb) for nb in selected}
-    if part is None:  # the whole run's notebooks (one notebook of a run with --jobs takes a subset)
-        check_overrides(overrides, declared)
-
+    selected = _select_notebooks(only, notebooks_dir, overrides, whole_run=part is None)
     record = {
         "profile": profile,
         "parameters": {"profile": profile, **overrides},
@@ -284,18 +275,52 @@ def run(
             selected, profile, overrides, run_dir, kernel_name, int(jobs), notebooks_dir
         )
     else:
-        last_times = _last_run_seconds(run_dir)
-        entries = []
-        for i, nb in enumerate(selected, start=1):
-            nb_params = notebook_parameters(nb, profile, overrides)
-            entries.append(
-                _run_notebook(nb, position or (i, len(selected)), nb_params, run_dir, kernel_name, last_times)
-            )
+        entries = _run_one_by_one(selected, profile, overrides, run_dir, kernel_name, position)
     record["seconds"] = time.perf_counter() - start
     if part is not None:  # one notebook of a run with --jobs: the parent credits the images
         record["notebooks"] = entries
         config.write_json(part, record)
         return record
+    return _finish_run(record, entries, run_dir)
+
+
+def _check_run_arguments(profile: str, jobs) -> None:
+    """Refuse an unknown profile or fewer than one notebook at a time."""
+    if profile not in profiles.PROFILES:
+        raise RunUsageError(f"unknown profile {profile!r}; choose one of: {', '.join(profiles.PROFILES)}")
+    if int(jobs) < 1:
+        raise RunUsageError(f"jobs must be at least 1, got {jobs!r}")
+
+
+def _select_notebooks(only, notebooks_dir, overrides: dict, whole_run: bool) -> list[Path]:
+    """The notebooks ``only`` names (all when None). Each one's knobs are read (a notebook that
+    declares ``overrides`` without settings is a usage error); for a ``whole_run`` (not one notebook
+    of a run with --jobs, which takes a subset) an override none of them takes is refused."""
+    selected = [nb for nb in notebooks(notebooks_dir) if not only or nb.name[:2] in only]
+    if not selected:
+        raise RunUsageError(f"no notebook matches --only {only}; notebooks are in {config.NOTEBOOKS}")
+    declared = {nb.name: notebook_knobs(nb) for nb in selected}
+    if whole_run:
+        check_overrides(overrides, declared)
+    return selected
+
+
+def _run_one_by_one(selected, profile, overrides, run_dir, kernel_name, position) -> list[dict]:
+    """Run ``selected`` in order in this process; their record entries. ``position``, when given,
+    numbers each progress line instead of its place among ``selected``."""
+    last_times = _last_run_seconds(run_dir)
+    entries = []
+    for i, nb in enumerate(selected, start=1):
+        nb_params = notebook_parameters(nb, profile, overrides)
+        entries.append(
+            _run_notebook(nb, position or (i, len(selected)), nb_params, run_dir, kernel_name, last_times)
+        )
+    return entries
+
+
+def _finish_run(record: dict, entries: list[dict], run_dir: Path) -> dict:
+    """Complete a whole run's ``record`` (credited images, provenance), write ``run.json`` and the
+    gallery, print the closing line; return the record."""
     record["notebooks"] = credit_images(entries)
     record["provenance"] = provenance.provenance()
     config.write_json(run_dir / "run.json", record)
@@ -584,38 +609,66 @@ def write_gallery(record: dict, run_dir: Path) -> Path:
     """Write ``run_dir/index.html``: evaluation table, thumbnails by notebook, notebook links."""
     run_dir = Path(run_dir)
     parts = [
+        *_gallery_header(record),
+        *_evaluation_table_html(run_dir),
+        *_notebook_links_html(record["notebooks"], run_dir),
+    ]
+    for nb in record["notebooks"]:
+        parts.extend(_notebook_images_html(nb, run_dir))
+    parts.append("</body></html>")
+    out = run_dir / "index.html"
+    with config.atomic_path(out, suffix=".html") as tmp:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+    return out
+
+
+_GALLERY_STYLE = (
+    "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+    "figure{display:inline-block;margin:6px;width:220px;vertical-align:top}"
+    "figure img{width:220px;height:160px;object-fit:contain;border:1px solid #ccc;background:#fff}"
+    "figcaption{font-size:11px;word-break:break-all}"
+    ".table{overflow-x:auto;max-width:100%}"
+    "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 4px}"
+    "th{white-space:normal;max-width:7em;word-break:break-word}"
+    "</style></head><body>"
+)
+
+
+def _gallery_header(record: dict) -> list[str]:
+    """The gallery's head, title, run summary and provenance."""
+    return [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Run gallery: {html.escape(record['profile'])}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
-        "figure{display:inline-block;margin:6px;width:220px;vertical-align:top}"
-        "figure img{width:220px;height:160px;object-fit:contain;border:1px solid #ccc;background:#fff}"
-        "figcaption{font-size:11px;word-break:break-all}"
-        ".table{overflow-x:auto;max-width:100%}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 4px}"
-        "th{white-space:normal;max-width:7em;word-break:break-word}"
-        "</style></head><body>",
+        _GALLERY_STYLE,
         f"<h1>Run gallery: profile <code>{html.escape(record['profile'])}</code></h1>",
         f"<p>{len(record['notebooks'])} notebooks in {record.get('seconds', 0):.0f} s. "
         f"Parameters: <code>{html.escape(json.dumps(record['parameters'], default=str))}</code></p>",
         *_provenance_html(record.get("provenance")),
     ]
+
+
+def _evaluation_table_html(run_dir: Path) -> list[str]:
+    """The "Model evaluation" section: a link to the evaluation CSV and its table, when there is one."""
     csv_path = Path(config.EVALUATION_CSV)
-    parts.append("<h2>Model evaluation</h2>")
-    if csv_path.exists():
-        import pandas as pd
+    parts = ["<h2>Model evaluation</h2>"]
+    if not csv_path.exists():
+        return [*parts, "<p>No evaluation table was written in this run.</p>"]
+    import pandas as pd
 
-        table = pd.read_csv(csv_path)
-        parts.append(f"<p><a href='{_href(csv_path, run_dir)}'>{html.escape(csv_path.name)}</a></p>")
-        parts.append(
-            "<div class='table'>"
-            + table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
-            + "</div>"
-        )
-    else:
-        parts.append("<p>No evaluation table was written in this run.</p>")
+    table = pd.read_csv(csv_path)
+    parts.append(f"<p><a href='{_href(csv_path, run_dir)}'>{html.escape(csv_path.name)}</a></p>")
+    parts.append(
+        "<div class='table'>"
+        + table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
+        + "</div>"
+    )
+    return parts
 
-    parts.append("<h2>Notebooks</h2><ul>")
-    for nb in record["notebooks"]:
+
+def _notebook_links_html(entries: list[dict], run_dir: Path) -> list[str]:
+    """The "Notebooks" list: each notebook's section, time, image count and executed copies."""
+    parts = ["<h2>Notebooks</h2><ul>"]
+    for nb in entries:
         executed = Path(nb["executed"])
         rendered = (
             f"<a href='{_href(nb['html'], run_dir)}'>{html.escape(Path(nb['html']).name)}</a> "
@@ -628,22 +681,22 @@ def write_gallery(record: dict, run_dir: Path) -> Path:
             f"(<a href='{_href(executed, run_dir)}'>{html.escape(executed.name)}</a>)</li>"
         )
     parts.append("</ul>")
-    for nb in record["notebooks"]:
-        parts.append(f"<h2 id='{html.escape(nb['name'])}'>{html.escape(nb['name'])}</h2>")
-        if not nb["images"]:
-            parts.append("<p>This notebook saved no image.</p>")
-        for image in nb["images"]:
-            href = _href(image, run_dir)
-            label = html.escape(_display_name(Path(image)))
-            parts.append(
-                f"<figure><a href='{href}'><img src='{href}' loading='lazy' alt='{label}'></a>"
-                f"<figcaption>{label}</figcaption></figure>"
-            )
-    parts.append("</body></html>")
-    out = run_dir / "index.html"
-    with config.atomic_path(out, suffix=".html") as tmp:
-        tmp.write_text("\n".join(parts), encoding="utf-8")
-    return out
+    return parts
+
+
+def _notebook_images_html(nb: dict, run_dir: Path) -> list[str]:
+    """One notebook's section: its heading and a thumbnail per image it wrote."""
+    parts = [f"<h2 id='{html.escape(nb['name'])}'>{html.escape(nb['name'])}</h2>"]
+    if not nb["images"]:
+        parts.append("<p>This notebook saved no image.</p>")
+    for image in nb["images"]:
+        href = _href(image, run_dir)
+        label = html.escape(_display_name(Path(image)))
+        parts.append(
+            f"<figure><a href='{href}'><img src='{href}' loading='lazy' alt='{label}'></a>"
+            f"<figcaption>{label}</figcaption></figure>"
+        )
+    return parts
 
 
 def _provenance_html(made: dict | None) -> list[str]:
@@ -676,6 +729,38 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None) -> int:
     """Entry point of ``python -m helpers.run``: 0 done, 1 a notebook failed, 2 a usage error."""
+    try:
+        args = _argument_parser().parse_args(argv)
+        overrides = {**(args.overrides or {}), **parse_overrides(args.parameters)}
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line printed by _Parser.error)
+        return int(exc.code or 0)
+    except RunUsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run_dir = _prepare_outputs(args)
+    try:
+        run(
+            args.profile,
+            only=[s.strip() for s in args.only.split(",")] if args.only else None,
+            run_dir=run_dir,
+            kernel_name=args.kernel,
+            overrides=overrides,
+            notebooks_dir=args.notebooks_dir,
+            jobs=JOBS.get(args.profile, 1) if args.jobs is None else args.jobs,
+            part=args.part,
+            position=tuple(int(n) for n in args.position.split("/")) if args.position else None,
+        )
+    except NotebookFailed as exc:
+        print(f"RUN FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except RunUsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _argument_parser() -> _Parser:
+    """The command line of ``python -m helpers.run``."""
     parser = _Parser(description="Run the notebook suite headless with papermill.")
     parser.add_argument(
         "--profile",
@@ -711,14 +796,12 @@ def main(argv=None) -> int:
     parser.add_argument("--position", help=argparse.SUPPRESS)
     parser.add_argument("--overrides", type=json.loads, help=argparse.SUPPRESS)
     parser.add_argument("--notebooks-dir", type=Path, help=argparse.SUPPRESS)
-    try:
-        args = parser.parse_args(argv)
-        overrides = {**(args.overrides or {}), **parse_overrides(args.parameters)}
-    except SystemExit as exc:  # --help (0) or a usage error (2, one line printed by _Parser.error)
-        return int(exc.code or 0)
-    except RunUsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def _prepare_outputs(args) -> Path:
+    """Point this process's (and its kernels') outputs where ``args`` say, set the kernels' quiet
+    environment where it is not set; return the run folder."""
     run_dir = Path(args.run_dir) if args.run_dir else config.RUNS / args.profile
     if args.output_root:
         set_output_root(args.output_root)
@@ -726,26 +809,7 @@ def main(argv=None) -> int:
         set_profile_outputs(args.profile, run_dir)
     for key, value in KERNEL_ENV.items():
         os.environ.setdefault(key, value)
-    only = [s.strip() for s in args.only.split(",")] if args.only else None
-    try:
-        run(
-            args.profile,
-            only=only,
-            run_dir=run_dir,
-            kernel_name=args.kernel,
-            overrides=overrides,
-            notebooks_dir=args.notebooks_dir,
-            jobs=JOBS.get(args.profile, 1) if args.jobs is None else args.jobs,
-            part=args.part,
-            position=tuple(int(n) for n in args.position.split("/")) if args.position else None,
-        )
-    except NotebookFailed as exc:
-        print(f"RUN FAILED: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except RunUsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_dir
 
 
 if __name__ == "__main__":

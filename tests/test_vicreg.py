@@ -263,7 +263,6 @@ def test_views_loss_and_cached_training_under_jax(tmp_path):
     code = """
         import json, numpy as np, keras
         from helpers.studies import vicreg as V
-from helpers.training.callbacks import BatchValues
         from helpers.data import Dataset
         x = np.random.default_rng(0).random((48, 28, 28, 1)).astype("float32")
         layer = V.ViewAugment(seed=0)

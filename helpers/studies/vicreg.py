@@ -795,29 +795,49 @@ def run_study(
     data, digits = study_data(params, seed=seed, source=source, verbose=verbose, fashion_dir=fashion_dir)
     timings["data"] = time.perf_counter() - start
     out = {"data": data, "digits": digits, "models": {}, "records": {}, "reps": {}, "timings": timings}
+    _train_models(out, params, cache_dir, force)
+    if not train_only:
+        _evaluate_study(out, params, seed, with_projections)
+    timings["total"] = time.perf_counter() - start
+    return out
 
-    def fit(name, dataset, epochs):
-        t = time.perf_counter()
-        encoder, _, record = train_model(name, dataset, params, epochs, cache_dir, force)
-        timings[f"train_{name}"] = time.perf_counter() - t
-        out["models"][name], out["records"][name] = encoder, record
-        out["reps"][name] = embed_all(encoder, data, digits)
 
+def _train_models(out: dict, params: dict, cache_dir, force: bool) -> None:
+    """Train (or load) the three models of :data:`LEARNED` into the study ``out``: VICReg and its
+    ablation on two views of each image, then VICReg with neighbours in VICReg's space as positives."""
+    data = out["data"]
     views = positives_dataset(data)
-    fit("vicreg", views, params["epochs"])
-    fit("vicreg_no_variance", views, params["ablation_epochs"])
+    _fit(out, "vicreg", views, params["epochs"], params, cache_dir, force)
+    _fit(out, "vicreg_no_variance", views, params["ablation_epochs"], params, cache_dir, force)
     tables = {s: neighbour_table(out["reps"]["vicreg"][s]) for s in ("train", "val")}
     out["neighbour_same_class"] = same_class_share(tables["train"], data.y_train)
-    fit(
+    _fit(
+        out,
         "vicreg_neighbours",
         positives_dataset(data, tables["train"], tables["val"], "neighbours"),
         params["nn_epochs"],
+        params,
+        cache_dir,
+        force,
     )
-    if train_only:
-        timings["total"] = time.perf_counter() - start
-        return out
+
+
+def _fit(out: dict, name: str, dataset, epochs: int, params: dict, cache_dir, force: bool) -> None:
+    """Train model ``name`` (:func:`train_model`) and put its encoder, record, representations and
+    training time into the study ``out``."""
     t = time.perf_counter()
-    out["reps"].update(floors(data, digits, params, seed=0))
+    encoder, _, record = train_model(name, dataset, params, epochs, cache_dir, force)
+    out["timings"][f"train_{name}"] = time.perf_counter() - t
+    out["models"][name], out["records"][name] = encoder, record
+    out["reps"][name] = embed_all(encoder, out["data"], out["digits"])
+
+
+def _evaluate_study(out: dict, params: dict, seed: int, with_projections: bool) -> None:
+    """Add to the study ``out`` the floors, :func:`evaluate`'s figures, k-means of a stratified test
+    sample and (``with_projections``) its PCA / t-SNE projections, each step timed."""
+    data, timings = out["data"], out["timings"]
+    t = time.perf_counter()
+    out["reps"].update(floors(data, out["digits"], params, seed=0))
     timings["floors"] = time.perf_counter() - t
     t = time.perf_counter()
     out.update(evaluate(out["reps"], data, seed=seed, anomaly_for=(*LEARNED, "raw pixels")))
@@ -837,8 +857,6 @@ def run_study(
             max_iter=params["tsne_iter"],
         )
         timings["projections"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
-    return out
 
 
 def projections(reps: dict, seed: int = 42, max_iter: int = 500) -> dict:
