@@ -390,6 +390,16 @@ def test_from_model_queries_images_and_refuses_a_changed_model(data, cache, tmp_
         EmbeddingIndex.load(tmp_path / "idx", cache_dir=tmp_path / "empty_cache_dir")
 
 
+def test_from_model_without_a_cache_dir_uses_the_suite_models_cache(data, cache, tmp_path, monkeypatch):
+    from helpers import config
+
+    monkeypatch.setattr(config, "MODELS_CACHE", tmp_path / "default_cache")
+    shutil.copytree(cache, config.MODELS_CACHE)
+    index = EmbeddingIndex.from_model(MODEL, data.x_test[:50], data.y_test[:50], data=data, train_kwargs=TINY)
+    assert index.model.cache_dir == str(config.MODELS_CACHE.resolve())
+    assert index.model.fingerprint == training.read_cache_record(MODEL, config.MODELS_CACHE)["fingerprint"]
+
+
 def _query_png(data, tmp_path, row=7):
     png = tmp_path / f"test_{row}.png"
     search.write_image(png, data.x_test[row])

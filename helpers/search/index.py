@@ -118,6 +118,7 @@ class EmbeddingIndex:
         whose class names the index takes; ``train_kwargs`` the training parameters it was cached
         with (default: the registry's).
         """
+        from helpers import config as paths  # the module: ``config`` here is the index's settings
         from helpers import training
         from helpers.data import load_dataset
         from helpers.evaluation import embed
@@ -125,7 +126,7 @@ class EmbeddingIndex:
         if data is None:
             data = load_dataset(verbose=False)
         model, record = training.train(model_name, data, cache_dir=cache_dir, **(train_kwargs or {}))
-        cache = str(Path(cache_dir or config.MODELS_CACHE).resolve())
+        cache = str(Path(cache_dir or paths.MODELS_CACHE).resolve())
         index = cls(
             int(model.output.shape[-1]),
             config,
