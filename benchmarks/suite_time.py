@@ -102,6 +102,16 @@ def checkout(rev: str):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def keep_evaluation(root: Path, name: str) -> None:
+    """Copy the ``model_evaluation.csv`` a run wrote under ``root`` to ``benchmarks/results/<name>``."""
+    found = sorted(root.rglob("model_evaluation.csv"))
+    if found:
+        target = RESULTS_DIR / name
+        with config.atomic_path(target) as tmp:
+            Path(tmp).write_text(found[0].read_text())
+        print(f"kept {found[0]} as {target}", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", nargs="*", default=["smoke", "default"])
@@ -109,7 +119,8 @@ def main(argv=None):
     parser.add_argument(
         "--keep-evaluation",
         action="store_true",
-        help="copy the cold run's model_evaluation.csv to results/suite_<profile>_evaluation.csv",
+        help="copy the cold run's model_evaluation.csv to results/suite_<profile>_evaluation.csv (and the "
+        "baseline's to suite_<profile>_evaluation_baseline.csv)",
     )
     parser.add_argument("--cold-only", action="store_true", help="skip the second, cached run")
     parser.add_argument(
@@ -136,6 +147,8 @@ def main(argv=None):
                     "commit": commit,
                     "cold": run_profile(profile, Path(tmp), tree),
                 }
+                if args.keep_evaluation:
+                    keep_evaluation(Path(tmp), f"suite_{profile}_evaluation_baseline.csv")
             print(
                 f"{profile} at {commit}: {baseline['cold']['seconds']:.0f}s from an empty cache", flush=True
             )
@@ -150,11 +163,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory(prefix=f"suite-{profile}-") as tmp:
             cold = run_profile(profile, Path(tmp))
             if args.keep_evaluation:  # the cold run's model_evaluation.csv, to compare figures
-                found = sorted(Path(tmp).rglob("model_evaluation.csv"))
-                if found:
-                    target = RESULTS_DIR / f"suite_{profile}_evaluation.csv"
-                    target.write_text(found[0].read_text())
-                    print(f"kept {found[0]} as {target}")
+                keep_evaluation(Path(tmp), f"suite_{profile}_evaluation.csv")
             warm = None if args.cold_only else run_profile(profile, Path(tmp))
         results[profile] = {"cold": cold, "cached": warm, "target_seconds": TARGET_SECONDS.get(profile)}
         if baseline:
