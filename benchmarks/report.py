@@ -720,7 +720,12 @@ def _quality_body() -> list[str]:
 def sections() -> list[tuple[str, list[str]]]:
     """Each section of the page: its title and its lines (a section without lines is left out)."""
     suite_docs = [
-        d for d in map(_load, ("suite_time_smoke.json", "suite_time.json", "suite_time_head.json")) if d
+        d
+        for d in map(
+            _load,
+            ("suite_time_smoke.json", "suite_time.json", "suite_time_head.json", "suite_time_default.json"),
+        )
+        if d
     ]
     throughput_json = _load("throughput.json")
     return [
