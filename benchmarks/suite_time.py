@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp
+from benchmarks.common import RESULTS_DIR, git_commit, print_table, stamp
 from helpers import config
 
 TARGET_SECONDS = {"smoke": 300, "default": 1200}
@@ -165,7 +165,12 @@ def main(argv=None):
             if args.keep_evaluation:  # the cold run's model_evaluation.csv, to compare figures
                 keep_evaluation(Path(tmp), f"suite_{profile}_evaluation.csv")
             warm = None if args.cold_only else run_profile(profile, Path(tmp))
-        results[profile] = {"cold": cold, "cached": warm, "target_seconds": TARGET_SECONDS.get(profile)}
+        results[profile] = {
+            "commit": git_commit(),
+            "cold": cold,
+            "cached": warm,
+            "target_seconds": TARGET_SECONDS.get(profile),
+        }
         if baseline:
             results[profile]["baseline"] = baseline
         if also:
