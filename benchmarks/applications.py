@@ -62,7 +62,7 @@ VERIFICATION_COLUMNS = [
 UNSEEN_COLUMNS = ["model", "trained_on", "auc", "1shot", "5shot", "p_at_1"]
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=str(config.MODELS_CACHE))
     parser.add_argument("--target-far", type=float, default=0.01)
@@ -73,17 +73,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, help="override every trained model's epochs (a quick check)")
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "applications.json")
-    args = parser.parse_args(argv)
+    return parser
 
-    data = load_dataset("mnist", source="auto", seed=42)
-    seen = data.subset(SEEN)
-    budget = {
-        "epochs": args.epochs,
-        "steps_per_epoch": args.steps_per_epoch,
-        "cache_dir": args.cache_dir,
-        "verbose": 0,
-    }
-    settings = {
+
+def _settings(args, data):
+    return {
         "target_far": args.target_far,
         "pairs": args.pairs,
         "episodes": args.episodes,
@@ -93,13 +87,18 @@ def main(argv=None):
         "data": data.source,
     }
 
-    embeddings, seconds = {}, {}
+
+def _embed_registry_models(data, budget, embeddings, seconds):
+    """Train (or load) every registry model and the classifier; embed every split, raw pixels too."""
     for name in [*MODELS, unseen.CLASSIFIER_MODEL]:
         model, record = train(name, data, **budget)
         seconds[name] = record["train_seconds"]
         embeddings[name] = app.embed_splits(model, data)
     embeddings[app.RAW_PIXELS] = app.embed_splits(None, data)
 
+
+def _verification(args, data, embeddings):
+    """Verification and identification figures of every embedding; prints the table."""
     rows, curves = [], {}
     for name, emb in embeddings.items():
         start = time.perf_counter()
@@ -112,7 +111,11 @@ def main(argv=None):
         f"\nVerification and identification (test split; threshold chosen on val at FAR {args.target_far:g})"
     )
     print_table(rows, VERIFICATION_COLUMNS)
+    return rows, curves
 
+
+def _embed_unseen_models(args, data, seen, budget, embeddings, seconds):
+    """Train the unseen-class models; returns the short-budget cnn_simple_v1's name."""
     # unseen classes: the same recipes on digits 0-7 only, at the study models' budget (300 steps);
     # cnn_simple_v1 on all ten digits at its registry budget (600 steps) and at that same budget
     short = get_spec(unseen.UNSEEN_MODEL)
@@ -129,6 +132,11 @@ def main(argv=None):
         model, record = train(name, seen, **budget)
         seconds[name] = record["train_seconds"]
         embeddings[name] = app.embed_splits(model, data, splits=("train", "test"))
+    return short_name
+
+
+def _unseen_rows(args, data, embeddings, short_name):
+    """Unseen-class figures of every model and raw pixels; prints the table."""
     unseen_models = {
         "cnn_simple_v1": ("cnn_simple_v1", "all ten"),
         short_name: (short_name, "all ten"),
@@ -143,7 +151,11 @@ def main(argv=None):
         unseen_rows.append({"model": name, "trained_on": trained_on, **rep})
     print(f"\nUnseen classes {UNSEEN} (models trained on 0-7 never saw them)")
     print_table(unseen_rows, UNSEEN_COLUMNS)
+    return unseen_rows
 
+
+def _write(args, settings, rows, curves, unseen_rows, seconds):
+    """Save the ROC plot and the results document."""
     fig = plots.plot_roc_curves(curves, target_far=args.target_far)
     config.save_figure(fig, args.out.with_name(args.out.stem + "_roc.png"))
     config.write_json(
@@ -158,6 +170,27 @@ def main(argv=None):
         },
     )
     print(f"\nwrote {args.out}")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+
+    data = load_dataset("mnist", source="auto", seed=42)
+    seen = data.subset(SEEN)
+    budget = {
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "cache_dir": args.cache_dir,
+        "verbose": 0,
+    }
+    settings = _settings(args, data)
+
+    embeddings, seconds = {}, {}
+    _embed_registry_models(data, budget, embeddings, seconds)
+    rows, curves = _verification(args, data, embeddings)
+    short_name = _embed_unseen_models(args, data, seen, budget, embeddings, seconds)
+    unseen_rows = _unseen_rows(args, data, embeddings, short_name)
+    _write(args, settings, rows, curves, unseen_rows, seconds)
     return 0
 
 
