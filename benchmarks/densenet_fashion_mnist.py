@@ -31,9 +31,20 @@ from helpers.studies import densenet_fashion_mnist as densenet_study
 from helpers.training.callbacks import TimeBudget
 
 TARGET_ACCURACY = 0.94
+REPRESENTATION_COLUMNS = [
+    "representation",
+    "dim",
+    "silhouette",
+    "davies_bouldin",
+    "calinski_harabasz",
+    "3nn_accuracy",
+    "precision_at_1",
+    "map_at_r",
+    "reference_silhouette",
+]
 
 
-def main(argv=None) -> int:
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=profiles.PROFILES, default="default")
     parser.add_argument(
@@ -53,57 +64,34 @@ def main(argv=None) -> int:
         action="store_true",
         help="read the IDX files without writing the prepared .npz (a one-off machine)",
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    epochs = {} if args.epochs is None else {"epochs": args.epochs}
-    params = profiles.settings(
-        "08_densenet_fashion_mnist", args.profile, seed=args.seed, force=args.force, **epochs
-    )
-    out_dir = Path(args.out) if args.out else RESULTS_DIR
-    cache_dir = Path(
+
+def _cache_dir(args, out_dir):
+    return Path(
         args.cache_dir
         or (
             out_dir / "models_cache" if args.out else config.ROOT / ".cache" / "densenet_bench" / args.profile
         )
     )
-    callbacks = [TimeBudget(args.time_budget)] if args.time_budget else None
-    print(f"[densenet] profile={args.profile} {params} cache={cache_dir}", flush=True)
 
-    start = time.perf_counter()
-    study = densenet_study.run_study(
-        params,
-        seed=args.seed,
-        cache_dir=cache_dir,
-        force=args.force,
-        callbacks=callbacks,
-        fashion_dir=args.fashion_dir,
-        with_tsne=False,
-        data_cache=not args.no_data_cache,
-    )
-    report, rows, record = study["report"], study["rows"], study["record"]
-    history = record["history"]
-    print_table(
-        study["rows"],
-        [
-            "representation",
-            "dim",
-            "silhouette",
-            "davies_bouldin",
-            "calinski_harabasz",
-            "3nn_accuracy",
-            "precision_at_1",
-            "map_at_r",
-            "reference_silhouette",
-        ],
-    )
+
+def _print_study(study):
+    report, rows = study["report"], study["rows"]
+    print_table(study["rows"], REPRESENTATION_COLUMNS)
     print_table(report["per_class"], ["class", "precision", "recall", "f1", "support"])
     print(
         f"[densenet] test accuracy {report['accuracy']:.4f} (target {TARGET_ACCURACY} in the full profile); "
         f"silhouette order raw < features < Siamese: {densenet_study.order_matches_reference(rows)}"
     )
 
+
+def _result(args, params, study, callbacks, start):
+    """The results document; its wall_seconds is measured from ``start`` now."""
+    report, rows, record = study["report"], study["rows"], study["record"]
+    history = record["history"]
     data = study["data"]
-    result = {
+    return {
         **stamp(),
         "profile": args.profile,
         "params": params,
@@ -131,6 +119,33 @@ def main(argv=None) -> int:
         "timings": study["timings"],
         "wall_seconds": time.perf_counter() - start,
     }
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
+    params = profiles.settings(
+        "08_densenet_fashion_mnist", args.profile, seed=args.seed, force=args.force, **epochs
+    )
+    out_dir = Path(args.out) if args.out else RESULTS_DIR
+    cache_dir = _cache_dir(args, out_dir)
+    callbacks = [TimeBudget(args.time_budget)] if args.time_budget else None
+    print(f"[densenet] profile={args.profile} {params} cache={cache_dir}", flush=True)
+
+    start = time.perf_counter()
+    study = densenet_study.run_study(
+        params,
+        seed=args.seed,
+        cache_dir=cache_dir,
+        force=args.force,
+        callbacks=callbacks,
+        fashion_dir=args.fashion_dir,
+        with_tsne=False,
+        data_cache=not args.no_data_cache,
+    )
+    _print_study(study)
+    result = _result(args, params, study, callbacks, start)
     path = out_dir / "densenet_fashion_mnist.json"
     config.write_json(path, result)
     print(f"[densenet] wrote {path}", flush=True)
