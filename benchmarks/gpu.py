@@ -380,7 +380,7 @@ def tiled(data, size):
     )
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", config.ROOT / ".cache" / "gpu_out"))
@@ -423,7 +423,76 @@ def main(argv=None):
         metavar="TAR",
         help="only embed the reference images again with the weights of a gpu_weights.tar",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _save(args, results):
+    """Written after every part: a run stopped by its time limit still returns what it measured."""
+    config.write_json(args.out / "gpu_results.json", results)
+
+
+def _generator_part(args, data60k, results):
+    t = time.perf_counter()
+    results["sections"]["gpu_generator"] = bench_generator(
+        data60k.x_train, data60k.y_train, args.batch_sizes, args.workers, Deadline(args.budgets[0])
+    )
+    results["seconds"]["generator"] = time.perf_counter() - t
+    _save(args, results)
+
+
+def _training_part(args, data60k, results):
+    t = time.perf_counter()
+    results["sections"]["gpu_training"] = bench_training(
+        data60k,
+        args.models or list(MODELS),
+        args.batch_sizes,
+        args.steps,
+        args.workers,
+        Deadline(args.budgets[1]),
+        augment=args.training_augment,
+    )
+    results["seconds"]["training"] = time.perf_counter() - t
+    _save(args, results)
+
+
+def _archive_weights(out: Path, members):
+    """Tar every trained model's files, then drop the embeddings that now live in the tar."""
+    with tarfile.open(out / "gpu_weights.tar", "w") as tar:
+        for name, paths in members.items():
+            for path in paths:
+                tar.add(path, arcname=f"{name}/{path.name}")
+    for paths in members.values():  # the embeddings now live in the tar: keep $OUT under its file count
+        for path in paths[1:]:
+            path.unlink()
+
+
+def _full_part(args, results):
+    t = time.perf_counter()
+    rows, members, train_wall_s = run_full(args, Deadline(args.budgets[2]), args.out)
+    results["sections"]["full_profile"] = rows
+    results["full_profile"] = dict(
+        params=full_profile_params(args),
+        augment=args.augment,
+        dataset="mnist bundled" if args.smoke else "fashion_mnist idx",
+        reference_images=REFERENCE_IMAGES,
+        jobs=args.jobs,
+        train_wall_seconds=train_wall_s,
+        seconds=time.perf_counter() - t,
+    )
+    _archive_weights(args.out, members)
+    results["seconds"]["full"] = time.perf_counter() - t
+    _save(args, results)
+
+
+def _print_sections(args, results):
+    for section, rows in results["sections"].items():
+        print(f"\n{section}")
+        print_table(rows, sorted({k for r in rows for k in r if k not in ("section", "fingerprint")}))
+    print(f"wrote {args.out / 'gpu_results.json'} in {results['seconds']['total']:.0f}s")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     if args.train_worker:
         return train_worker(args)
     if args.reembed:
@@ -435,60 +504,18 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     results = dict(stamp(), argv=sys.argv[1:], command=gpu_command(sys.argv[1:]), sections={}, seconds={})
 
-    def save():  # after every part: a run stopped by its time limit still returns what it measured
-        config.write_json(args.out / "gpu_results.json", results)
-
     started = time.perf_counter()
     base = load_dataset("mnist", source="bundled", verbose=False)
     data60k = tiled(base, args.dataset_size)
     if "generator" in args.parts:
-        t = time.perf_counter()
-        results["sections"]["gpu_generator"] = bench_generator(
-            data60k.x_train, data60k.y_train, args.batch_sizes, args.workers, Deadline(args.budgets[0])
-        )
-        results["seconds"]["generator"] = time.perf_counter() - t
-        save()
+        _generator_part(args, data60k, results)
     if "training" in args.parts:
-        t = time.perf_counter()
-        results["sections"]["gpu_training"] = bench_training(
-            data60k,
-            args.models or list(MODELS),
-            args.batch_sizes,
-            args.steps,
-            args.workers,
-            Deadline(args.budgets[1]),
-            augment=args.training_augment,
-        )
-        results["seconds"]["training"] = time.perf_counter() - t
-        save()
+        _training_part(args, data60k, results)
     if "full" in args.parts:
-        t = time.perf_counter()
-        rows, members, train_wall_s = run_full(args, Deadline(args.budgets[2]), args.out)
-        results["sections"]["full_profile"] = rows
-        results["full_profile"] = dict(
-            params=full_profile_params(args),
-            augment=args.augment,
-            dataset="mnist bundled" if args.smoke else "fashion_mnist idx",
-            reference_images=REFERENCE_IMAGES,
-            jobs=args.jobs,
-            train_wall_seconds=train_wall_s,
-            seconds=time.perf_counter() - t,
-        )
-        with tarfile.open(args.out / "gpu_weights.tar", "w") as tar:
-            for name, paths in members.items():
-                for path in paths:
-                    tar.add(path, arcname=f"{name}/{path.name}")
-        for paths in members.values():  # the embeddings now live in the tar: keep $OUT under its file count
-            for path in paths[1:]:
-                path.unlink()
-        results["seconds"]["full"] = time.perf_counter() - t
-        save()
+        _full_part(args, results)
     results["seconds"]["total"] = time.perf_counter() - started
-    save()
-    for section, rows in results["sections"].items():
-        print(f"\n{section}")
-        print_table(rows, sorted({k for r in rows for k in r if k not in ("section", "fingerprint")}))
-    print(f"wrote {args.out / 'gpu_results.json'} in {results['seconds']['total']:.0f}s")
+    _save(args, results)
+    _print_sections(args, results)
     return 0
 
 
