@@ -112,7 +112,7 @@ def keep_evaluation(root: Path, name: str) -> None:
         print(f"kept {found[0]} as {target}", flush=True)
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", nargs="*", default=["smoke", "default"])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "suite_time.json")
@@ -136,75 +136,112 @@ def main(argv=None):
         metavar="REV",
         help="first run each profile (from an empty cache) with the code of this git revision",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run_baseline(args, profile):
+    """The profile from an empty cache with the code of ``--baseline`` (None without it)."""
+    if not args.baseline:
+        return None
+    with checkout(args.baseline) as (commit, tree), tempfile.TemporaryDirectory() as tmp:
+        baseline = {
+            "rev": args.baseline,
+            "commit": commit,
+            "cold": run_profile(profile, Path(tmp), tree),
+        }
+        if args.keep_evaluation:
+            keep_evaluation(Path(tmp), f"suite_{profile}_evaluation_baseline.csv")
+    print(f"{profile} at {commit}: {baseline['cold']['seconds']:.0f}s from an empty cache", flush=True)
+    return baseline
+
+
+def _run_also_jobs(args, profile):
+    """The profile from an empty cache once per ``--also-jobs`` value, keyed by that value."""
+    also = {}
+    for jobs in args.also_jobs:
+        with tempfile.TemporaryDirectory(prefix=f"suite-{profile}-jobs{jobs}-") as tmp:
+            also[str(jobs)] = run_profile(profile, Path(tmp), jobs=jobs)
+        print(
+            f"{profile} with --jobs {jobs}: {also[str(jobs)]['seconds']:.0f}s from an empty cache",
+            flush=True,
+        )
+    return also
+
+
+def _run_cold_and_cached(args, profile):
+    """The profile from an empty cache, then again from that cache (None with ``--cold-only``)."""
+    with tempfile.TemporaryDirectory(prefix=f"suite-{profile}-") as tmp:
+        cold = run_profile(profile, Path(tmp))
+        if args.keep_evaluation:  # the cold run's model_evaluation.csv, to compare figures
+            keep_evaluation(Path(tmp), f"suite_{profile}_evaluation.csv")
+        warm = None if args.cold_only else run_profile(profile, Path(tmp))
+    return cold, warm
+
+
+def _profile_rows(args, profile, cold, warm, also, before):
+    """One table row per notebook of the cold run, then one for the whole run."""
+    rows = []
+    for name in [*cold["notebooks"], None]:  # None: the whole run
+        rows.append(
+            {
+                "profile": profile,
+                "notebook": name or "TOTAL (process wall time)",
+                "cold_s": _seconds(cold, name),
+                "cached_s": _seconds(warm, name),
+                **{f"jobs_{j}_cold_s": _seconds(also[str(j)], name) for j in args.also_jobs},
+                "baseline_cold_s": _seconds(before, name),
+                "cold_vs_baseline": _seconds(cold, name) / _seconds(before, name),
+            }
+        )
+    return rows
+
+
+def _print_summary(args, profile, cold, warm, also, baseline, before):
+    """CPU load of every run, then the cold run against the profile's target."""
+    runs = {"cold": cold, **{f"jobs {j}": also[str(j)] for j in args.also_jobs}, "baseline": before}
+    for label, made in runs.items():
+        if made and made.get("cpu_seconds"):
+            print(
+                f"{profile} {label}: {made['cpu_seconds']:.0f} CPU s in {made['seconds']:.0f} s: "
+                f"{made['cpu_seconds'] / made['seconds']:.2f} cores busy on average",
+                flush=True,
+            )
+    target = TARGET_SECONDS.get(profile)
+    if target:
+        print(
+            f"{profile}: {cold['seconds']:.0f}s from an empty cache "
+            f"({'within' if cold['seconds'] <= target else 'OVER'} the {target}s target)"
+            + (f", {warm['seconds']:.0f}s cached" if warm else "")
+            + (f"; {baseline['cold']['seconds']:.0f}s at {baseline['commit']}" if baseline else ""),
+            flush=True,
+        )
+
+
+def _measure_profile(args, profile, rows, results):
+    """Every run of one profile; fills ``results[profile]`` and appends its table rows."""
+    baseline = _run_baseline(args, profile)
+    also = _run_also_jobs(args, profile)
+    cold, warm = _run_cold_and_cached(args, profile)
+    results[profile] = {
+        "commit": git_commit(),
+        "cold": cold,
+        "cached": warm,
+        "target_seconds": TARGET_SECONDS.get(profile),
+    }
+    if baseline:
+        results[profile]["baseline"] = baseline
+    if also:
+        results[profile]["cold_with_jobs"] = also
+    before = baseline["cold"] if baseline else None
+    rows.extend(_profile_rows(args, profile, cold, warm, also, before))
+    _print_summary(args, profile, cold, warm, also, baseline, before)
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     rows, results = [], {}
     for profile in args.profiles:
-        baseline = None
-        if args.baseline:
-            with checkout(args.baseline) as (commit, tree), tempfile.TemporaryDirectory() as tmp:
-                baseline = {
-                    "rev": args.baseline,
-                    "commit": commit,
-                    "cold": run_profile(profile, Path(tmp), tree),
-                }
-                if args.keep_evaluation:
-                    keep_evaluation(Path(tmp), f"suite_{profile}_evaluation_baseline.csv")
-            print(
-                f"{profile} at {commit}: {baseline['cold']['seconds']:.0f}s from an empty cache", flush=True
-            )
-        also = {}
-        for jobs in args.also_jobs:
-            with tempfile.TemporaryDirectory(prefix=f"suite-{profile}-jobs{jobs}-") as tmp:
-                also[str(jobs)] = run_profile(profile, Path(tmp), jobs=jobs)
-            print(
-                f"{profile} with --jobs {jobs}: {also[str(jobs)]['seconds']:.0f}s from an empty cache",
-                flush=True,
-            )
-        with tempfile.TemporaryDirectory(prefix=f"suite-{profile}-") as tmp:
-            cold = run_profile(profile, Path(tmp))
-            if args.keep_evaluation:  # the cold run's model_evaluation.csv, to compare figures
-                keep_evaluation(Path(tmp), f"suite_{profile}_evaluation.csv")
-            warm = None if args.cold_only else run_profile(profile, Path(tmp))
-        results[profile] = {
-            "commit": git_commit(),
-            "cold": cold,
-            "cached": warm,
-            "target_seconds": TARGET_SECONDS.get(profile),
-        }
-        if baseline:
-            results[profile]["baseline"] = baseline
-        if also:
-            results[profile]["cold_with_jobs"] = also
-        before = baseline["cold"] if baseline else None
-        for name in [*cold["notebooks"], None]:  # None: the whole run
-            rows.append(
-                {
-                    "profile": profile,
-                    "notebook": name or "TOTAL (process wall time)",
-                    "cold_s": _seconds(cold, name),
-                    "cached_s": _seconds(warm, name),
-                    **{f"jobs_{j}_cold_s": _seconds(also[str(j)], name) for j in args.also_jobs},
-                    "baseline_cold_s": _seconds(before, name),
-                    "cold_vs_baseline": _seconds(cold, name) / _seconds(before, name),
-                }
-            )
-        runs = {"cold": cold, **{f"jobs {j}": also[str(j)] for j in args.also_jobs}, "baseline": before}
-        for label, made in runs.items():
-            if made and made.get("cpu_seconds"):
-                print(
-                    f"{profile} {label}: {made['cpu_seconds']:.0f} CPU s in {made['seconds']:.0f} s: "
-                    f"{made['cpu_seconds'] / made['seconds']:.2f} cores busy on average",
-                    flush=True,
-                )
-        target = TARGET_SECONDS.get(profile)
-        if target:
-            print(
-                f"{profile}: {cold['seconds']:.0f}s from an empty cache "
-                f"({'within' if cold['seconds'] <= target else 'OVER'} the {target}s target)"
-                + (f", {warm['seconds']:.0f}s cached" if warm else "")
-                + (f"; {baseline['cold']['seconds']:.0f}s at {baseline['commit']}" if baseline else ""),
-                flush=True,
-            )
+        _measure_profile(args, profile, rows, results)
     columns = ["profile", "notebook", "cold_s", "cached_s", *(f"jobs_{j}_cold_s" for j in args.also_jobs)]
     if args.baseline:
         columns += ["baseline_cold_s", "cold_vs_baseline"]
