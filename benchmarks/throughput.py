@@ -193,7 +193,22 @@ def bench_training(models=None, batch_sizes=(None,), steps=10, dataset_size=None
 # --- driver ------------------------------------------------------------------------------------
 
 
-def main(argv=None):
+COLUMNS = [
+    "section",
+    "sampler",
+    "model",
+    "batch_size",
+    "batches",
+    "s_per_batch",
+    "triplets_per_s",
+    "speedup",
+    "images_per_s",
+    "step_s",
+    "data_wait_share",
+]
+
+
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("generator", "training", "all"), default="all")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -215,8 +230,11 @@ def main(argv=None):
         help="tile the embedded training split to this many images (e.g. 60000)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _measure(args):
+    """The rows of the sections ``--only`` asks for."""
     rows = []
     if args.only in ("generator", "all"):
         rows += bench_generator(batch_size=args.batch_size, n_batches=args.batches, budget_s=args.budget)
@@ -227,29 +245,17 @@ def main(argv=None):
             steps=args.train_steps,
             dataset_size=args.dataset_size or None,
         )
-    print_table(
-        rows,
-        [
-            "section",
-            "sampler",
-            "model",
-            "batch_size",
-            "batches",
-            "s_per_batch",
-            "triplets_per_s",
-            "speedup",
-            "images_per_s",
-            "step_s",
-            "data_wait_share",
-        ],
-    )
+    return rows
 
+
+def _write(out: Path, rows):
+    """Merge the measured sections into the results file, keeping the other section's figures."""
     previous = {}
-    if args.out.exists():  # keep the other section's figures when running one section
+    if out.exists():  # keep the other section's figures when running one section
         import json
 
         try:
-            previous = json.loads(args.out.read_text())
+            previous = json.loads(out.read_text())
         except ValueError:
             previous = {}
     sections = dict(previous.get("sections", {}))
@@ -258,8 +264,15 @@ def main(argv=None):
     for section in {r["section"] for r in rows}:
         sections[section] = [r for r in rows if r["section"] == section]
         section_stamps[section] = {k: v for k, v in stamp().items() if k in ("command", "date")}
-    config.write_json(args.out, dict(sections=sections, section_stamps=section_stamps, **stamp()))
-    print(f"wrote {args.out}")
+    config.write_json(out, dict(sections=sections, section_stamps=section_stamps, **stamp()))
+    print(f"wrote {out}")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    rows = _measure(args)
+    print_table(rows, COLUMNS)
+    _write(args.out, rows)
     return rows
 
 
