@@ -78,7 +78,7 @@ def time_notebooks(profile: str, root: Path) -> dict:
     return timings
 
 
-def main(argv=None) -> int:
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=profiles.PROFILES, default="default")
     parser.add_argument("--out", help="the JSON file (default benchmarks/results/vicreg[_PROFILE].json)")
@@ -99,52 +99,34 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--notebook", action="store_true", help="time the notebook cold and cached, then measure its models"
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    epochs = {} if args.epochs is None else {"epochs": args.epochs}
-    params = profiles.settings(
-        "10_vicreg", args.profile, seed=args.seed, source=args.source, force=args.force, **epochs
-    )
-    out = (
+
+def _out_path(args) -> Path:
+    return (
         Path(args.out)
         if args.out
         else RESULTS_DIR / ("vicreg.json" if args.profile == "default" else f"vicreg_{args.profile}.json")
     )
-    print(f"[vicreg] profile={args.profile} {params}", flush=True)
-    notebook, cache_dir = None, args.cache_dir
-    if args.notebook:
-        root = Path(tempfile.mkdtemp(prefix="vicreg-notebook-"))
-        notebook = time_notebooks(args.profile, root)
-        cache_dir = root / args.profile / "10_vicreg" / args.profile  # the models the notebook trained
-    start = time.perf_counter()
-    study = V.run_study(
-        params,
-        seed=args.seed,
-        source=args.source,
-        cache_dir=cache_dir,
-        force=args.force,
-        profile=args.profile,
-        with_projections=False,
-        fashion_dir=args.fashion_dir,
-        train_only=args.train_only,
-    )
-    if args.train_only:
-        result = {
-            **stamp(),
-            "profile": args.profile,
-            "params": params,
-            "seed": args.seed,
-            "models": V.training_summary(study),
-            "neighbour_same_class": study["neighbour_same_class"],
-            "cache_dir": str(cache_dir or cache.folder(V.CACHE_FOLDER, args.profile)),
-            "wall_seconds": round(time.perf_counter() - start, 1),
-        }
-        config.write_json(out.with_name(out.stem + "_training.json"), result)
-        print(
-            f"[vicreg] trained {list(result['models'])}; wrote {out.with_name(out.stem + '_training.json')}"
-        )
-        return 0
-    summary = V.summary(study)
+
+
+def _write_training_only(args, params, study, cache_dir, start, out: Path) -> None:
+    """``--train-only``: the records of the trained models, beside the results file."""
+    result = {
+        **stamp(),
+        "profile": args.profile,
+        "params": params,
+        "seed": args.seed,
+        "models": V.training_summary(study),
+        "neighbour_same_class": study["neighbour_same_class"],
+        "cache_dir": str(cache_dir or cache.folder(V.CACHE_FOLDER, args.profile)),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    config.write_json(out.with_name(out.stem + "_training.json"), result)
+    print(f"[vicreg] trained {list(result['models'])}; wrote {out.with_name(out.stem + '_training.json')}")
+
+
+def _print_summary(summary) -> None:
     print_table(
         summary["representations"],
         ["representation", "dim", "probe", "probe_ci_low", "probe_ci_high", "knn_accuracy"]
@@ -157,8 +139,12 @@ def main(argv=None) -> int:
         [{"model": k, **v} for k, v in summary["clustering"].items()],
         ["model", "silhouette_clusters", "silhouette_labels", "nmi", "ari"],
     )
+
+
+def _checks(summary) -> dict:
+    """VICReg against the targets, raw pixels, its ablation and the paired floors."""
     rows = {r["representation"]: r for r in summary["representations"]}
-    checks = {
+    return {
         "probe_at_least_target": rows["vicreg"]["probe"] >= TARGETS["probe"],
         "probe_above_raw_pixels": rows["vicreg"]["probe"] > rows["raw pixels"]["probe"],
         "auc_at_least_target": rows["vicreg"]["anomaly_auc"] >= TARGETS["anomaly_auc"],
@@ -173,7 +159,10 @@ def main(argv=None) -> int:
             and c["against"] in ("random encoder", "raw pixels")
         ),
     }
-    print(f"[vicreg] checks (targets {TARGETS} are the full profile's): {checks}")
+
+
+def _result(args, params, summary, checks, start, cache_dir, notebook, out: Path) -> dict:
+    """The results document; keeps the last notebook timing when this run took none."""
     result = {
         **stamp(),
         "profile": args.profile,
@@ -195,6 +184,43 @@ def main(argv=None) -> int:
             result["notebook_time_from"] = previous.get("notebook_time_from") or (
                 f"{previous['command']} ({previous['date']})"
             )
+    return result
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
+    params = profiles.settings(
+        "10_vicreg", args.profile, seed=args.seed, source=args.source, force=args.force, **epochs
+    )
+    out = _out_path(args)
+    print(f"[vicreg] profile={args.profile} {params}", flush=True)
+    notebook, cache_dir = None, args.cache_dir
+    if args.notebook:
+        root = Path(tempfile.mkdtemp(prefix="vicreg-notebook-"))
+        notebook = time_notebooks(args.profile, root)
+        cache_dir = root / args.profile / "10_vicreg" / args.profile  # the models the notebook trained
+    start = time.perf_counter()
+    study = V.run_study(
+        params,
+        seed=args.seed,
+        source=args.source,
+        cache_dir=cache_dir,
+        force=args.force,
+        profile=args.profile,
+        with_projections=False,
+        fashion_dir=args.fashion_dir,
+        train_only=args.train_only,
+    )
+    if args.train_only:
+        _write_training_only(args, params, study, cache_dir, start, out)
+        return 0
+    summary = V.summary(study)
+    _print_summary(summary)
+    checks = _checks(summary)
+    print(f"[vicreg] checks (targets {TARGETS} are the full profile's): {checks}")
+    result = _result(args, params, summary, checks, start, cache_dir, notebook, out)
     config.write_json(out, result)
     print(f"[vicreg] wrote {out} in {result['wall_seconds']}s", flush=True)
     return 0
