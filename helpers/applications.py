@@ -89,14 +89,16 @@ def _scores(distances, same):
     return d, s
 
 
-def _vectors(x, name: str) -> np.ndarray:
+def check_vectors(x, name: str) -> np.ndarray:
+    """``x`` as a 2-D float32 array of embeddings, or one :class:`ApplicationError` naming ``name``."""
     try:
         return knn.as_vectors(x, name)
     except knn.KNNError as exc:
         raise ApplicationError(str(exc)) from None
 
 
-def _labels(labels, n: int, name: str) -> np.ndarray:
+def check_labels(labels, n: int, name: str) -> np.ndarray:
+    """``labels`` as ``n`` int64 class ids, or one :class:`ApplicationError` naming ``name``."""
     y = np.asarray(labels)
     if y.ndim != 1 or len(y) != n:
         raise ApplicationError(f"{name} must be 1-D with one label per row ({n}), got shape {y.shape}.")
@@ -170,7 +172,7 @@ def make_pairs(labels, n_genuine: int = 5000, n_impostor: int = 5000, seed: int 
 def pair_distances(emb_a, emb_b, metric: str = "l2") -> np.ndarray:
     """Row-wise distance of two (n, d) arrays: Euclidean, or cosine distance ``1 - cos``."""
     _check_metric(metric)
-    a, b = _vectors(emb_a, "emb_a"), _vectors(emb_b, "emb_b")
+    a, b = check_vectors(emb_a, "emb_a"), check_vectors(emb_b, "emb_b")
     if a.shape != b.shape:
         raise ApplicationError(f"emb_a {a.shape} and emb_b {b.shape} must have the same shape.")
     if metric == "cosine":
@@ -186,8 +188,8 @@ def _knn_distances(d2: np.ndarray, metric: str) -> np.ndarray:
 
 def verification_scores(emb, labels, n_genuine=5000, n_impostor=5000, seed=0, metric="l2", classes=None):
     """Distances and genuine flags of pairs drawn by :func:`make_pairs` from ``(emb, labels)``."""
-    emb = _vectors(emb, "emb")
-    y = _labels(labels, len(emb), "labels")
+    emb = check_vectors(emb, "emb")
+    y = check_labels(labels, len(emb), "labels")
     first, second, same = make_pairs(y, n_genuine, n_impostor, seed=seed, classes=classes)
     return pair_distances(emb[first], emb[second], metric), same
 
@@ -374,8 +376,8 @@ class Gallery:
 
     def __init__(self, embeddings, labels, ids=None, metric: str = "l2", threshold: float | None = None):
         _check_metric(metric)
-        emb = _vectors(embeddings, "gallery embeddings")
-        y = _labels(labels, len(emb), "gallery labels")
+        emb = check_vectors(embeddings, "gallery embeddings")
+        y = check_labels(labels, len(emb), "gallery labels")
         ids = np.arange(len(emb)) if ids is None else np.asarray(ids)
         if len(ids) != len(emb):
             raise ApplicationError(f"ids has {len(ids)} entries for {len(emb)} images.")
@@ -401,8 +403,8 @@ class Gallery:
 
         ``ids`` of the gallery are the rows of ``embeddings`` that were enrolled.
         """
-        emb = _vectors(embeddings, "embeddings")
-        y = _labels(labels, len(emb), "labels")
+        emb = check_vectors(embeddings, "embeddings")
+        y = check_labels(labels, len(emb), "labels")
         if int(shots) < 1:
             raise ApplicationError(f"shots must be >= 1, got {shots}.")
         classes = np.unique(y) if classes is None else np.asarray(list(classes), dtype=np.int64)
@@ -438,7 +440,7 @@ class Gallery:
 
     def _search(self, queries, k: int, what: str):
         """(ids, labels, distances) of the ``k`` nearest enrolled images of each query, (q, k) each."""
-        q = _vectors(queries, what)
+        q = check_vectors(queries, what)
         if q.shape[1] != self.index.dim:
             raise ApplicationError(
                 f"{what}: {q.shape[1]} features, but the gallery has {self.index.dim}; "
@@ -534,10 +536,10 @@ def identification_report(
     key + "_ci_low" / "_ci_high": 95 % percentile bootstrap over the queries}`` (the bootstrap
     resamples the queries with their outcome in every episode, ``n_boot`` times, seeded).
     """
-    g = _vectors(gallery_emb, "gallery_emb")
-    gy = _labels(gallery_labels, len(g), "gallery_labels")
-    q = _vectors(query_emb, "query_emb")
-    qy = _labels(query_labels, len(q), "query_labels")
+    g = check_vectors(gallery_emb, "gallery_emb")
+    gy = check_labels(gallery_labels, len(g), "gallery_labels")
+    q = check_vectors(query_emb, "query_emb")
+    qy = check_labels(query_labels, len(q), "query_labels")
     classes = np.unique(gy)
     if not 1 <= int(unknown_classes) < len(classes):
         raise ApplicationError(

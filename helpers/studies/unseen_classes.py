@@ -17,32 +17,24 @@ import dataclasses
 
 import numpy as np
 
-from helpers import checks, knn, registry
-from helpers.applications import ApplicationError, Gallery, auc, verification_scores
+from helpers import knn, registry
+from helpers.applications import (
+    ApplicationError,
+    Gallery,
+    auc,
+    check_labels,
+    check_vectors,
+    verification_scores,
+)
 from helpers.architectures import BN_MOMENTUM
-
-
-def _vectors(x, name: str) -> np.ndarray:
-    try:
-        return knn.as_vectors(x, name)
-    except knn.KNNError as exc:
-        raise ApplicationError(str(exc)) from None
-
-
-def _labels(labels, n: int, name: str) -> np.ndarray:
-    y = checks.labels_1d(labels, ApplicationError, f"{name} must be 1-D, got shape {{shape}}.")
-    checks.same_length(len(y), n, ApplicationError, f"{name}: {{first}} labels for {{second}} rows.")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ApplicationError(f"{name} must hold integer class ids, got dtype {y.dtype}.")
-    return y.astype(np.int64)
 
 
 def precision_at_1(query_emb, query_labels, ref_emb, ref_labels, metric: str = "l2") -> float:
     """Fraction of queries whose nearest reference has their class."""
-    q = _vectors(query_emb, "query_emb")
-    r = _vectors(ref_emb, "ref_emb")
-    qy = _labels(query_labels, len(q), "query_labels")
-    ry = _labels(ref_labels, len(r), "ref_labels")
+    q = check_vectors(query_emb, "query_emb")
+    r = check_vectors(ref_emb, "ref_emb")
+    qy = check_labels(query_labels, len(q), "query_labels")
+    ry = check_labels(ref_labels, len(r), "ref_labels")
     idx, _ = knn.exact_knn(q, r, k=1, metric=metric)
     return float((ry[idx[:, 0]] == qy).mean())
 
@@ -69,10 +61,10 @@ def unseen_class_report(
       train images of *every* class (mean over ``episodes`` enrolments; ``_std`` beside it);
     - ``p_at_1``: P@1 of the unseen test images against the whole train split.
     """
-    e_tr = _vectors(embeddings["train"], "train embeddings")
-    e_te = _vectors(embeddings["test"], "test embeddings")
-    y_tr = _labels(labels["train"], len(e_tr), "train labels")
-    y_te = _labels(labels["test"], len(e_te), "test labels")
+    e_tr = check_vectors(embeddings["train"], "train embeddings")
+    e_te = check_vectors(embeddings["test"], "test embeddings")
+    y_tr = check_labels(labels["train"], len(e_tr), "train labels")
+    y_te = check_labels(labels["test"], len(e_te), "test labels")
     unseen = np.asarray(list(unseen), dtype=np.int64)
     mask = np.isin(y_te, unseen)
     if not mask.any():
