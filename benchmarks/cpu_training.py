@@ -16,6 +16,7 @@ Levers, each against the baseline (today's settings: glibc's allocator, Keras' d
 (A B A B) so that the machine's drift hits both alike:
 
 - ``tcmalloc`` / ``jemalloc``: the allocator preloaded (``helpers.allocator``);
+- ``tcmalloc_keep``: TCMalloc that never returns freed pages to the kernel (``TCMALLOC_RELEASE_RATE=0``);
 - ``xla``: ``jit_compile=True`` forced on every ``Model.compile``;
 - ``device_augment``: the in-graph augmenter instead of the numpy one (changes what is learned:
   a recipe change, not a speed setting);
@@ -53,7 +54,7 @@ CORE = [
     "cnn_with_attention_vit_style_v1",
 ]
 STUDY = {"densenet_bc_fashion": "helpers.studies.densenet_fashion_mnist", "vicreg": "helpers.studies.vicreg"}
-LEVERS = ("tcmalloc", "jemalloc", "xla", "device_augment", "threads")
+LEVERS = ("tcmalloc", "tcmalloc_keep", "jemalloc", "xla", "device_augment", "threads")
 
 
 # --- the worker: one training, timed -------------------------------------------------------------
@@ -141,13 +142,15 @@ def lever_settings(lever: str, mode: str) -> tuple[dict, list[str]]:
     if lever == "threads":
         threads = {"alone": "1", "pair": "2"}[mode]
     env = {"TF_NUM_INTRAOP_THREADS": threads, "OMP_NUM_THREADS": threads} if threads else {}
-    if lever in ("tcmalloc", "jemalloc"):
-        preload = allocator.preload_env(lever, environ={})
+    if lever in ("tcmalloc", "tcmalloc_keep", "jemalloc"):
+        preload = allocator.preload_env(lever.removesuffix("_keep"), environ={})
         if not preload:
             raise SystemExit(
                 f"error: {lever} is not installed: sudo apt-get install {allocator.LIBRARIES[lever][1]}"
             )
         env.update(preload)
+        if lever == "tcmalloc_keep":  # never hand freed pages back to the kernel (gperftools' knob)
+            env["TCMALLOC_RELEASE_RATE"] = "0"
     args = {"xla": ["--xla"], "device_augment": ["--augment", "device"]}.get(lever, [])
     return env, args
 
@@ -157,7 +160,7 @@ def _launch(name: str, lever: str, mode: str, epochs: int, steps: int):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("LD_PRELOAD", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
+        if k not in ("LD_PRELOAD", "TCMALLOC_RELEASE_RATE", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
     }
     env.update(env_add, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "benchmarks.cpu_training", "--worker", name]

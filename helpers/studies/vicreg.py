@@ -11,8 +11,8 @@ metrics and logged per batch by :class:`helpers.training.callbacks.BatchValues`)
 
 - ``vicreg``: two random views of each image (:class:`ViewAugment` inside the model, active only
   when training: random resized crop, horizontal flip, brightness / contrast jitter, blur) through a
-  shared encoder (:func:`vicreg_encoder`, a small CNN: its 128-d pooled features are the
-  *representation*) and an expander MLP (the *embedding* the loss sees);
+  shared encoder (:func:`vicreg_encoder`, a small CNN: its 128-d features, pooled on a 2x2 grid,
+  are the *representation*) and an expander MLP (the *embedding* the loss sees);
 - ``vicreg_no_variance``: the same with μ = 0, the ablation that collapses;
 - ``vicreg_neighbours``: no augmentation; the two inputs are an image and one of its 3 nearest
   neighbours in the first model's representation.
@@ -176,17 +176,26 @@ def _blur3(x, w):
 
 
 def vicreg_encoder(input_shape=(28, 28, 1), representation_dim: int = REPRESENTATION_DIM) -> keras.Model:
-    """The encoder: three Conv-BN-ReLU stages (32, 64, ``representation_dim`` filters; 2x2 max
-    pooling after the first two), global average pooling: images -> representation."""
+    """The encoder: three Conv-BN-ReLU stages (32, 64 and ``representation_dim / 4`` filters; 2x2 max
+    pooling after the first two), then 3x3 average pooling with stride 3, which turns the 7x7 map of a
+    28x28 image into a 2x2 grid, flattened: images -> representation (``representation_dim``).
+
+    The grid keeps where on the item a feature is (a sleeve, a sole, a strap); global average
+    pooling, which discards it, gave a representation whose 3-NN stayed below the raw pixels' in
+    the default profile's budget (``benchmarks/archive/vicreg_recipe_search.py``, validation split).
+    """
+    if representation_dim % 4:
+        raise ValueError(f"representation_dim must be a multiple of 4 (a 2x2 grid), got {representation_dim}")
     inputs = keras.Input(input_shape, name="image")
     x = inputs
-    for i, filters in enumerate((32, 64, representation_dim), start=1):
+    for i, filters in enumerate((32, 64, representation_dim // 4), start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"enc_conv{i}")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"enc_bn{i}")(x)
         x = layers.Activation("relu", name=f"enc_relu{i}")(x)
         if i < 3:
             x = layers.MaxPooling2D(2, name=f"enc_pool{i}")(x)
-    outputs = layers.GlobalAveragePooling2D(name="representation")(x)
+    x = layers.AveragePooling2D(3, strides=3, name="enc_grid")(x)
+    outputs = layers.Flatten(name="representation")(x)
     return keras.Model(inputs, outputs, name="encoder")
 
 
