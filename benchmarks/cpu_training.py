@@ -17,6 +17,7 @@ Levers, each against the baseline (today's settings: glibc's allocator, Keras' d
 
 - ``tcmalloc`` / ``jemalloc``: the allocator preloaded (``helpers.allocator``);
 - ``tcmalloc_keep``: TCMalloc that never returns freed pages to the kernel (``TCMALLOC_RELEASE_RATE=0``);
+- ``tcmalloc_interop1``: TCMalloc and one TensorFlow inter-op thread (``TF_NUM_INTEROP_THREADS=1``);
 - ``xla``: ``jit_compile=True`` forced on every ``Model.compile``;
 - ``device_augment``: the in-graph augmenter instead of the numpy one (changes what is learned:
   a recipe change, not a speed setting);
@@ -54,7 +55,15 @@ CORE = [
     "cnn_with_attention_vit_style_v1",
 ]
 STUDY = {"densenet_bc_fashion": "helpers.studies.densenet_fashion_mnist", "vicreg": "helpers.studies.vicreg"}
-LEVERS = ("tcmalloc", "tcmalloc_keep", "jemalloc", "xla", "device_augment", "threads")
+#: Settings a lever may set: cleared from the parent's environment, so the baseline has none of them.
+CLEARED = (
+    "LD_PRELOAD",
+    "TCMALLOC_RELEASE_RATE",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "OMP_NUM_THREADS",
+)
+LEVERS = ("tcmalloc", "tcmalloc_keep", "tcmalloc_interop1", "jemalloc", "xla", "device_augment", "threads")
 
 
 # --- the worker: one training, timed -------------------------------------------------------------
@@ -142,26 +151,25 @@ def lever_settings(lever: str, mode: str) -> tuple[dict, list[str]]:
     if lever == "threads":
         threads = {"alone": "1", "pair": "2"}[mode]
     env = {"TF_NUM_INTRAOP_THREADS": threads, "OMP_NUM_THREADS": threads} if threads else {}
-    if lever in ("tcmalloc", "tcmalloc_keep", "jemalloc"):
-        preload = allocator.preload_env(lever.removesuffix("_keep"), environ={})
+    library = lever.split("_")[0]
+    if library in allocator.LIBRARIES:
+        preload = allocator.preload_env(library, environ={})
         if not preload:
             raise SystemExit(
-                f"error: {lever} is not installed: sudo apt-get install {allocator.LIBRARIES[lever][1]}"
+                f"error: {library} is not installed: sudo apt-get install {allocator.LIBRARIES[library][1]}"
             )
         env.update(preload)
         if lever == "tcmalloc_keep":  # never hand freed pages back to the kernel (gperftools' knob)
             env["TCMALLOC_RELEASE_RATE"] = "0"
+        if lever == "tcmalloc_interop1":  # one thread for TensorFlow's op scheduling as well
+            env["TF_NUM_INTEROP_THREADS"] = "1"
     args = {"xla": ["--xla"], "device_augment": ["--augment", "device"]}.get(lever, [])
     return env, args
 
 
 def _launch(name: str, lever: str, mode: str, epochs: int, steps: int):
     env_add, args = lever_settings(lever, mode)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("LD_PRELOAD", "TCMALLOC_RELEASE_RATE", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env.update(env_add, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "benchmarks.cpu_training", "--worker", name]
     cmd += ["--epochs", str(epochs), "--steps", str(steps), *args]

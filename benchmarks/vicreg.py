@@ -42,8 +42,11 @@ from helpers.studies import vicreg as V
 
 #: The issue's targets for the full profile (Fashion-MNIST, official split).
 TARGETS = {"probe": 0.88, "anomaly_auc": 0.99}
-#: Cold notebook budgets on the 2-core CPU (seconds): what the suite has left for notebook 10.
-NOTEBOOK_BUDGET = {"smoke": 30, "default": 150}
+#: The default profile's target: VICReg's probe and 3-NN this far above both floors (random encoder, raw pixels).
+MARGIN = 0.02
+#: Cold notebook budgets on the 2-core CPU (seconds): what the suite has left for notebook 10, which
+#: runs beside notebook 04's training (``benchmarks/results/suite_time_default.json``).
+NOTEBOOK_BUDGET = {"smoke": 40, "default": 240}
 NOTEBOOK = config.NOTEBOOKS / "10_vicreg.ipynb"
 
 
@@ -144,6 +147,11 @@ def _print_summary(summary) -> None:
 def _checks(summary) -> dict:
     """VICReg against the targets, raw pixels, its ablation and the paired floors."""
     rows = {r["representation"]: r for r in summary["representations"]}
+    floors = [
+        c
+        for c in summary["comparisons"]
+        if c["representation"] == "vicreg" and c["against"] in ("random encoder", "raw pixels")
+    ]
     return {
         "probe_at_least_target": rows["vicreg"]["probe"] >= TARGETS["probe"],
         "probe_above_raw_pixels": rows["vicreg"]["probe"] > rows["raw pixels"]["probe"],
@@ -151,13 +159,9 @@ def _checks(summary) -> dict:
         "auc_above_raw_pixels": rows["vicreg"]["anomaly_auc"] > rows["raw pixels"]["anomaly_auc"],
         "ablation_below_vicreg": rows["vicreg_no_variance"]["probe"] < rows["vicreg"]["probe"],
         # the paired intervals (same test images) of VICReg's probe minus each floor's lie above 0
-        "probe_above_both_floors_paired": all(
-            c["ci_low"] > 0
-            for c in summary["comparisons"]
-            if c["representation"] == "vicreg"
-            and c["figure"] == "probe"
-            and c["against"] in ("random encoder", "raw pixels")
-        ),
+        "probe_above_both_floors_paired": all(c["ci_low"] > 0 for c in floors if c["figure"] == "probe"),
+        # the default profile's target: probe and 3-NN each at least MARGIN above both floors
+        "margin_above_both_floors": len(floors) == 4 and all(c["difference"] >= MARGIN for c in floors),
     }
 
 

@@ -53,3 +53,17 @@ def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         bench.main(["--models", "resnet"])
     assert exc.value.code == 2
+
+
+def test_tcmalloc_variants_add_their_one_setting_to_the_allocator():
+    plain = bench.lever_settings("tcmalloc", "pair")[0]
+    keep = bench.lever_settings("tcmalloc_keep", "pair")[0]
+    interop = bench.lever_settings("tcmalloc_interop1", "pair")[0]
+    if "LD_PRELOAD" not in plain:
+        pytest.skip("TCMalloc is not installed here")
+    assert {k: v for k, v in keep.items() if k not in plain} == {"TCMALLOC_RELEASE_RATE": "0"}
+    assert {k: v for k, v in interop.items() if k not in plain} == {"TF_NUM_INTEROP_THREADS": "1"}
+    assert (
+        "TCMALLOC_RELEASE_RATE" not in interop
+        and "LD_PRELOAD" not in bench.lever_settings("threads", "pair")[0]
+    )

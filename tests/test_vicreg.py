@@ -429,3 +429,35 @@ def test_vicreg_wrapper_metrics_and_serialisation():
         V.VICRegTerm("variances")
     with pytest.raises(ValueError, match="batch, 2, d"):
         loss(np.zeros(4, np.float32), np.zeros((4, 3, 5), np.float32))
+
+
+def test_benchmark_margin_check_needs_both_figures_two_points_above_both_floors():
+    from benchmarks.vicreg import _checks
+
+    reps = [
+        {"representation": "vicreg", "probe": 0.85, "anomaly_auc": 0.99},
+        {"representation": "vicreg_no_variance", "probe": 0.80},
+        {"representation": "raw pixels", "probe": 0.80, "anomaly_auc": 0.97},
+    ]
+
+    def comparisons(knn_over_raw):
+        return [
+            {
+                "representation": "vicreg",
+                "against": against,
+                "figure": figure,
+                "difference": d,
+                "ci_low": d - 0.02,
+            }
+            for (against, figure, d) in [
+                ("random encoder", "probe", 0.03),
+                ("random encoder", "knn_accuracy", 0.05),
+                ("raw pixels", "probe", 0.05),
+                ("raw pixels", "knn_accuracy", knn_over_raw),
+            ]
+        ]
+
+    met = _checks({"representations": reps, "comparisons": comparisons(0.021)})
+    assert met["margin_above_both_floors"] and met["probe_above_both_floors_paired"]
+    missed = _checks({"representations": reps, "comparisons": comparisons(0.019)})
+    assert not missed["margin_above_both_floors"] and missed["auc_above_raw_pixels"]
