@@ -631,6 +631,13 @@ def archived():
     return body[:-1]
 
 
+def _last_stamp(entries):
+    """The last of a file's runs (or rows) when each carries its own command and date, else None."""
+    if isinstance(entries, list) and entries and isinstance(entries[-1], dict) and "date" in entries[-1]:
+        return entries[-1]
+    return None
+
+
 def results_files():
     """Every results file with its command, date and machine (a stamp anywhere in the document)."""
     out = [
@@ -639,8 +646,7 @@ def results_files():
     ]
     for path in [*sorted(RESULTS.glob("*.json")), *sorted(ARCHIVE.glob("*.json"))]:
         d = json.loads(path.read_text())
-        st = d.get("measured") or (d["runs"][-1] if d.get("runs") and isinstance(d["runs"], list)
-                                   and isinstance(d["runs"][-1], dict) and "date" in d["runs"][-1] else d)  # fmt: skip
+        st = d.get("measured") or _last_stamp(d.get("runs")) or _last_stamp(d.get("rows")) or d
         m = st.get("machine", {})
         machine = (
             f"{m.get('cores', '?')} cores, {m.get('device', '?')}, {m.get('keras_backend', '')}" if m else "—"

@@ -102,3 +102,13 @@ def test_archived_investigations_render_from_the_archive_and_commands_show_as_mo
     assert "python benchmarks/" not in page  # recorded script runs show as today's module runs
     assert report._scrub("python benchmarks/quality.py --seeds 0") == "python -m benchmarks.quality --seeds 0"
     assert report._scrub("python benchmarks/mining.py") == "python -m benchmarks.archive.mining"
+
+
+def test_a_results_file_whose_rows_carry_their_own_stamps_is_listed_with_its_last_rows_command():
+    first = {"command": "python -m x --name a", "date": "2026-12-01T10:00:00", "machine": {"cores": 2}}
+    last = {"command": "python -m x --name b", "date": "2026-12-02T10:00:00", "machine": {"cores": 4}}
+    assert report._last_stamp([first, last]) is last
+    assert report._last_stamp([{"name": "unstamped"}]) is None and report._last_stamp(None) is None
+    listing = "\n".join(report.results_files())
+    assert "vicreg_recipe_search.json" in listing
+    assert not [line for line in listing.splitlines() if "| `—` |" in line], "every file names its command"
