@@ -9,7 +9,8 @@ Two modes, as the suite trains:
 
 - ``alone``: one process, TensorFlow's default threads (a notebook training in its kernel);
 - ``pair``: two processes side by side with one thread each, as ``train_many`` runs its workers
-  (the figure is the mean of the two).
+  (the figure is the mean of the two). Both wait for each other at the start of the timed epochs
+  (a file barrier), so neither is timed while the other still imports or compiles.
 
 Levers, each against the baseline (today's settings: glibc's allocator, Keras' default
 ``jit_compile``, the registry's augmentation) in the same run, alternating baseline and lever
@@ -76,8 +77,22 @@ def _usage() -> tuple[float, float, float, int]:
     return time.perf_counter(), ru.ru_utime, ru.ru_stime, ru.ru_minflt
 
 
-def _probe(steps: int):
-    """A callback summing wall, user, system time and page faults over the steps of epochs 2, 3, ..."""
+def wait_at_barrier(barrier: str | None, timeout: float = 900.0) -> None:
+    """``DIR:N``: mark this process arrived in DIR, then wait until N processes have (no-op for None)."""
+    if not barrier:
+        return
+    folder, parties = barrier.rsplit(":", 1)
+    (Path(folder) / str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout
+    while len(list(Path(folder).iterdir())) < int(parties):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"barrier {barrier}: the other worker never reached its timed epochs")
+        time.sleep(0.02)
+
+
+def _probe(steps: int, barrier: str | None = None):
+    """A callback summing wall, user, system time and page faults over the steps of epochs 2, 3, ...
+    (at the start of epoch 2 it first waits at ``barrier``, see :func:`wait_at_barrier`)."""
     import keras
 
     class Probe(keras.callbacks.Callback):
@@ -86,6 +101,8 @@ def _probe(steps: int):
             self.total, self.start, self.epoch = [0.0, 0.0, 0.0, 0], None, 0
 
         def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                wait_at_barrier(barrier)
             self.epoch, self.start = epoch, _usage() if epoch >= 1 else None
 
         def on_train_batch_end(self, batch, logs=None):
@@ -107,7 +124,9 @@ def _force_xla() -> None:
     keras.Model.compile = compile_with_xla
 
 
-def worker(name: str, epochs: int, steps: int, augment: str | None, xla: bool) -> dict:
+def worker(
+    name: str, epochs: int, steps: int, augment: str | None, xla: bool, barrier: str | None = None
+) -> dict:
     """Train ``name`` from scratch in this process; the timed figures of epochs 2..``epochs``."""
     import importlib
 
@@ -121,7 +140,7 @@ def worker(name: str, epochs: int, steps: int, augment: str | None, xla: bool) -
 
     data = load_dataset("mnist", source="bundled", verbose=False)
     spec = registry.get_spec(name)
-    probe = _probe(steps)
+    probe = _probe(steps, barrier)
     with tempfile.TemporaryDirectory(prefix="cpu-training-") as cache:
         training.train(
             name, data, epochs=epochs, steps_per_epoch=steps, cache_dir=cache, force=True,
@@ -167,8 +186,9 @@ def lever_settings(lever: str, mode: str) -> tuple[dict, list[str]]:
     return env, args
 
 
-def _launch(name: str, lever: str, mode: str, epochs: int, steps: int):
+def _launch(name: str, lever: str, mode: str, epochs: int, steps: int, barrier: str | None = None):
     env_add, args = lever_settings(lever, mode)
+    args = [*args, "--barrier", barrier] if barrier else args
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env.update(env_add, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "benchmarks.cpu_training", "--worker", name]
@@ -178,13 +198,16 @@ def _launch(name: str, lever: str, mode: str, epochs: int, steps: int):
 
 def measure(name: str, lever: str, mode: str, epochs: int, steps: int) -> dict:
     """One measurement: one worker (alone) or two side by side (pair, averaged)."""
-    procs = [_launch(name, lever, mode, epochs, steps) for _ in range({"alone": 1, "pair": 2}[mode])]
+    parties = {"alone": 1, "pair": 2}[mode]
     results = []
-    for proc in procs:
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"worker {name} ({lever}, {mode}) failed:\n{err[-2000:]}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory(prefix="cpu-training-barrier-") as folder:
+        barrier = f"{folder}:{parties}" if parties > 1 else None
+        procs = [_launch(name, lever, mode, epochs, steps, barrier) for _ in range(parties)]
+        for proc in procs:
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"worker {name} ({lever}, {mode}) failed:\n{err[-2000:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
     return {
         **{k: statistics.fmean(r[k] for r in results) for k in results[0]},
         "load_1min": os.getloadavg()[0],
@@ -254,11 +277,12 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--augment", choices=["host", "device"], help=argparse.SUPPRESS)
     parser.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--barrier", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.epochs < 2 or args.steps < 1 or args.repeats < 1:
         parser.error("--epochs must be at least 2 (the first is untimed), --steps and --repeats at least 1")
     if args.worker:
-        print(json.dumps(worker(args.worker, args.epochs, args.steps, args.augment, args.xla)))
+        print(json.dumps(worker(args.worker, args.epochs, args.steps, args.augment, args.xla, args.barrier)))
         return 0
     unknown = [m for m in args.models if m not in CORE and m not in STUDY]
     if unknown:

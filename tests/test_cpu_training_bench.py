@@ -1,10 +1,16 @@
 """benchmarks/cpu_training.py: the lever settings and the paired summary (no training here)."""
 
 import math
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from benchmarks import cpu_training as bench
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _row(lever, repeat, images, cpu=2.0, mode="alone"):
@@ -67,3 +73,22 @@ def test_tcmalloc_variants_add_their_one_setting_to_the_allocator():
         "TCMALLOC_RELEASE_RATE" not in interop
         and "LD_PRELOAD" not in bench.lever_settings("threads", "pair")[0]
     )
+
+
+def test_pair_workers_wait_for_each_other_before_the_timed_epochs(tmp_path):
+    barrier = f"{tmp_path}:2"
+    code = f"from benchmarks.cpu_training import wait_at_barrier; wait_at_barrier({barrier!r}, timeout=60)"
+    other = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    try:
+        time.sleep(2.0)
+        assert other.poll() is None, "the first worker went on alone"
+        bench.wait_at_barrier(barrier, timeout=10)  # the second arrives: both go on
+        assert other.wait(timeout=30) == 0
+    finally:
+        other.kill()
+    bench.wait_at_barrier(None)  # alone: no barrier, returns at once
+
+
+def test_a_barrier_the_other_worker_never_reaches_times_out_naming_it(tmp_path):
+    with pytest.raises(TimeoutError, match="other worker never reached"):
+        bench.wait_at_barrier(f"{tmp_path}:2", timeout=0.2)
