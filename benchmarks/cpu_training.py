@@ -303,6 +303,7 @@ def save(path: Path, rows, summary, settings) -> None:
         for k, v in settings.items()
         if k in ("models", "levers", "modes", "repeats", "epochs", "steps")
     }
+    keep["pair_start"] = "together"  # pair workers wait at a barrier before their timed epochs
     runs.append({"settings": keep, "summary": summary, "rows": rows, **stamp()})
     config.write_json(path, {"what": __doc__.splitlines()[0], "runs": runs})
     print(f"wrote {path}")

@@ -580,6 +580,13 @@ def _cpu_training_run(run):
     st = run["settings"]
     loads = [r["load_1min"] for r in run.get("rows", []) if "load_1min" in r]
     load = f"; the machine's 1-minute load during the run {min(loads):.1f}–{max(loads):.1f}" if loads else ""
+    if "pair" in st.get("modes", []):
+        load += (
+            "; the two pair workers start their timed epochs together"
+            if st.get("pair_start") == "together"
+            else "; the pair workers' timed epochs were not aligned (one could be timed while the other "
+            "compiled), so trust their images per CPU second over their images/s"
+        )
     out = [
         f"**Training speed on the CPU** — {_stamp(run)}: {st.get('epochs')} epochs of {st.get('steps')} "
         f"steps per measurement (the first untimed), {st.get('repeats')} repeats of baseline and lever "

@@ -91,6 +91,11 @@ def test_cpu_training_renders_images_per_s_kernel_share_and_the_paired_speed_up(
     table = {line.split(" | ")[2]: line for line in lines if line.startswith("| cnn_simple_v1")}
     assert "| 100 |" in table["baseline"] and "25.0%" in table["baseline"] and "| — |" in table["baseline"]
     assert "1.20x (1.20–1.21)" in table["tcmalloc"]
+    assert "pair workers" not in lines[0]  # an alone-only run says nothing of them
+    run["settings"]["modes"] = ["alone", "pair"]
+    assert "not aligned" in report.cpu_training({"runs": [run]})[0]
+    run["settings"]["pair_start"] = "together"
+    assert "start their timed epochs together" in report.cpu_training({"runs": [run]})[0]
 
 
 def test_archived_investigations_render_from_the_archive_and_commands_show_as_module_runs():
