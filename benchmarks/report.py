@@ -580,8 +580,9 @@ def _cpu_training_run(run):
     st = run["settings"]
     loads = [r["load_1min"] for r in run.get("rows", []) if "load_1min" in r]
     load = f"; the machine's 1-minute load during the run {min(loads):.1f}–{max(loads):.1f}" if loads else ""
+    pairing = ""
     if "pair" in st.get("modes", []):
-        load += (
+        pairing = (
             "; the two pair workers start their timed epochs together"
             if st.get("pair_start") == "together"
             else "; the pair workers' timed epochs were not aligned (one could be timed while the other "
@@ -591,7 +592,7 @@ def _cpu_training_run(run):
         f"**Training speed on the CPU** — {_stamp(run)}: {st.get('epochs')} epochs of {st.get('steps')} "
         f"steps per measurement (the first untimed), {st.get('repeats')} repeats of baseline and lever "
         "alternating; medians over the repeats; speed-up: geometric mean of the paired ratios to the "
-        f"baseline of the same repeat (min–max), in images/s and in images per CPU second{load}",
+        f"baseline of the same repeat (min–max), in images/s and in images per CPU second{load}{pairing}",
         "",
         "| model | mode | lever | images/s | images per CPU s | kernel share | faults/s | speed-up (min–max) "
         "| per CPU s |",
