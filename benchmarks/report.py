@@ -538,13 +538,14 @@ def densenet(d, title):
 
 
 def vicreg(d):
-    """``vicreg.json``: the representations under the probe, kNN, spectrum and anomaly detection."""
-    p = d["params"]
+    """``vicreg.json``: the representations under the probe, kNN, spectrum and anomaly detection, with
+    their intervals, the paired differences and k-means."""
+    p, n = d["params"], {**d["params"], **(d.get("sizes") or {})}  # sizes: the images actually used
     out = [
-        f"**VICReg on Fashion-MNIST ({d['profile']} profile)** — {_stamp(d)}: {p['train']:,} training / "
-        f"{p['test']:,} test images, {p['anomalies']:,} MNIST anomalies; VICReg {p['epochs']} epochs of "
+        f"**VICReg on Fashion-MNIST ({d['profile']} profile)** — {_stamp(d)}: {n['train']:,} training / "
+        f"{n['test']:,} test images, {n['anomalies']:,} MNIST anomalies; VICReg {p['epochs']} epochs of "
         f"{p['steps_per_epoch']} steps, the ablation {p['ablation_epochs']}, the neighbour model "
-        f"{p['nn_epochs']}; one seed",
+        f"{p['nn_epochs']}; one seed; [low, high]: 95 % bootstrap intervals over the test images",
         "",
         "| representation | dim | linear probe | 3-NN | effective rank | rank | anomaly AUC |",
         "|---|---|---|---|---|---|---|",
@@ -552,22 +553,43 @@ def vicreg(d):
     for r in d["representations"]:
         auc = f"{r['anomaly_auc']:.4f}" if r.get("anomaly_auc") is not None else "–"
         out.append(
-            f"| {r['representation']} | {r['dim']} | {r['probe']:.3f} | {r['knn_accuracy']:.3f} | "
-            f"{r['effective_rank']:.1f} | {r['rank']} | {auc} |"
+            f"| {r['representation']} | {r['dim']} | {_with_interval(r, 'probe')} | "
+            f"{_with_interval(r, 'knn_accuracy')} | {r['effective_rank']:.1f} | {r['rank']} | {auc} |"
         )
-    clusters = d.get("clustering") or {}
-    if clusters:
-        out += [
-            "",
-            "| k-means | silhouette, clusters | silhouette, labels | NMI | ARI |",
-            "|---|---|---|---|---|",
-        ]
-        out += [
-            f"| {name} | {c['silhouette_clusters']:.3f} | {c['silhouette_labels']:.3f} | {c['nmi']:.3f} | "
-            f"{c['ari']:.3f} |"
-            for name, c in clusters.items()
-        ]
+    return out + _vicreg_comparisons(d.get("comparisons") or []) + _vicreg_clusters(d.get("clustering"))
+
+
+def _with_interval(row, key):
+    if row.get(f"{key}_ci_low") is None:
+        return f"{row[key]:.3f}"
+    return f"{row[key]:.3f} [{row[f'{key}_ci_low']:.3f}, {row[f'{key}_ci_high']:.3f}]"
+
+
+def _vicreg_comparisons(comparisons):
+    """The paired differences (same test images) of ``vicreg.json``, one row per pair of representations."""
+    if not comparisons:
+        return []
+    out = ["", "| paired difference | probe | 3-NN |", "|---|---|---|"]
+    pairs = dict.fromkeys((c["representation"], c["against"]) for c in comparisons)
+    for a, b in pairs:
+        cells = {
+            c["figure"]: f"{c['difference']:+.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
+            for c in comparisons
+            if (c["representation"], c["against"]) == (a, b)
+        }
+        out.append(f"| {a} − {b} | {cells.get('probe', '–')} | {cells.get('knn_accuracy', '–')} |")
     return out
+
+
+def _vicreg_clusters(clusters):
+    if not clusters:
+        return []
+    out = ["", "| k-means | silhouette, clusters | silhouette, labels | NMI | ARI |", "|---|---|---|---|---|"]
+    return out + [
+        f"| {name} | {c['silhouette_clusters']:.3f} | {c['silhouette_labels']:.3f} | {c['nmi']:.3f} | "
+        f"{c['ari']:.3f} |"
+        for name, c in clusters.items()
+    ]
 
 
 def cpu_training(d):

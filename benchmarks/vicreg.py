@@ -35,7 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp, time_papermill
+from benchmarks.common import RESULTS_DIR, git_commit, print_table, stamp, time_papermill
 from helpers import config, profiles
 from helpers.studies import cache
 from helpers.studies import vicreg as V
@@ -169,6 +169,7 @@ def _result(args, params, summary, checks, start, cache_dir, notebook, out: Path
     """The results document; keeps the last notebook timing when this run took none."""
     result = {
         **stamp(),
+        "commit": git_commit(),
         "profile": args.profile,
         "params": params,
         "seed": args.seed,

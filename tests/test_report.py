@@ -117,3 +117,27 @@ def test_a_results_file_whose_rows_carry_their_own_stamps_is_listed_with_its_las
     listing = "\n".join(report.results_files())
     assert "vicreg_recipe_search.json" in listing
     assert not [line for line in listing.splitlines() if "| `—` |" in line], "every file names its command"
+
+
+def test_vicreg_section_reports_the_sizes_used_intervals_and_paired_differences():
+    rep = {"probe": 0.8213, "probe_ci_low": 0.814, "probe_ci_high": 0.829, "knn_accuracy": 0.8073}
+    rep |= {"knn_accuracy_ci_low": 0.7994, "knn_accuracy_ci_high": 0.8143, "effective_rank": 14.9, "rank": 99}
+    doc = {
+        "command": "python -m benchmarks.vicreg --profile default",
+        "date": "2026-12-05T13:08:59+00:00",
+        "machine": {"cores": 2, "device": "CPU", "keras": "3.15.1", "keras_backend": "tensorflow"},
+        "profile": "default",
+        "params": {"train": 3000, "test": None, "anomalies": 1000, "epochs": 18, "steps_per_epoch": 24}
+        | {"ablation_epochs": 18, "nn_epochs": 9},
+        "sizes": {"train": 3000, "test": 10000, "anomalies": 1000},
+        "representations": [{"representation": "vicreg", "dim": 128, "anomaly_auc": 0.99736, **rep}],
+        "comparisons": [
+            {"representation": "vicreg", "against": "raw pixels", "figure": f, "difference": d, "ci_low": lo}
+            | {"ci_high": hi}
+            for f, d, lo, hi in (("probe", 0.0294, 0.0212, 0.0384), ("knn_accuracy", 0.0242, 0.0168, 0.0321))
+        ],
+    }
+    text = "\n".join(report.vicreg(doc))
+    assert "3,000 training / 10,000 test images" in text  # the images used, not the profile's null
+    assert "| vicreg | 128 | 0.821 [0.814, 0.829] | 0.807 [0.799, 0.814] | 14.9 | 99 | 0.9974 |" in text
+    assert "| vicreg − raw pixels | +0.029 [0.021, 0.038] | +0.024 [0.017, 0.032] |" in text
