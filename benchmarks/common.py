@@ -99,8 +99,8 @@ def stamp() -> dict:
 
 
 def git_commit() -> str:
-    """The short commit of the checkout, with " (modified)" when ``helpers/`` or ``benchmarks/`` has
-    uncommitted changes; ``"unknown"`` outside a git checkout."""
+    """The short commit of the checkout, with " (modified)" when ``helpers/`` or ``benchmarks/`` (its
+    results files aside) has uncommitted changes; ``"unknown"`` outside a git checkout."""
     import subprocess
 
     def git(*args):
@@ -110,7 +110,16 @@ def git_commit() -> str:
 
     try:
         head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "helpers", "benchmarks")
+        # the results files are what a run writes, not the code it ran
+        dirty = git(
+            "status",
+            "--porcelain",
+            "--",
+            "helpers",
+            "benchmarks",
+            ":(exclude)benchmarks/results",
+            ":(exclude)benchmarks/archive/results",
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head} (modified)" if dirty else head

@@ -22,3 +22,27 @@ def test_read_and_table(tmp_path, monkeypatch):
 def test_the_committed_results_the_notebooks_show_are_there():
     for name in ("quality_studies", "bn_recalibration", "quality", "data_size"):  # notebook 03
         assert results.read(name)["command"]
+
+
+def test_git_commit_is_modified_by_code_changes_not_by_results_files(tmp_path, monkeypatch):
+    import subprocess
+
+    from benchmarks import common
+    from helpers import config
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for path in ("helpers/a.py", "benchmarks/results/r.json", "benchmarks/b.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(config, "ROOT", tmp_path)
+    head = common.git_commit()
+    assert head != "unknown" and not head.endswith("(modified)")
+    (tmp_path / "benchmarks/results/r.json").write_text("2\n")  # what a run writes
+    assert common.git_commit() == head
+    (tmp_path / "benchmarks/b.py").write_text("2\n")  # the code a run runs
+    assert common.git_commit() == f"{head} (modified)"
