@@ -37,7 +37,11 @@ WHAT = (
 _CI_SECONDS = re.compile(r"^CI finished in (\d+)s\s*$", re.M)
 # pytest's last line: "484 passed, 4 skipped, 3 warnings in 634.12s (0:10:34)" (with or without ='s)
 _PYTEST_SUMMARY = re.compile(r"^=*\s*((?:\d+ [a-z]+(?:, )?)+) in ([\d.]+)s\b.*$", re.M)
-_WORKERS = re.compile(r"^(?:created: (\d+)/\d+ workers|(\d+) workers \[\d+ items?\])", re.M)
+# pytest-xdist's workers: the -n of the pytest command make echoes (-q prints no count of its own),
+# or xdist's own "created: 2/2 workers" / "2 workers [488 items]"
+_WORKERS = re.compile(
+    r"^(?:.*\bpytest\b.* -n (\d+)\b|created: (\d+)/\d+ workers|(\d+) workers \[\d+ items?\])", re.M
+)
 _DURATION = re.compile(r"^([\d.]+)s (call|setup|teardown)\s+(\S.*?)\s*$")
 
 

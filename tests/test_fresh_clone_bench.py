@@ -8,8 +8,8 @@ from benchmarks import fresh_clone as F
 
 LOG = """\
 Checking ruff... All checks passed!
+.venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=10
 bringing up nodes...
-2 workers [488 items]
 ........................................................................ [ 14%]
 ============================= slowest 10 durations =============================
 274.12s call     tests/test_notebooks.py::test_smoke_run_of_every_notebook
@@ -63,3 +63,9 @@ def test_bad_rev_is_a_usage_error(capsys):
         F.main(["--rev", "no-such-commit-xyz"])
     assert exit_.value.code == 2
     assert "not a commit" in capsys.readouterr().err
+
+
+def test_workers_are_read_from_xdist_when_make_echoes_no_command():
+    assert F.parse_log("created: 3/3 workers\n")["pytest_processes"] == 3
+    assert F.parse_log("2 workers [488 items]\n")["pytest_processes"] == 2
+    assert F.parse_log("484 passed in 1.00s\n")["pytest_processes"] == 1
