@@ -90,6 +90,7 @@ def test_cpu_training_renders_images_per_s_kernel_share_and_the_paired_speed_up(
     assert "`python -m benchmarks.cpu_training`" in lines[0] and "2026-12-01" in lines[0]
     table = {line.split(" | ")[2]: line for line in lines if line.startswith("| cnn_simple_v1")}
     assert "| 100 |" in table["baseline"] and "25.0%" in table["baseline"] and "| — |" in table["baseline"]
+    assert "| (≤ 1.33x) |" in table["baseline"]  # 1 / (1 - 0.25): all kernel time removed
     assert "1.20x (1.20–1.21)" in table["tcmalloc"]
     assert "pair workers" not in lines[0]  # an alone-only run says nothing of them
     run["settings"]["modes"] = ["alone", "pair"]
