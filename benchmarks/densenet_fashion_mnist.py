@@ -81,7 +81,9 @@ def _print_study(study):
     print_table(study["rows"], REPRESENTATION_COLUMNS)
     print_table(report["per_class"], ["class", "precision", "recall", "f1", "support"])
     print(
-        f"[densenet] test accuracy {report['accuracy']:.4f} (target {TARGET_ACCURACY} in the full profile); "
+        f"[densenet] test accuracy {report['accuracy']:.4f} "
+        f"[{report['accuracy_ci_low']:.4f}, {report['accuracy_ci_high']:.4f}] "
+        f"(target {TARGET_ACCURACY} in the full profile); "
         f"silhouette order raw < features < Siamese: {densenet_study.order_matches_reference(rows)}"
     )
 
@@ -98,6 +100,7 @@ def _result(args, params, study, callbacks, start):
         "seed": args.seed,
         "sizes": {split: len(getattr(data, f"y_{split}")) for split in ("train", "val", "test")},
         "test_accuracy": report["accuracy"],
+        "test_accuracy_ci": [report["accuracy_ci_low"], report["accuracy_ci_high"]],
         "target_accuracy": TARGET_ACCURACY if args.profile == "full" else None,
         "per_class": report["per_class"],
         "confusion": report["confusion"].tolist(),

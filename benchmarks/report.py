@@ -515,12 +515,17 @@ def contrastive_4_vs_9(d):
     return out
 
 
+def _accuracy_interval(low, high):
+    return f" [{low:.4f}, {high:.4f}] (95 % bootstrap interval over the test images)"
+
+
 def densenet(d, title):
     """``densenet_fashion_mnist*.json``: classifier accuracy and the three representations."""
     sizes = d["sizes"]
     out = [
         f"**{title}** — {_stamp(d)}: {sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} images; "
         f"test accuracy {d['test_accuracy']:.4f}"
+        + (_accuracy_interval(*d["test_accuracy_ci"]) if d.get("test_accuracy_ci") else "")
         + (f" (target {d['target_accuracy']})" if d.get("target_accuracy") else "")
         + (f"; {d['note']}" if d.get("note") else ""),
         "",

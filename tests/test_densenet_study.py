@@ -202,6 +202,9 @@ def test_classification_report_and_confused_pairs_by_hand():
     pred = np.array([0, 1, 1, 0, 2, 1])
     report = ds.classification_report(y, pred, ["a", "b", "c"])
     assert report["accuracy"] == pytest.approx(3 / 6)
+    assert 0.0 <= report["accuracy_ci_low"] < 0.5 < report["accuracy_ci_high"] <= 1.0
+    perfect = ds.classification_report(y, y, ["a", "b", "c"])  # no error to resample: a point interval
+    assert (perfect["accuracy"], perfect["accuracy_ci_low"], perfect["accuracy_ci_high"]) == (1.0, 1.0, 1.0)
     np.testing.assert_array_equal(report["confusion"], [[1, 1, 0], [1, 1, 0], [0, 1, 1]])
     b = report["per_class"][1]  # predicted b 3 times, 1 right; 2 true b, 1 found
     assert (b["precision"], b["recall"], b["f1"]) == pytest.approx((1 / 3, 1 / 2, 0.4))

@@ -142,3 +142,19 @@ def test_vicreg_section_reports_the_sizes_used_intervals_and_paired_differences(
     assert "3,000 training / 10,000 test images" in text  # the images used, not the profile's null
     assert "| vicreg | 128 | 0.821 [0.814, 0.829] | 0.807 [0.799, 0.814] | 14.9 | 99 | 0.9974 |" in text
     assert "| vicreg − raw pixels | +0.029 [0.021, 0.038] | +0.024 [0.017, 0.032] |" in text
+
+
+def test_densenet_section_gives_the_test_accuracy_with_its_interval_where_the_file_has_one():
+    doc = {
+        "command": "python -m benchmarks.densenet_fashion_mnist --profile default --force",
+        "date": "2026-12-06T01:30:00+00:00",
+        "machine": {"cores": 2, "device": "CPU", "keras": "3.15.1", "keras_backend": "tensorflow"},
+        "sizes": {"train": 12000, "val": 300, "test": 10000},
+        "test_accuracy": 0.8712,
+        "test_accuracy_ci": [0.8645, 0.8778],
+        "representations": [],
+    }
+    head = report.densenet(doc, "DenseNet")[0]
+    assert "12,000 / 300 / 10,000 images; test accuracy 0.8712 [0.8645, 0.8778] (95 % bootstrap" in head
+    older = report.densenet({k: v for k, v in doc.items() if k != "test_accuracy_ci"}, "DenseNet")[0]
+    assert older.endswith("test accuracy 0.8712")
