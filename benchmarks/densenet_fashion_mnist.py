@@ -25,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import RESULTS_DIR, print_table, stamp
+from benchmarks.common import RESULTS_DIR, git_commit, print_table, stamp
 from helpers import config, profiles
 from helpers.studies import densenet_fashion_mnist as densenet_study
 from helpers.training.callbacks import TimeBudget
@@ -95,6 +95,7 @@ def _result(args, params, study, callbacks, start):
     data = study["data"]
     return {
         **stamp(),
+        "commit": git_commit(),
         "profile": args.profile,
         "params": params,
         "seed": args.seed,
