@@ -515,17 +515,13 @@ def contrastive_4_vs_9(d):
     return out
 
 
-def _accuracy_interval(low, high):
-    return f" [{low:.4f}, {high:.4f}] (95 % bootstrap interval over the test images)"
-
-
 def densenet(d, title):
     """``densenet_fashion_mnist*.json``: classifier accuracy and the three representations."""
     sizes = d["sizes"]
     out = [
         f"**{title}** — {_stamp(d)}: {sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} images; "
-        f"test accuracy {d['test_accuracy']:.4f}"
-        + (_accuracy_interval(*d["test_accuracy_ci"]) if d.get("test_accuracy_ci") else "")
+        f"test accuracy {_with_interval(d, 'test_accuracy', digits=4)}"
+        + (" (95 % bootstrap interval over the test images)" if d.get("test_accuracy_ci_low") else "")
         + (f" (target {d['target_accuracy']})" if d.get("target_accuracy") else "")
         + (f"; {d['note']}" if d.get("note") else ""),
         "",
@@ -564,10 +560,11 @@ def vicreg(d):
     return out + _vicreg_comparisons(d.get("comparisons") or []) + _vicreg_clusters(d.get("clustering"))
 
 
-def _with_interval(row, key):
+def _with_interval(row, key, digits: int = 3):
+    """``row[key]`` as "value [low, high]" where the row has ``key_ci_low`` / ``key_ci_high``, else the value."""
     if row.get(f"{key}_ci_low") is None:
-        return f"{row[key]:.3f}"
-    return f"{row[key]:.3f} [{row[f'{key}_ci_low']:.3f}, {row[f'{key}_ci_high']:.3f}]"
+        return f"{row[key]:.{digits}f}"
+    return f"{row[key]:.{digits}f} [{row[f'{key}_ci_low']:.{digits}f}, {row[f'{key}_ci_high']:.{digits}f}]"
 
 
 def _vicreg_comparisons(comparisons):
