@@ -521,7 +521,11 @@ def densenet(d, title):
     out = [
         f"**{title}** — {_stamp(d)}: {sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} images; "
         f"test accuracy {_with_interval(d, 'test_accuracy', digits=4)}"
-        + (" (95 % bootstrap interval over the test images)" if d.get("test_accuracy_ci_low") else "")
+        + (
+            " (95 % bootstrap interval over the test images)"
+            if d.get("test_accuracy_ci_low") is not None
+            else ""
+        )
         + (f" (target {d['target_accuracy']})" if d.get("target_accuracy") else "")
         + (f"; {d['note']}" if d.get("note") else ""),
         "",
