@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import RESULTS_DIR, git_commit, print_table, stamp
 from helpers import config, profiles
+from helpers.metrics import interval_text
 from helpers.studies import densenet_fashion_mnist as densenet_study
 from helpers.training.callbacks import TimeBudget
 
@@ -81,9 +82,7 @@ def _print_study(study):
     print_table(study["rows"], REPRESENTATION_COLUMNS)
     print_table(report["per_class"], ["class", "precision", "recall", "f1", "support"])
     print(
-        f"[densenet] test accuracy {report['accuracy']:.4f} "
-        f"[{report['accuracy_ci_low']:.4f}, {report['accuracy_ci_high']:.4f}] "
-        f"(target {TARGET_ACCURACY} in the full profile); "
+        f"[densenet] test accuracy {interval_text(report, 'accuracy')} (target {TARGET_ACCURACY} in the full profile); "
         f"silhouette order raw < features < Siamese: {densenet_study.order_matches_reference(rows)}"
     )
 

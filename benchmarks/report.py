@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from helpers.metrics import interval_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ARCHIVE = Path(__file__).resolve().parent / "archive" / "results"
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "results.md"
@@ -118,9 +120,9 @@ _QUALITY_KEY = (
 
 def _figure(s, metric, digits, spread=False):
     """One cell: "value [low, high]" for a single run with an interval, else "mean ± std (SE se)"."""
-    value = f"{s[metric]:.{digits}f}"
     if f"{metric}_ci_low" in s:
-        return f"{value} [{s[f'{metric}_ci_low']:.{digits}f}, {s[f'{metric}_ci_high']:.{digits}f}]"
+        return interval_text(s, metric, digits)
+    value = f"{s[metric]:.{digits}f}"
     if s.get("seeds", 2) < 2 or f"{metric}_std" not in s:
         return value
     se = f" (SE {s[f'{metric}_se']:.{digits}f})" if f"{metric}_se" in s else ""
@@ -520,7 +522,7 @@ def densenet(d, title):
     sizes = d["sizes"]
     out = [
         f"**{title}** — {_stamp(d)}: {sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} images; "
-        f"test accuracy {_with_interval(d, 'test_accuracy', digits=4)}"
+        f"test accuracy {interval_text(d, 'test_accuracy', digits=4)}"
         + (
             " (95 % bootstrap interval over the test images)"
             if d.get("test_accuracy_ci_low") is not None
@@ -558,17 +560,10 @@ def vicreg(d):
     for r in d["representations"]:
         auc = f"{r['anomaly_auc']:.4f}" if r.get("anomaly_auc") is not None else "–"
         out.append(
-            f"| {r['representation']} | {r['dim']} | {_with_interval(r, 'probe')} | "
-            f"{_with_interval(r, 'knn_accuracy')} | {r['effective_rank']:.1f} | {r['rank']} | {auc} |"
+            f"| {r['representation']} | {r['dim']} | {interval_text(r, 'probe', 3)} | "
+            f"{interval_text(r, 'knn_accuracy', 3)} | {r['effective_rank']:.1f} | {r['rank']} | {auc} |"
         )
     return out + _vicreg_comparisons(d.get("comparisons") or []) + _vicreg_clusters(d.get("clustering"))
-
-
-def _with_interval(row, key, digits: int = 3):
-    """``row[key]`` as "value [low, high]" where the row has ``key_ci_low`` / ``key_ci_high``, else the value."""
-    if row.get(f"{key}_ci_low") is None:
-        return f"{row[key]:.{digits}f}"
-    return f"{row[key]:.{digits}f} [{row[f'{key}_ci_low']:.{digits}f}, {row[f'{key}_ci_high']:.{digits}f}]"
 
 
 def _vicreg_comparisons(comparisons):

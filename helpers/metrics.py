@@ -30,6 +30,7 @@ __all__ = [
     "paired_difference",
     "standard_error",
     "with_interval",
+    "interval_text",
     "interval_table",
 ]
 
@@ -160,19 +161,23 @@ def with_interval(row: dict, key: str, values, statistic=None, **bootstrap) -> d
     return row
 
 
-def interval_table(table, columns, digits: int = 4):
-    """``table[columns]`` as text "value [low, high]" wherever ``<column>_ci_low`` / ``_ci_high`` exist
-    (a 95 % interval), else the value alone: a pandas DataFrame to display."""
+def interval_text(row, key: str, digits: int = 4) -> str:
+    """``row[key]`` as text "value [low, high]" where ``row`` (a dict or a pandas row) has
+    ``key_ci_low`` / ``key_ci_high`` (a 95 % interval, as :func:`with_interval` writes), else the value."""
     import pandas as pd
 
-    def cell(row, column):
-        value = f"{row[column]:.{digits}f}"
-        low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
-        if low is None or high is None or pd.isna(low) or pd.isna(high):
-            return value
-        return f"{value} [{low:.{digits}f}, {high:.{digits}f}]"
+    value = f"{row[key]:.{digits}f}"
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return value
+    return f"{value} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def interval_table(table, columns, digits: int = 4):
+    """``table[columns]`` as :func:`interval_text` cells: a pandas DataFrame to display."""
+    import pandas as pd
 
     out = pd.DataFrame(index=table.index)
     for column in columns:
-        out[column] = [cell(row, column) for _, row in table.iterrows()]
+        out[column] = [interval_text(row, column, digits) for _, row in table.iterrows()]
     return out

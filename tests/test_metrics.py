@@ -98,3 +98,11 @@ def test_interval_table_writes_value_and_interval():
     out = metrics.interval_table(table, ["auc", "eer"], digits=2)
     assert out.loc["a"].tolist() == ["0.90 [0.85, 0.95]", "0.10"]
     assert out.loc["b"].tolist() == ["0.80", "0.20"]
+
+
+def test_interval_text_writes_the_interval_only_where_the_row_has_both_bounds():
+    row = {"acc": 0.86543, "acc_ci_low": 0.85831, "acc_ci_high": 0.87192, "auc": 0.9, "auc_ci_low": None}
+    assert metrics.interval_text(row, "acc") == "0.8654 [0.8583, 0.8719]"
+    assert metrics.interval_text(row, "acc", digits=3) == "0.865 [0.858, 0.872]"
+    assert metrics.interval_text(row, "auc", digits=2) == "0.90"  # a bound missing: the value alone
+    assert metrics.interval_text({"f": 0.5, "f_ci_low": float("nan"), "f_ci_high": 0.6}, "f", 1) == "0.5"
