@@ -22,7 +22,10 @@ Levers, each against the baseline (today's settings: glibc's allocator, Keras' d
 - ``xla``: ``jit_compile=True`` forced on every ``Model.compile``;
 - ``device_augment``: the in-graph augmenter instead of the numpy one (changes what is learned:
   a recipe change, not a speed setting);
-- ``threads``: two threads per process (alone: one thread instead of the default).
+- ``threads``: two threads per process (alone: one thread instead of the default);
+- ``bf16`` / ``tcmalloc_bf16``: Keras' ``mixed_bfloat16`` policy (bfloat16 computations, float32
+  weights), without and with TCMalloc: this CPU has AVX512_BF16 (changes what is learned: a recipe
+  change, not a speed setting).
 
 Data: the bundled MNIST split (the study models train on the same 28 x 28 images here: speed
 depends on shapes, not content). Run from the repository root::
@@ -64,7 +67,17 @@ CLEARED = (
     "TF_NUM_INTRAOP_THREADS",
     "OMP_NUM_THREADS",
 )
-LEVERS = ("tcmalloc", "tcmalloc_keep", "tcmalloc_interop1", "jemalloc", "xla", "device_augment", "threads")
+LEVERS = (
+    "tcmalloc",
+    "tcmalloc_keep",
+    "tcmalloc_interop1",
+    "jemalloc",
+    "xla",
+    "device_augment",
+    "threads",
+    "bf16",
+    "tcmalloc_bf16",
+)
 
 
 # --- the worker: one training, timed -------------------------------------------------------------
@@ -125,15 +138,21 @@ def _force_xla() -> None:
 
 
 def worker(
-    name: str, epochs: int, steps: int, augment: str | None, xla: bool, barrier: str | None = None
-) -> dict:
-    """Train ``name`` from scratch in this process; the timed figures of epochs 2..``epochs``."""
+    name: str, epochs: int, steps: int, augment: str | None, xla: bool, barrier: str | None = None,
+    policy: str | None = None,
+) -> dict:  # fmt: skip
+    """Train ``name`` from scratch in this process; the timed figures of epochs 2..``epochs``
+    (``policy``: a Keras dtype policy such as ``"mixed_bfloat16"`` set before the model is built)."""
     import importlib
+
+    import keras
 
     if name in STUDY:
         importlib.import_module(STUDY[name])
     if xla:
         _force_xla()
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
     from helpers import registry, training
     from helpers.data import load_dataset
     from helpers.training.batches import batch_arguments
@@ -158,6 +177,7 @@ def worker(
         "cpu_per_wall": (user + system) / wall,
         "timed_seconds": wall,
         "jit_compile": jit,
+        "bfloat16": keras.mixed_precision.global_policy().compute_dtype == "bfloat16",
     }
 
 
@@ -183,6 +203,8 @@ def lever_settings(lever: str, mode: str) -> tuple[dict, list[str]]:
         if lever == "tcmalloc_interop1":  # one thread for TensorFlow's op scheduling as well
             env["TF_NUM_INTEROP_THREADS"] = "1"
     args = {"xla": ["--xla"], "device_augment": ["--augment", "device"]}.get(lever, [])
+    if lever.endswith("bf16"):
+        args = ["--policy", "mixed_bfloat16"]
     return env, args
 
 
@@ -278,11 +300,15 @@ def main(argv=None) -> int:
     parser.add_argument("--augment", choices=["host", "device"], help=argparse.SUPPRESS)
     parser.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--barrier", help=argparse.SUPPRESS)
+    parser.add_argument("--policy", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.epochs < 2 or args.steps < 1 or args.repeats < 1:
         parser.error("--epochs must be at least 2 (the first is untimed), --steps and --repeats at least 1")
     if args.worker:
-        print(json.dumps(worker(args.worker, args.epochs, args.steps, args.augment, args.xla, args.barrier)))
+        figures = worker(
+            args.worker, args.epochs, args.steps, args.augment, args.xla, args.barrier, args.policy
+        )
+        print(json.dumps(figures))
         return 0
     unknown = [m for m in args.models if m not in CORE and m not in STUDY]
     if unknown:

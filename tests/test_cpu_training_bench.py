@@ -50,6 +50,9 @@ def test_pair_mode_gives_each_worker_one_thread_and_the_threads_lever_two():
     assert bench.lever_settings("baseline", "alone") == ({}, [])
     assert bench.lever_settings("xla", "alone")[1] == ["--xla"]
     assert bench.lever_settings("device_augment", "alone")[1] == ["--augment", "device"]
+    assert bench.lever_settings("bf16", "alone") == ({}, ["--policy", "mixed_bfloat16"])
+    env, args = bench.lever_settings("tcmalloc_bf16", "alone")
+    assert args == ["--policy", "mixed_bfloat16"] and env == bench.lever_settings("tcmalloc", "alone")[0]
 
 
 def test_bad_arguments_exit_2(capsys):

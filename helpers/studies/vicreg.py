@@ -82,6 +82,7 @@ class ViewAugment(layers.Layer):
     brightness shift in ``± brightness``, and with probability ``blur`` a 3x3 Gaussian blur of standard
     deviation in ``sigma`` pixels; clipped to [0, 1]. ``keras.ops`` and ``keras.random`` only, so the
     same layer runs on TensorFlow and JAX; two calls in one training step draw two different views.
+    It computes in float32 unless given another ``dtype``, also under a mixed-precision policy.
     """
 
     def __init__(
@@ -96,7 +97,7 @@ class ViewAugment(layers.Layer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})
         self.scale, self.ratio, self.sigma = tuple(map(float, scale)), tuple(map(float, ratio)), tuple(sigma)
         if not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
             raise ValueError(f"scale must be 0 < low <= high <= 1 (a share of the image), got {scale}")
