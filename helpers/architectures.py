@@ -10,6 +10,10 @@ embedding is not normalised); notebook 03 tells the story with the measured effe
 - BatchNormalization after the pooling of each convolutional stage (momentum 0.9, for short budgets)
   and LayerNormalization in attention blocks.
 - A convolutional stem turns the image into 7x7 tokens for the attention models.
+
+The ``embedding`` layer computes in float32 under any dtype policy (Keras' advice for a mixed-precision
+model's output layer), so a ``mixed_bfloat16`` model still returns float32 embeddings; under the
+default float32 policy its configuration, and so the cache fingerprint, is what it was.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ def _simple_cnn(name, filters, activation, input_shape, embedding_dim):
     x = _conv_pool_bn(inputs, filters[0], activation, name="conv1")
     x = _conv_pool_bn(x, filters[1], activation, name="conv2")
     x = layers.Flatten()(x)
-    outputs = layers.Dense(embedding_dim, name="embedding")(x)
+    outputs = layers.Dense(embedding_dim, name="embedding", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -111,7 +115,7 @@ def cnn_with_attention_v1(input_shape=(28, 28, 1), embedding_dim=EMBEDDING_DIM):
         x = layers.Activation("relu")(x)
         x = _cbam(x)
     x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(embedding_dim, name="embedding")(x)
+    outputs = layers.Dense(embedding_dim, name="embedding", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="cnn_with_attention_v1")
 
 
@@ -124,7 +128,7 @@ def _cnn_tokens_attention(name, input_shape, embedding_dim, dim=64, blocks=1):
         tokens = _transformer_block(tokens, dim)
     tokens = layers.LayerNormalization(epsilon=1e-6)(tokens)
     cls = TakeToken(0)(tokens)
-    outputs = layers.Dense(embedding_dim, name="embedding")(cls)
+    outputs = layers.Dense(embedding_dim, name="embedding", dtype="float32")(cls)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -424,7 +424,8 @@ def build_embedding(name: str, input_shape=(28, 28, 1)) -> keras.Model:
     spec = get_spec(name)
     model = spec.builder(input_shape=input_shape, embedding_dim=spec.embedding_dim)
     if spec.l2_normalized:  # the embedding a user retrieves with is the one the loss saw
-        outputs = L2Normalize(name="l2_normalize")(model.output)
+        # float32 under any policy, as the embedding layer before it (the output layer of a mixed-precision model)
+        outputs = L2Normalize(name="l2_normalize", dtype="float32")(model.output)
         model = keras.Model(model.input, outputs, name=model.name)
     return model
 

@@ -94,6 +94,25 @@ def test_fingerprint_depends_on_data_and_parameters(data):
     )
 
 
+@pytest.mark.parametrize(
+    "name", ["cnn_simple_v1", "cnn_with_attention_v1", "cnn_with_attention_vit_style_v1"]
+)
+def test_a_mixed_precision_model_embeds_in_float32_and_hashes_apart(name):
+    import keras
+
+    base = cache.architecture_digest(build_embedding(name))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_embedding(name)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convolutions and all(layer.compute_dtype == "bfloat16" for layer in convolutions)
+    assert model.get_layer("embedding").compute_dtype == "float32"
+    assert model(np.zeros((2, 28, 28, 1), "float32")).dtype == "float32"
+    assert cache.architecture_digest(model) != base  # a cached float32 model is not reused for it
+
+
 def test_truncated_weights_are_reported_in_one_line_and_retrained(data, tmp_path, capsys):
     training.train("cnn_simple_v1", data, cache_dir=tmp_path, **TINY)
     weights = tmp_path / "mnist" / "cnn_simple_v1.feature_extractor.weights.h5"
