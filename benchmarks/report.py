@@ -638,6 +638,38 @@ def _cpu_training_run(run):
     return out
 
 
+def precision(d):
+    """``precision.json``: each model trained in float32 and in bfloat16, paired on the validation split."""
+    out = [
+        f"**Mixed precision on the validation split** — {_stamp(d)}: each model trained at its default "
+        "budget in float32 and under Keras' `mixed_bfloat16` policy (same data, split and weight seed), its "
+        "validation images the queries; Δ: bfloat16 − float32 on the same queries [95 % bootstrap "
+        "interval]; time: the bfloat16 training's wall time over the float32 one's (one training each, "
+        "early stopping included). The test split was not read",
+        "",
+        "| model | 3-NN float32 | 3-NN bfloat16 | Δ 3-NN | MAP@R float32 | MAP@R bfloat16 | Δ MAP@R | time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in d["summary"]:
+        cells = [
+            f"{c[f]['float32']:.4f} | {c[f]['bfloat16']:.4f} | "
+            f"{c[f]['difference']:+.4f} [{c[f]['ci_low']:+.4f}, {c[f]['ci_high']:+.4f}]"
+            for f in ("3nn_accuracy", "map_at_r")
+        ]
+        out.append(f"| {c['model']} | {' | '.join(cells)} | {c['time_ratio']:.2f}x |")
+    over = d["over_models"]
+    if over["models"] > 1:
+        means = [
+            f"{label} {over[f]['mean_difference']:+.4f} ± {over[f]['se']:.4f}"
+            for label, f in (("3-NN", "3nn_accuracy"), ("MAP@R", "map_at_r"))
+        ]
+        out += [
+            "",
+            f"Mean Δ over the {over['models']} models (± standard error over them): {', '.join(means)}.",
+        ]
+    return out
+
+
 #: The answered one-off investigations of ``benchmarks/archive/``: their results files, rendered as before.
 ARCHIVED = (
     ("bn_recalibration.json", bn_recalibration),
@@ -796,7 +828,10 @@ def sections() -> list[tuple[str, list[str]]]:
         ("Suite run time", suite(suite_docs) if suite_docs else []),
         (
             "Training speed on the CPU",
-            _one("cpu_training.json", lambda d: cpu_training(d) if d.get("runs") else []),
+            _joined(
+                _one("cpu_training.json", lambda d: cpu_training(d) if d.get("runs") else []),
+                _one("precision.json", precision),
+            ),
         ),
         (
             "Throughput and the GPU",

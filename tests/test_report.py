@@ -4,7 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import cpu_training, report
+import numpy as np
+
+from benchmarks import cpu_training, precision, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,3 +161,31 @@ def test_densenet_section_gives_the_test_accuracy_with_its_interval_where_the_fi
     assert "12,000 / 300 / 10,000 images; test accuracy 0.8712 [0.8645, 0.8778] (95 % bootstrap" in head
     older = report.densenet({k: v for k, v in doc.items() if "_ci_" not in k}, "DenseNet")[0]
     assert older.endswith("test accuracy 0.8712")
+
+
+def test_precision_renders_both_figures_their_paired_difference_and_the_mean_over_models():
+    def comparison(name, knn_mixed):
+        knn_base = np.ones(4)
+        rows = {"float32": {"train_seconds": 100.0}, "mixed_bfloat16": {"train_seconds": 75.0}}
+        per_query = {
+            "float32": {"3nn_accuracy": knn_base, "map_at_r": knn_base},
+            "mixed_bfloat16": {"3nn_accuracy": knn_mixed, "map_at_r": knn_base},
+        }
+        for policy, values in per_query.items():
+            rows[policy].update({f: float(v.mean()) for f, v in values.items()})
+        return precision.compare(name, rows, per_query)
+
+    summary = [comparison("a", np.array([1, 1, 1, 0.0])), comparison("b", np.ones(4))]
+    doc = {
+        "summary": summary,
+        "over_models": precision.over_models(summary),
+        "command": "python -m benchmarks.precision",
+        "date": "2026-12-06T00:00:00+00:00",
+        "machine": {"cores": 2, "device": "CPU", "keras": "3", "keras_backend": "tensorflow"},
+    }
+    lines = report.precision(doc)
+    assert "`python -m benchmarks.precision`" in lines[0] and "test split was not read" in lines[0]
+    row_a = next(line for line in lines if line.startswith("| a |"))
+    assert "| 1.0000 | 0.7500 | -0.2500 [" in row_a and row_a.endswith("| 0.75x |")
+    # the mean of -0.25 and 0, and its standard error std(ddof=1) / sqrt(2) = 0.1768 / 1.414 = 0.125
+    assert lines[-1].startswith("Mean Δ over the 2 models") and "3-NN -0.1250 ± 0.1250" in lines[-1]
