@@ -640,34 +640,31 @@ def _cpu_training_run(run):
 
 def precision(d):
     """``precision.json``: each model trained in float32 and in bfloat16, paired on the validation split."""
+    seeds = sorted({c["seed"] for c in d["summary"]})
     out = [
         f"**Mixed precision on the validation split** — {_stamp(d)}: each model trained at its default "
-        "budget in float32 and under Keras' `mixed_bfloat16` policy (same data, split and weight seed), its "
-        "validation images the queries; Δ: bfloat16 − float32 on the same queries [95 % bootstrap "
-        "interval]; time: the bfloat16 training's wall time over the float32 one's (one training each, "
-        "early stopping included). The test split was not read",
+        "budget in float32 and under Keras' `mixed_bfloat16` policy (same data, split and weight seed; "
+        f"weight seeds {', '.join(map(str, seeds))}), its validation images the queries; means over the "
+        "seeds; Δ: bfloat16 − float32, paired on the same queries and seed (± standard error over the "
+        "seeds); time: the bfloat16 training's wall time over the float32 one's (geometric mean; early "
+        "stopping included). The test split was not read",
         "",
         "| model | 3-NN float32 | 3-NN bfloat16 | Δ 3-NN | MAP@R float32 | MAP@R bfloat16 | Δ MAP@R | time |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for c in d["summary"]:
+    for m in [*d["per_model"], {**d["overall"], "model": "all models and seeds"}]:
         cells = [
-            f"{c[f]['float32']:.4f} | {c[f]['bfloat16']:.4f} | "
-            f"{c[f]['difference']:+.4f} [{c[f]['ci_low']:+.4f}, {c[f]['ci_high']:+.4f}]"
+            f"{m[f]['float32']:.4f} | {m[f]['bfloat16']:.4f} | {_mean_se(m[f])}"
             for f in ("3nn_accuracy", "map_at_r")
         ]
-        out.append(f"| {c['model']} | {' | '.join(cells)} | {c['time_ratio']:.2f}x |")
-    over = d["over_models"]
-    if over["models"] > 1:
-        means = [
-            f"{label} {over[f]['mean_difference']:+.4f} ± {over[f]['se']:.4f}"
-            for label, f in (("3-NN", "3nn_accuracy"), ("MAP@R", "map_at_r"))
-        ]
-        out += [
-            "",
-            f"Mean Δ over the {over['models']} models (± standard error over them): {', '.join(means)}.",
-        ]
+        out.append(f"| {m['model']} | {' | '.join(cells)} | {m['time_ratio']:.2f}x |")
     return out
+
+
+def _mean_se(entry) -> str:
+    """ "+0.0012 ± 0.0005": a mean difference with its standard error where it has one."""
+    se = f" ± {entry['se']:.4f}" if "se" in entry else ""
+    return f"{entry['mean_difference']:+.4f}{se}"
 
 
 #: The answered one-off investigations of ``benchmarks/archive/``: their results files, rendered as before.

@@ -26,14 +26,29 @@ def test_compare_pairs_the_two_precisions_query_by_query():
     assert out["map_at_r"]["ci_low"] < 0 and out["map_at_r"]["ci_high"] == pytest.approx(0.0)
 
 
-def test_over_models_gives_the_mean_difference_and_its_standard_error():
-    comparisons = [{f: {"difference": d} for f in precision.FIGURES} for d in (-0.002, 0.001, 0.004)]
-    out = precision.over_models(comparisons)
-    assert out["models"] == 3
-    assert out["3nn_accuracy"]["mean_difference"] == pytest.approx(0.001)
+def _comparison(model, seed, knn_diff, base=0.99, ratio=0.8):
+    entry = {"float32": base, "bfloat16": base + knn_diff, "difference": knn_diff}
+    return {"model": model, "seed": seed, "time_ratio": ratio, "3nn_accuracy": entry, "map_at_r": entry}
+
+
+def test_mean_difference_averages_the_pairs_with_their_standard_error():
+    comparisons = [
+        _comparison("m", s, d, ratio=r) for s, d, r in ((0, -0.002, 0.5), (1, 0.001, 2.0), (2, 0.004, 1.0))
+    ]
+    out = precision.mean_difference(comparisons)
+    assert out["pairs"] == 3 and out["time_ratio"] == pytest.approx(1.0)  # geometric mean of 0.5, 2, 1
+    knn = out["3nn_accuracy"]
+    assert knn["mean_difference"] == pytest.approx(0.001) and knn["bfloat16"] == pytest.approx(0.991)
     # sample std of (-0.003, 0, 0.003) is 0.003; over sqrt(3)
-    assert out["3nn_accuracy"]["se"] == pytest.approx(0.003 / np.sqrt(3))
-    assert "se" not in precision.over_models(comparisons[:1])["map_at_r"]
+    assert knn["se"] == pytest.approx(0.003 / np.sqrt(3))
+    assert "se" not in precision.mean_difference(comparisons[:1])["map_at_r"]
+
+
+def test_per_model_groups_the_seeds_of_each_model_in_order():
+    comparisons = [_comparison("b", 0, 0.002), _comparison("a", 0, 0.0), _comparison("b", 1, 0.004)]
+    out = precision.per_model(comparisons)
+    assert [m["model"] for m in out] == ["b", "a"] and [m["pairs"] for m in out] == [2, 1]
+    assert out[0]["3nn_accuracy"]["mean_difference"] == pytest.approx(0.003)
 
 
 def test_unknown_model_exits_2(capsys):

@@ -163,8 +163,8 @@ def test_densenet_section_gives_the_test_accuracy_with_its_interval_where_the_fi
     assert older.endswith("test accuracy 0.8712")
 
 
-def test_precision_renders_both_figures_their_paired_difference_and_the_mean_over_models():
-    def comparison(name, knn_mixed):
+def test_precision_renders_each_model_over_its_seeds_and_every_pair_at_the_end():
+    def comparison(name, seed, knn_mixed):
         knn_base = np.ones(4)
         rows = {"float32": {"train_seconds": 100.0}, "mixed_bfloat16": {"train_seconds": 75.0}}
         per_query = {
@@ -173,19 +173,22 @@ def test_precision_renders_both_figures_their_paired_difference_and_the_mean_ove
         }
         for policy, values in per_query.items():
             rows[policy].update({f: float(v.mean()) for f, v in values.items()})
-        return precision.compare(name, rows, per_query)
+        return precision.compare(name, rows, per_query, seed)
 
-    summary = [comparison("a", np.array([1, 1, 1, 0.0])), comparison("b", np.ones(4))]
+    summary = [comparison("a", 0, np.array([1, 1, 1, 0.0])), comparison("a", 1, np.ones(4))]
     doc = {
         "summary": summary,
-        "over_models": precision.over_models(summary),
+        "per_model": precision.per_model(summary),
+        "overall": precision.mean_difference(summary),
         "command": "python -m benchmarks.precision",
         "date": "2026-12-06T00:00:00+00:00",
         "machine": {"cores": 2, "device": "CPU", "keras": "3", "keras_backend": "tensorflow"},
     }
     lines = report.precision(doc)
     assert "`python -m benchmarks.precision`" in lines[0] and "test split was not read" in lines[0]
+    assert "weight seeds 0, 1" in lines[0]
     row_a = next(line for line in lines if line.startswith("| a |"))
-    assert "| 1.0000 | 0.7500 | -0.2500 [" in row_a and row_a.endswith("| 0.75x |")
-    # the mean of -0.25 and 0, and its standard error std(ddof=1) / sqrt(2) = 0.1768 / 1.414 = 0.125
-    assert lines[-1].startswith("Mean Δ over the 2 models") and "3-NN -0.1250 ± 0.1250" in lines[-1]
+    # 3-NN 1.0 in float32; 0.75 then 1.0 in bfloat16: mean 0.875, differences -0.25 and 0, whose mean
+    # has the standard error std(ddof=1) / sqrt(2) = 0.1768 / 1.414 = 0.125
+    assert "| 1.0000 | 0.8750 | -0.1250 ± 0.1250 |" in row_a and row_a.endswith("| 0.75x |")
+    assert lines[-1].startswith("| all models and seeds |")
