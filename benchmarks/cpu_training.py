@@ -202,10 +202,9 @@ def lever_settings(lever: str, mode: str) -> tuple[dict, list[str]]:
             env["TCMALLOC_RELEASE_RATE"] = "0"
         if lever == "tcmalloc_interop1":  # one thread for TensorFlow's op scheduling as well
             env["TF_NUM_INTEROP_THREADS"] = "1"
-    args = {"xla": ["--xla"], "device_augment": ["--augment", "device"]}.get(lever, [])
-    if lever.endswith("bf16"):
-        args = ["--policy", "mixed_bfloat16"]
-    return env, args
+    bf16 = ["--policy", "mixed_bfloat16"]
+    args = {"xla": ["--xla"], "device_augment": ["--augment", "device"], "bf16": bf16, "tcmalloc_bf16": bf16}
+    return env, args.get(lever, [])
 
 
 def _launch(name: str, lever: str, mode: str, epochs: int, steps: int, barrier: str | None = None):
