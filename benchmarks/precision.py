@@ -30,7 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import RESULTS_DIR, git_commit, model_folder, write_results
+from benchmarks.common import RESULTS_DIR, git_commit, model_folder, stamp_rows, write_results
 from helpers import config
 from helpers.metrics import paired_difference, standard_error
 from helpers.registry import MODELS
@@ -126,8 +126,8 @@ def main(argv=None) -> int:
                 print(
                     f"[precision] {name} {policy}: " + ", ".join(f"{k}={v}" for k, v in mine[policy].items())
                 )
-            rows += [{**r, "commit": commit} for r in mine.values()]
-            comparisons.append({**compare(name, mine, per_query, seed), "commit": commit})
+            rows += stamp_rows(list(mine.values()), commit)  # the commit the run started at
+            comparisons += stamp_rows([compare(name, mine, per_query, seed)], commit)
             write_results(
                 args.out, __doc__.splitlines()[0], comparisons, rows, stamp_new=False,
                 per_model=per_model(comparisons), overall=mean_difference(comparisons),
