@@ -1,4 +1,5 @@
-"""benchmarks/cpu_training.py: the lever settings and the paired summary (no training here)."""
+"""benchmarks/cpu_training.py: the lever settings and the paired summary (no training here); the FLOP count
+of benchmarks/archive/float32_ceiling.py."""
 
 import math
 import subprocess
@@ -95,3 +96,18 @@ def test_pair_workers_wait_for_each_other_before_the_timed_epochs(tmp_path):
 def test_a_barrier_the_other_worker_never_reaches_times_out_naming_it(tmp_path):
     with pytest.raises(TimeoutError, match="other worker never reached"):
         bench.wait_at_barrier(f"{tmp_path}:2", timeout=0.2)
+
+
+def test_forward_flops_counts_convolution_and_dense_multiply_adds_by_hand():
+    import keras
+
+    from benchmarks.archive.float32_ceiling import forward_flops
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="valid")(inputs)  # 6x6 positions, 3*3*3 in, 4 out
+    x = keras.layers.MaxPooling2D(2)(x)  # not counted
+    x = keras.layers.Dense(5)(x)  # on a 3x3 grid of 4-d vectors: 9 positions, 4 in, 5 out
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(2)(x)  # 45 in, 2 out
+    model = keras.Model(inputs, outputs)
+    assert forward_flops(model) == 2 * (36 * 27 * 4 + 9 * 4 * 5 + 45 * 2)
