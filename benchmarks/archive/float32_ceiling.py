@@ -81,7 +81,7 @@ def step_figures(name: str, data, steps: int, repeats: int) -> dict:
     spec = get_spec(name)
     keras.utils.set_random_seed(0)
     model, embedding = build_training_model(name, len(data.class_names), tuple(data.x_train.shape[1:]))
-    params = training_params(spec, None, None, None, None, 0, 11)
+    params = training_params(spec, seed=0)  # the registry budget
     total = params["epochs"] * params["steps_per_epoch"]
     compile_training_model(
         model, name, params["learning_rate"], total_steps=total, steps_per_epoch=params["steps_per_epoch"]
