@@ -74,27 +74,14 @@ def step_figures(name: str, data, steps: int, repeats: int) -> dict:
     """Seconds of one training step of ``name`` without its generator, and of one generator batch."""
     import keras
 
-    from helpers.registry import build_training_model, compile_training_model, get_spec
-    from helpers.training.batches import make_generators
-    from helpers.training.fit import training_params
+    from helpers.registry import build_training_model, get_spec
+    from helpers.training.fit import compile_for_fit, training_params
 
     spec = get_spec(name)
     keras.utils.set_random_seed(0)
     model, embedding = build_training_model(name, len(data.class_names), tuple(data.x_train.shape[1:]))
     params = training_params(spec, seed=0)  # the registry budget
-    total = params["epochs"] * params["steps_per_epoch"]
-    compile_training_model(
-        model, name, params["learning_rate"], total_steps=total, steps_per_epoch=params["steps_per_epoch"]
-    )
-    train_gen, _ = make_generators(
-        spec,
-        data,
-        params["batch_size"],
-        params["steps_per_epoch"],
-        seed=0,
-        embedding=embedding,
-        trainer=model,
-    )
+    train_gen, _ = compile_for_fit(spec, model, embedding, data, params)
     start = time.perf_counter()
     batches = [train_gen[i] for i in range(steps + 1)]
     generator_s = (time.perf_counter() - start) / (steps + 1)

@@ -139,10 +139,9 @@ def _recalibrate_layer(embedding: keras.Model, layer, images: np.ndarray, batch_
     )
 
 
-def fit_from_backup(
-    spec, model, embedding, data, params, work: Path, verbose, extra_callbacks
-) -> tuple[HistoryCheckpoint, float]:
-    """Compile, fit from the last backed-up epoch, then keep the best epoch's weights."""
+def compile_for_fit(spec, model, embedding, data, params):
+    """Compile the training ``model`` for the schedule of ``params`` (:func:`training_params`) and
+    return its ``(train, validation)`` generators."""
     compile_training_model(
         model,
         spec.name,
@@ -150,7 +149,7 @@ def fit_from_backup(
         total_steps=params["epochs"] * params["steps_per_epoch"],
         steps_per_epoch=params["steps_per_epoch"],
     )
-    train_gen, val_gen = make_generators(
+    return make_generators(
         spec,
         data,
         params["batch_size"],
@@ -159,6 +158,13 @@ def fit_from_backup(
         embedding=embedding,
         trainer=model,
     )
+
+
+def fit_from_backup(
+    spec, model, embedding, data, params, work: Path, verbose, extra_callbacks
+) -> tuple[HistoryCheckpoint, float]:
+    """Compile, fit from the last backed-up epoch, then keep the best epoch's weights."""
+    train_gen, val_gen = compile_for_fit(spec, model, embedding, data, params)
     history_cb = HistoryCheckpoint(work / "history.partial.json")
     if history_cb.epochs:
         print(
