@@ -111,3 +111,14 @@ def test_forward_flops_counts_convolution_and_dense_multiply_adds_by_hand():
     outputs = keras.layers.Dense(2)(x)  # 45 in, 2 out
     model = keras.Model(inputs, outputs)
     assert forward_flops(model) == 2 * (36 * 27 * 4 + 9 * 4 * 5 + 45 * 2)
+
+
+def test_a_ceiling_row_derives_its_rates_and_shares_from_hand_figures():
+    from benchmarks.archive.float32_ceiling import row_of
+
+    figures = {"step_s": 0.1, "generator_s": 0.025, "images_per_step": 200, "forward_mflop_per_image": 50.0}
+    row = row_of("m", figures, peak=100.0)
+    assert row["images_per_s"] == pytest.approx(2000)
+    assert row["step_gflops"] == pytest.approx(3 * 50e6 * 2000 / 1e9)  # 300 GFLOP/s
+    assert row["share_of_matmul_rate"] == pytest.approx(3.0)
+    assert row["generator_share"] == pytest.approx(0.2)  # 0.025 of 0.125
