@@ -1,5 +1,5 @@
 """benchmarks/cpu_training.py: the lever settings and the paired summary (no training here); the FLOP count
-of benchmarks/archive/float32_ceiling.py."""
+and the rows of benchmarks/archive/float32_ceiling.py."""
 
 import math
 import subprocess
