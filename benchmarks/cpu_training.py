@@ -66,6 +66,7 @@ CLEARED = (
     "TF_NUM_INTEROP_THREADS",
     "TF_NUM_INTRAOP_THREADS",
     "OMP_NUM_THREADS",
+    "TF_ENABLE_ONEDNN_OPTS",
 )
 LEVERS = (
     "tcmalloc",
@@ -77,6 +78,8 @@ LEVERS = (
     "threads",
     "bf16",
     "tcmalloc_bf16",
+    "tcmalloc_eigen",
+    "tcmalloc_spe5",
 )
 
 
@@ -126,31 +129,33 @@ def _probe(steps: int, barrier: str | None = None):
     return Probe()
 
 
-def _force_xla() -> None:
+def _force_compile(**forced) -> None:
+    """Make every ``keras.Model.compile`` of this process take ``forced`` (e.g. ``jit_compile``)."""
     import keras
 
     compile_ = keras.Model.compile
 
-    def compile_with_xla(self, *args, **kwargs):
-        return compile_(self, *args, **{**kwargs, "jit_compile": True})
+    def compile_forced(self, *args, **kwargs):
+        return compile_(self, *args, **{**kwargs, **forced})
 
-    keras.Model.compile = compile_with_xla
+    keras.Model.compile = compile_forced
 
 
 def worker(
     name: str, epochs: int, steps: int, augment: str | None, xla: bool, barrier: str | None = None,
-    policy: str | None = None,
+    policy: str | None = None, steps_per_execution: int = 1,
 ) -> dict:  # fmt: skip
     """Train ``name`` from scratch in this process; the timed figures of epochs 2..``epochs``
-    (``policy``: a Keras dtype policy such as ``"mixed_bfloat16"`` set before the model is built)."""
+    (``policy``: a Keras dtype policy such as ``"mixed_bfloat16"`` set before the model is built;
+    ``steps_per_execution``: training steps per call of the compiled step, see ``Model.compile``)."""
     import importlib
 
     import keras
 
     if name in STUDY:
         importlib.import_module(STUDY[name])
-    if xla:
-        _force_xla()
+    if xla or steps_per_execution > 1:
+        _force_compile(**({"jit_compile": True} if xla else {}), steps_per_execution=steps_per_execution)
     if policy:
         keras.mixed_precision.set_global_policy(policy)
     from helpers import registry, training
@@ -202,8 +207,13 @@ def lever_settings(lever: str, mode: str) -> tuple[dict, list[str]]:
             env["TCMALLOC_RELEASE_RATE"] = "0"
         if lever == "tcmalloc_interop1":  # one thread for TensorFlow's op scheduling as well
             env["TF_NUM_INTEROP_THREADS"] = "1"
+        if lever == "tcmalloc_eigen":  # TensorFlow's own (Eigen) kernels instead of oneDNN's
+            env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     bf16 = ["--policy", "mixed_bfloat16"]
-    args = {"xla": ["--xla"], "device_augment": ["--augment", "device"], "bf16": bf16, "tcmalloc_bf16": bf16}
+    args = {
+        "xla": ["--xla"], "device_augment": ["--augment", "device"], "bf16": bf16, "tcmalloc_bf16": bf16,
+        "tcmalloc_spe5": ["--steps-per-execution", "5"],
+    }  # fmt: skip
     return env, args.get(lever, [])
 
 
@@ -300,13 +310,15 @@ def main(argv=None) -> int:
     parser.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--barrier", help=argparse.SUPPRESS)
     parser.add_argument("--policy", help=argparse.SUPPRESS)
+    parser.add_argument("--steps-per-execution", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.epochs < 2 or args.steps < 1 or args.repeats < 1:
         parser.error("--epochs must be at least 2 (the first is untimed), --steps and --repeats at least 1")
     if args.worker:
         figures = worker(
-            args.worker, args.epochs, args.steps, args.augment, args.xla, args.barrier, args.policy
-        )
+            args.worker, args.epochs, args.steps, args.augment, args.xla, args.barrier, args.policy,
+            args.steps_per_execution,
+        )  # fmt: skip
         print(json.dumps(figures))
         return 0
     unknown = [m for m in args.models if m not in CORE and m not in STUDY]

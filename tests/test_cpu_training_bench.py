@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import cpu_training as bench
+from helpers import allocator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,13 +67,16 @@ def test_bad_arguments_exit_2(capsys):
 
 
 def test_tcmalloc_variants_add_their_one_setting_to_the_allocator():
+    if allocator.find("tcmalloc") is None:
+        pytest.skip("TCMalloc is not installed here")
     plain = bench.lever_settings("tcmalloc", "pair")[0]
     keep = bench.lever_settings("tcmalloc_keep", "pair")[0]
     interop = bench.lever_settings("tcmalloc_interop1", "pair")[0]
-    if "LD_PRELOAD" not in plain:
-        pytest.skip("TCMalloc is not installed here")
+    eigen = bench.lever_settings("tcmalloc_eigen", "pair")[0]
     assert {k: v for k, v in keep.items() if k not in plain} == {"TCMALLOC_RELEASE_RATE": "0"}
     assert {k: v for k, v in interop.items() if k not in plain} == {"TF_NUM_INTEROP_THREADS": "1"}
+    assert {k: v for k, v in eigen.items() if k not in plain} == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert bench.lever_settings("tcmalloc_spe5", "pair") == (plain, ["--steps-per-execution", "5"])
     assert (
         "TCMALLOC_RELEASE_RATE" not in interop
         and "LD_PRELOAD" not in bench.lever_settings("threads", "pair")[0]
